@@ -1,0 +1,1 @@
+"""Key maps between checkpoint file layouts and the models LongVid builds (one file per format component)."""
