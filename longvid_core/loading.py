@@ -19,6 +19,7 @@ from .checkpoint_io import CheckpointError, atomic_save_safetensors, open_tensor
 from .conditioning import SVDCond, encode_image
 from .denoiser import svd_denoise
 from .keymaps import sgm_clip, sgm_unet, sgm_vae
+from .keymaps.diffsynth import is_diffsynth_extension
 from .unet import LongVidUNet, config_from_diffusers_shapes
 
 DTYPES = {
@@ -44,8 +45,10 @@ def identify_checkpoint(keys) -> str:
     """A short name for what a single-file checkpoint holds, judged from its tensor names."""
     keys = list(keys)
     has = lambda prefix: any(k.startswith(prefix) for k in keys)  # noqa: E731
-    if any(k.startswith("blocks.") and ".positional_embedding.embeddings" in k for k in keys):
+    if is_diffsynth_extension(keys):
         return "an ExVideo extension (DiffSynth layout)"
+    if any(k.endswith(".positional_table") for k in keys):
+        return "an ExVideo extension (LongVid layout)"
     if has("model.diffusion_model."):
         if any(k.startswith("model.diffusion_model.") and ".time_stack." in k for k in keys):
             return "svd"
@@ -159,6 +162,12 @@ def _build_unet(tensors: Mapping, source, device) -> LongVidUNet:
 def _load_sgm_file(path: Path, dtype, device, allow_pickle) -> SVDModel:
     tensors = open_tensors(path, dtype=dtype, device=device, allow_pickle=allow_pickle)
     kind = identify_checkpoint(tensors.keys())
+    if kind.startswith("an ExVideo extension"):
+        raise CheckpointError(
+            f"{path}: this file is {kind}: it holds only the extended temporal layers, not a whole SVD. "
+            "Load a base SVD-XT checkpoint and pass this file as its extension: "
+            f"load_svd(<svd_xt.safetensors>, extension={str(path)!r})"
+        )
     if kind != "svd":
         raise CheckpointError(
             f"{path}: expected an SVD checkpoint (model.diffusion_model.* with temporal layers, "

@@ -55,7 +55,7 @@ _TOP_LEVEL = {
 }
 
 
-def _block_table(config: Mapping) -> list[tuple[str, str, tuple]]:
+def block_table(config: Mapping) -> list[tuple[str, str, tuple]]:
     """(sgm block prefix, our block prefix, sub-renames) for every block of this architecture."""
     levels = len(config["block_out_channels"])
     layers = config["layers_per_block"]
@@ -114,7 +114,7 @@ def _rename(key: str, table: list[tuple[str, str, tuple]], reverse: bool) -> str
 
 
 def _convert(state: Mapping[str, torch.Tensor], config: Mapping, reverse: bool) -> dict[str, torch.Tensor]:
-    table = _block_table(config)
+    table = block_table(config)
     out: dict[str, torch.Tensor] = {}
     unknown = []
     for key in state.keys():
