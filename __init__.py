@@ -17,6 +17,8 @@ if _PACK_DIR not in sys.path:
 try:
     from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
 except ImportError:  # imported as a plain module, not as a package (no relative imports possible)
+    if __package__:  # imported as a package (ComfyUI): a real failure that ComfyUI should report
+        raise
     NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS = {}, {}
 
 WEB_DIRECTORY = None

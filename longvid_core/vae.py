@@ -77,13 +77,25 @@ def encode_latent_dist_mode(vae: AutoencoderKLTemporalDecoder, images: torch.Ten
     return torch.cat(parts)
 
 
-def frame_windows(num_frames: int, decode_chunk: int) -> list[tuple[int, int]]:
-    """``[start, end)`` frame ranges decoded together. The temporal decoder mixes frames only within
-    one window. Plain back-to-back chunks for now; overlapping windows (blended in :func:`decode`)
-    are the place to remove flicker at chunk borders."""
-    if decode_chunk < 1:
-        raise ValueError(f"decode_chunk: expected a positive number of frames; found {decode_chunk}")
-    return [(start, min(start + decode_chunk, num_frames)) for start in range(0, num_frames, decode_chunk)]
+def frame_windows(num_frames: int, decode_chunk: int, overlap: int = 0) -> list[tuple[int, int]]:
+    """``[start, end)`` frame ranges decoded together; the temporal decoder mixes frames only within
+    one window.
+
+    ``overlap`` = 0: back-to-back chunks. ``overlap`` > 0: full windows every ``decode_chunk -
+    overlap`` frames, cross-faded where they overlap (:class:`longvid_core.decoding.StreamingDecoder`),
+    and a remainder decoded as a full-length window ending at the last frame. Overlap removes the
+    hard cuts (flicker) at chunk borders; it must be at most half the window.
+    """
+    from .decoding import check_decode_window
+
+    check_decode_window(decode_chunk, overlap)
+    stride = decode_chunk - overlap
+    windows = [(start, start + decode_chunk) for start in range(0, num_frames - decode_chunk + 1, stride)]
+    covered = windows[-1][1] if windows else 0
+    if covered < num_frames:
+        start = len(windows) * stride if overlap == 0 else max(0, num_frames - decode_chunk)
+        windows.append((start, num_frames))
+    return windows
 
 
 @torch.no_grad()
@@ -99,25 +111,37 @@ def decode_window(vae: AutoencoderKLTemporalDecoder, latents: torch.Tensor) -> t
 
 @torch.no_grad()
 def decode(vae: AutoencoderKLTemporalDecoder, latents: torch.Tensor, decode_chunk: int = DEFAULT_DECODE_CHUNK,
-           output_device=None, callback: Callable[[int, int], None] | None = None) -> torch.Tensor:
+           output_device=None, callback: Callable[[int, int], None] | None = None, overlap: int = 0) -> torch.Tensor:
     """Scaled latents ``[B, F, 4, h, w]`` -> frames ``[B, F, H, W, 3]`` float32 in 0..1.
 
-    Frames are decoded ``decode_chunk`` at a time, each chunk as one clip for the temporal decoder
-    (``num_frames`` = the chunk length), so memory is bounded by the chunk, not the video.
+    Frames are decoded in the windows of :func:`frame_windows` (``decode_chunk`` frames each, as one
+    clip for the temporal decoder), so memory is bounded by the window, not the video; ``overlap``
+    > 0 cross-fades consecutive windows (no hard cut at window borders).
     ``output_device``: where the frames are gathered (default: the latents' device).
-    ``callback(frames_done, frames_total)`` is called after each chunk (progress bars, interrupts).
+    ``callback(frames_done, frames_total)`` is called after each window (progress bars, interrupts).
     """
+    from .decoding import StreamingDecoder  # builds on decode_window above
+
     batch, num_frames = check_latents(latents, "latents", channels=vae.config.latent_channels)
     if num_frames == 0:
         raise ValueError(f"latents: expected at least one frame; found shape {tuple(latents.shape)}")
     output_device = latents.device if output_device is None else torch.device(output_device)
     frames = None
-    for start, end in frame_windows(num_frames, decode_chunk):
-        pixels = decode_window(vae, latents[:, start:end])
-        window = ((pixels.float() + 1.0) / 2.0).clamp(0.0, 1.0).permute(0, 1, 3, 4, 2).to(output_device)
+    done = 0
+
+    def keep(window):
+        nonlocal frames, done
+        if window is None:
+            return
         if frames is None:
             frames = torch.empty((batch, num_frames, *window.shape[2:]), dtype=torch.float32, device=output_device)
-        frames[:, start:end] = window
+        frames[:, done:done + window.shape[1]] = window
+        done += window.shape[1]
         if callback is not None:
-            callback(end, num_frames)
+            callback(done, num_frames)
+
+    decoder = StreamingDecoder(vae, decode_chunk, overlap, output_device=output_device)
+    for i in range(num_frames):
+        keep(decoder.push(latents[:, i]))
+    keep(decoder.finish())
     return frames

@@ -1,0 +1,137 @@
+"""LongVidCondition (image(s) -> conditioning) and LongVidEncodeFrames (video frames -> prefix)."""
+
+from __future__ import annotations
+
+import torch
+
+from longvid_core.frames import cover_crop, encode_frames, vae_downscale
+from longvid_core.vae import VAE_SCALE
+
+from . import runtime
+from .validation import (
+    SIZE_MULTIPLE, check_keyframe_starts, check_size, check_widgets, first_problem, parse_keyframe_starts, raise_if,
+)
+
+SIZE_TOOLTIP = ("Video {} in pixels, a multiple of 64. Images are scaled to cover it and centre-cropped "
+                "(nothing is stretched or padded).")
+
+
+def size_inputs():
+    return {
+        "width": ("INT", {"default": 1024, "min": SIZE_MULTIPLE, "max": 4096, "step": SIZE_MULTIPLE,
+                          "tooltip": SIZE_TOOLTIP.format("width")}),
+        "height": ("INT", {"default": 576, "min": SIZE_MULTIPLE, "max": 4096, "step": SIZE_MULTIPLE,
+                           "tooltip": SIZE_TOOLTIP.format("height")}),
+    }
+
+
+def check_model_size(model, width: int, height: int) -> None:
+    """An extended (ExVideo) model's 3-D convolution needs >= 2x2 pixels at the UNet's deepest level."""
+    if model.max_frames is None:
+        return
+    svd = model.svd
+    smallest = 2 * vae_downscale(svd.vae) * 2 ** (len(svd.unet.config.block_out_channels) - 1)
+    if width < smallest or height < smallest:
+        raise ValueError(
+            f"{width}x{height} is too small for an ExVideo-extended model: its 3-D convolution needs images of "
+            f"at least {smallest} px on each side; use width and height >= {smallest}"
+        )
+
+
+class LongVidCondition:
+    DESCRIPTION = (
+        "SVD conditioning from one image, or from a batch of images used as keyframes: image i takes over at the "
+        "frame given by the i-th number of keyframe_starts (frames counted in the whole output video, a prefix "
+        "included). Images are scaled to cover width x height and centre-cropped."
+    )
+    CATEGORY = "LongVid"
+    RETURN_TYPES = ("LONGVID_COND", "IMAGE")
+    RETURN_NAMES = ("cond", "images")
+    OUTPUT_TOOLTIPS = ("Conditioning for LongVid Sample.", "The images as fitted to the video size.")
+    FUNCTION = "condition"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": ("LONGVID_MODEL",),
+                "image": ("IMAGE", {"tooltip": "One start image, or a batch of keyframe images (ImageBatch)."}),
+                **size_inputs(),
+                "keyframe_starts": ("STRING", {
+                    "default": "0",
+                    "tooltip": "Frame where each image of the batch takes over, e.g. '0, 48, 96' for 3 images. "
+                               "Starts at 0, increasing, one number per image."}),
+                "fps": ("INT", {"default": 6, "min": 1, "max": 1000,
+                                "tooltip": "SVD's frame-rate conditioning (fps - 1 is what the model sees)."}),
+                "motion_bucket_id": ("INT", {"default": 127, "min": 0, "max": 1023,
+                                             "tooltip": "More motion with higher values (SVD default 127)."}),
+                "augmentation": ("FLOAT", {
+                    "default": 0.02, "min": 0.0, "max": 10.0, "step": 0.01,
+                    "tooltip": "Noise added to the conditioning image (SVD's noise_aug_strength)."}),
+            }
+        }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, width=None, height=None, keyframe_starts=None, fps=None, motion_bucket_id=None,
+                        augmentation=None):
+        return first_problem(
+            check_widgets(cls, width=width, height=height, fps=fps, motion_bucket_id=motion_bucket_id,
+                          augmentation=augmentation),
+            check_size(width, height),
+            check_keyframe_starts(keyframe_starts),
+        )
+
+    def condition(self, model, image, width, height, keyframe_starts, fps, motion_bucket_id, augmentation):
+        raise_if(self.VALIDATE_INPUTS(width, height, keyframe_starts, fps, motion_bucket_id, augmentation))
+        starts = parse_keyframe_starts(keyframe_starts)
+        if len(starts) != image.shape[0]:
+            example = ", ".join(str(48 * i) for i in range(image.shape[0]))
+            raise ValueError(
+                f"keyframe_starts lists {len(starts)} start frame(s) {starts} but the image batch holds "
+                f"{image.shape[0]} image(s): give one start per image, e.g. '{example}'"
+            )
+        check_model_size(model, width, height)
+        fitted = cover_crop(image, width, height)
+        svd = model.prepare("vae", "image_encoder")
+        keyframes = []
+        with torch.no_grad():
+            for i, start in enumerate(starts):
+                runtime.throw_if_interrupted()
+                cond = svd.encode_image(fitted[i:i + 1].to(model.device), fps=fps, motion_bucket_id=motion_bucket_id,
+                                        noise_aug_strength=augmentation, seed=i)
+                keyframes.append((start, cond.to("cpu")))
+        return (keyframes, fitted)
+
+
+class LongVidEncodeFrames:
+    DESCRIPTION = (
+        "Encodes video frames (e.g. Load Video -> Get Video Components) to a LATENT for LongVid Sample's prefix, "
+        "to extend that video. Frames are fitted to width x height like LongVid Condition does. Also returns the "
+        "last frame, a natural conditioning image for the continuation."
+    )
+    CATEGORY = "LongVid"
+    RETURN_TYPES = ("LATENT", "IMAGE")
+    RETURN_NAMES = ("prefix", "last_frame")
+    OUTPUT_TOOLTIPS = ("Latent frames (ComfyUI layout [frames, 4, h, w]) for LongVid Sample's prefix.",
+                       "The last frame, fitted to the video size.")
+    FUNCTION = "encode"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model": ("LONGVID_MODEL",), "images": ("IMAGE",), **size_inputs()}}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, width=None, height=None):
+        return first_problem(check_widgets(cls, width=width, height=height), check_size(width, height))
+
+    def encode(self, model, images, width, height):
+        raise_if(self.VALIDATE_INPUTS(width, height))
+        fitted = cover_crop(images, width, height)
+        svd = model.prepare("vae")
+        latents = []
+        with torch.no_grad():
+            for start in range(0, fitted.shape[0], 16):  # check cancel between batches of frames
+                runtime.throw_if_interrupted()
+                latents.append(encode_frames(svd.vae, fitted[start:start + 16].to(model.device))[0].cpu())
+        # ComfyUI's LATENT holds unscaled VAE latents (as VAEEncode makes them)
+        return ({"samples": torch.cat(latents) / VAE_SCALE}, fitted[-1:])

@@ -1,0 +1,96 @@
+"""Checks shared by ``VALIDATE_INPUTS`` (before anything runs) and the nodes' own start.
+
+ComfyUI skips its own min/max/combo checks for every input a ``VALIDATE_INPUTS`` names, so
+:func:`check_widgets` redoes them from the node's ``INPUT_TYPES``. Inputs fed by a link reach
+``VALIDATE_INPUTS`` as missing (``None``): those are checked again when the node runs.
+Every message says what was found and what to change.
+"""
+
+from __future__ import annotations
+
+import re
+
+from longvid_core.schedules import validate_window
+
+SIZE_MULTIPLE = 64  # SVD: 8x VAE downscale, then the UNet halves the latent 3 times
+
+
+def check_widgets(node_cls, **values) -> str | None:
+    """Range and combo checks of ``values`` against ``node_cls.INPUT_TYPES()``; a message or None."""
+    types = node_cls.INPUT_TYPES()
+    spec = {**types.get("required", {}), **types.get("optional", {})}
+    for name, value in values.items():
+        if value is None:
+            continue
+        kind = spec[name][0]
+        options = spec[name][1] if len(spec[name]) > 1 else {}
+        if isinstance(kind, (list, tuple)):
+            if value not in kind:
+                return f"{name}: {value!r} is not one of {list(kind)}"
+        elif kind in ("INT", "FLOAT"):
+            if "min" in options and value < options["min"]:
+                return f"{name} is {value}; the smallest allowed is {options['min']}"
+            if "max" in options and value > options["max"]:
+                return f"{name} is {value}; the largest allowed is {options['max']}"
+    return None
+
+
+def check_size(width, height) -> str | None:
+    for name, value in (("width", width), ("height", height)):
+        if value is not None and value % SIZE_MULTIPLE:
+            below = value // SIZE_MULTIPLE * SIZE_MULTIPLE
+            options = " or ".join(str(v) for v in (below, below + SIZE_MULTIPLE) if v > 0)
+            return (f"{name} ({value}) must be a multiple of {SIZE_MULTIPLE} (SVD's latent is 1/8 of the image and "
+                    f"its UNet halves that 3 times); use {options}")
+    return None
+
+
+def check_window(window, chunk, steps) -> str | None:
+    """The progressive layout (see ``longvid_core.schedules.validate_window``)."""
+    if None in (window, chunk, steps):
+        return None
+    try:
+        validate_window(window, chunk, steps)
+    except ValueError as e:
+        return str(e)
+    return None
+
+
+def parse_keyframe_starts(text: str) -> list[int]:
+    """``"0, 48, 96"`` -> ``[0, 48, 96]``: whole frame numbers, increasing, the first 0.
+    Raises ValueError saying what to write."""
+    parts = [p for p in re.split(r"[,\s;]+", str(text).strip()) if p]
+    example = "write one start frame per image, like '0, 48, 96'"
+    if not parts:
+        raise ValueError(f"keyframe_starts is empty; {example}")
+    try:
+        starts = [int(p) for p in parts]
+    except ValueError:
+        raise ValueError(
+            f"keyframe_starts {text!r} holds something that is not a whole frame number; {example}") from None
+    if starts[0] != 0:
+        raise ValueError(f"keyframe_starts must begin with 0 (the first image starts the video); found {starts}")
+    if any(b <= a for a, b in zip(starts, starts[1:])):
+        raise ValueError(
+            f"keyframe_starts must increase (each image takes over later than the one before); found {starts}")
+    return starts
+
+
+def check_keyframe_starts(text) -> str | None:
+    if text is None:
+        return None
+    try:
+        parse_keyframe_starts(text)
+    except ValueError as e:
+        return str(e)
+    return None
+
+
+def first_problem(*messages) -> str | bool:
+    """What ``VALIDATE_INPUTS`` returns: the first message, or True when all are None."""
+    return next((m for m in messages if m), True)
+
+
+def raise_if(message: str | bool) -> None:
+    if message is not True and message:
+        raise ValueError(message)

@@ -1,0 +1,213 @@
+"""Frames out: LongVidDecode (-> IMAGE), LongVidSaveVideo (LATENT -> mp4) and LongVidSampleToVideo
+(sampling straight into an mp4, frames decoded as the sampler finishes them)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from longvid_core.decoding import DEFAULT_DECODE_OVERLAP, check_decode_window
+from longvid_core.vae import DEFAULT_DECODE_CHUNK, VAE_SCALE, decode
+from longvid_core.video_io import DEFAULT_CRF, write_latent_video
+
+from . import runtime
+from .sampling import PREFIX_INPUT, sampling_inputs, start_sampling, validate_sampling
+from .validation import check_widgets, first_problem, raise_if
+
+
+def decode_inputs() -> dict:
+    return {
+        "decode_window": ("INT", {"default": DEFAULT_DECODE_CHUNK, "min": 1, "max": 256, "tooltip": (
+            "Latent frames the temporal VAE decodes together; bounds memory (lower it if decoding runs out of "
+            "memory).")}),
+        "overlap": ("INT", {"default": DEFAULT_DECODE_OVERLAP, "min": 0, "max": 128, "tooltip": (
+            "Frames shared by consecutive decode windows and cross-faded, so there is no hard cut (flicker) at "
+            "window borders. At most half of decode_window; 0 = back-to-back chunks.")}),
+    }
+
+
+def video_inputs() -> dict:
+    return {
+        "filename_prefix": ("STRING", {"default": "video/LongVid", "tooltip": (
+            "File name start inside ComfyUI's output folder (subfolders allowed); a number and .mp4 are added.")}),
+        "frame_rate": ("FLOAT", {"default": 8.0, "min": 0.1, "max": 240.0, "step": 0.1,
+                                 "tooltip": "Playback frames per second of the mp4."}),
+        "crf": ("INT", {"default": DEFAULT_CRF, "min": 0, "max": 51,
+                        "tooltip": "H.264 quality: lower = better and larger (0 lossless, 19 visually lossless)."}),
+        **decode_inputs(),
+    }
+
+
+OUTPUT_PATH_INPUT = ("STRING", {"default": "", "tooltip": (
+    "Optional: write to this absolute .mp4 path instead of the output folder (no preview in the browser).")})
+
+
+def check_decode(decode_window, overlap) -> str | None:
+    if decode_window is None or overlap is None:
+        return None
+    try:
+        check_decode_window(decode_window, overlap)
+    except ValueError as e:
+        return str(e)
+    return None
+
+
+def check_output_path(output_path) -> str | None:
+    if output_path and (not os.path.isabs(output_path) or not output_path.lower().endswith(".mp4")):
+        return (f"output_path must be an absolute path ending in .mp4, or empty for the output folder; "
+                f"got {output_path!r}")
+    return None
+
+
+def _target(filename_prefix: str, output_path: str):
+    """(file, ui entry or None) for a new video."""
+    if output_path:
+        return Path(output_path), None
+    path, subfolder, filename = runtime.next_output_file(filename_prefix, ".mp4")
+    return path, {"filename": filename, "subfolder": subfolder, "type": "output"}
+
+
+def _result(path: Path, ui_entry):
+    # the same preview entry ComfyUI's own SaveVideo sends (a file in the output folder)
+    ui = {"images": [ui_entry], "animated": (True,)} if ui_entry else {}
+    return {"ui": ui, "result": (str(path),)}
+
+
+def _window_progress(total_frames: int):
+    """on_window callback: progress over decoded frames, and the cancel button."""
+    bar = runtime.progress_bar(total_frames)
+
+    def on_window(start, end):
+        bar.update_absolute(end, total_frames)
+        runtime.throw_if_interrupted()
+
+    return on_window
+
+
+def _scaled(samples: dict) -> torch.Tensor:
+    latents = samples["samples"]
+    if latents.dim() != 4 or latents.shape[1] != 4:
+        raise ValueError(f"samples: expected LATENT [frames, 4, h, w] (as LongVid Sample makes); found "
+                         f"{tuple(latents.shape)}")
+    return latents.unsqueeze(0).float() * VAE_SCALE  # ComfyUI LATENT is unscaled
+
+
+class LongVidDecode:
+    DESCRIPTION = (
+        "Decodes video latents with SVD's temporal VAE in overlapping windows, cross-faded (no seams, bounded "
+        "memory) -> IMAGE frames [frames, H, W, 3]. For very long videos use LongVid Save Video, which never holds "
+        "all frames."
+    )
+    CATEGORY = "LongVid"
+    RETURN_TYPES = ("IMAGE",)
+    RETURN_NAMES = ("frames",)
+    FUNCTION = "decode"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model": ("LONGVID_MODEL",), "samples": ("LATENT",), **decode_inputs()}}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, decode_window=None, overlap=None):
+        return first_problem(check_widgets(cls, decode_window=decode_window, overlap=overlap),
+                             check_decode(decode_window, overlap))
+
+    def decode(self, model, samples, decode_window, overlap):
+        raise_if(self.VALIDATE_INPUTS(decode_window, overlap))
+        latents = _scaled(samples)
+        svd = model.prepare("vae")
+        bar = runtime.progress_bar(latents.shape[1])
+
+        def on_window(done, total):
+            bar.update_absolute(done, total)
+            runtime.throw_if_interrupted()
+
+        with torch.no_grad():
+            frames = decode(svd.vae, latents.to(model.device), decode_chunk=decode_window, overlap=overlap,
+                            output_device="cpu", callback=on_window)
+        return (frames[0],)
+
+
+class LongVidSaveVideo:
+    DESCRIPTION = (
+        "Decodes video latents window by window (cross-faded overlap) and writes each finished frame straight into "
+        "an mp4 (H.264, yuv420p), so a video of any length is saved without holding its frames in memory."
+    )
+    CATEGORY = "LongVid"
+    RETURN_TYPES = ("STRING",)
+    RETURN_NAMES = ("path",)
+    OUTPUT_TOOLTIPS = ("The mp4 file written.",)
+    FUNCTION = "save"
+    OUTPUT_NODE = True
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model": ("LONGVID_MODEL",), "samples": ("LATENT",), **video_inputs()},
+                "optional": {"output_path": OUTPUT_PATH_INPUT}}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, frame_rate=None, crf=None, decode_window=None, overlap=None, output_path=None):
+        return first_problem(
+            check_widgets(cls, frame_rate=frame_rate, crf=crf, decode_window=decode_window, overlap=overlap),
+            check_decode(decode_window, overlap), check_output_path(output_path))
+
+    def save(self, model, samples, filename_prefix, frame_rate, crf, decode_window, overlap, output_path=""):
+        raise_if(self.VALIDATE_INPUTS(frame_rate, crf, decode_window, overlap, output_path))
+        latents = _scaled(samples)
+        svd = model.prepare("vae")
+        path, ui_entry = _target(filename_prefix, output_path)
+        frames = (latents[:, i].to(model.device) for i in range(latents.shape[1]))
+        with torch.no_grad():
+            write_latent_video(svd.vae, frames, path, frame_rate, window=decode_window, overlap=overlap,
+                                         crf=crf, on_window=_window_progress(latents.shape[1]))
+        return _result(path, ui_entry)
+
+
+class LongVidSampleToVideo:
+    DESCRIPTION = (
+        "LongVid Sample and LongVid Save Video in one: every frame is decoded and written to the mp4 as soon as the "
+        "sampler finishes it, so neither the latents nor the frames of a long video are ever held in memory (no "
+        "out-of-memory at decode after hours of sampling). Cancelling keeps a playable mp4 of the frames so far."
+    )
+    CATEGORY = "LongVid"
+    RETURN_TYPES = ("STRING",)
+    RETURN_NAMES = ("path",)
+    OUTPUT_TOOLTIPS = ("The mp4 file written.",)
+    FUNCTION = "sample_to_video"
+    OUTPUT_NODE = True
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {**sampling_inputs(), **video_inputs()},
+                "optional": {"prefix": PREFIX_INPUT, "output_path": OUTPUT_PATH_INPUT}}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, frames=None, mode=None, window=None, chunk=None, steps=None, cfg=None, min_cfg=None,
+                        seed=None, frame_rate=None, crf=None, decode_window=None, overlap=None, output_path=None):
+        return first_problem(
+            validate_sampling(cls, frames, mode, window, chunk, steps, cfg, min_cfg, seed),
+            check_widgets(cls, frame_rate=frame_rate, crf=crf, decode_window=decode_window, overlap=overlap),
+            check_decode(decode_window, overlap), check_output_path(output_path))
+
+    def sample_to_video(self, model, cond, frames, mode, window, chunk, steps, cfg, min_cfg, seed, filename_prefix,
+                        frame_rate, crf, decode_window, overlap, prefix=None, output_path=""):
+        raise_if(self.VALIDATE_INPUTS(frames, mode, window, chunk, steps, cfg, min_cfg, seed, frame_rate, crf,
+                                      decode_window, overlap, output_path))
+        with torch.no_grad():
+            run = start_sampling(model, cond, frames, mode, window, chunk, steps, cfg, min_cfg, seed, prefix,
+                                 node_cls=type(self))
+            svd = model.prepare("unet", "vae")
+            path, ui_entry = _target(filename_prefix, output_path)
+
+            def latent_frames():
+                if run.prefix is not None:  # the video starts with the frames it extends
+                    yield from run.prefix.unbind(1)
+                for _, latent in run.new_frames:
+                    yield latent
+
+            # Progress is the sampler's (one step per denoiser call); decoding checks cancel per window.
+            write_latent_video(svd.vae, latent_frames(), path, frame_rate, window=decode_window, overlap=overlap,
+                               crf=crf, on_window=lambda start, end: runtime.throw_if_interrupted())
+        return _result(path, ui_entry)

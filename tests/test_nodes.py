@@ -1,0 +1,473 @@
+"""The ComfyUI nodes run directly, without ComfyUI, on a tiny SVD written in the real file layouts.
+
+The tiny checkpoint's VAE has SVD's 8x downscale (four levels), so the nodes' real rules (sizes in
+multiples of 64) hold and 64x64 images give 8x8 latents that sample in a fraction of a second.
+"""
+
+import importlib.util
+import inspect
+import os
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import nodes as node_pack
+from longvid_core import exvideo, samplers
+from longvid_core.frames import cover_crop
+from longvid_core.loading import SVDModel, save_svd
+from longvid_core.schedule_plot import schedule_layout
+from longvid_core.schedules import get_sigmas_karras, progressive_table
+from longvid_core.tiny import TINY_VAE, randomize_, tiny_clip, tiny_unet
+from longvid_core.vae import VAE_SCALE, build_vae
+from longvid_core.video_io import read_video
+from nodes import model_cache, runtime
+
+NODES = node_pack.NODE_CLASS_MAPPINGS
+REPO = Path(__file__).resolve().parents[1]
+CHECKPOINT = "svd_xt.safetensors"
+EXTENSION = "ExVideo-SVD-128f-v1/model.fp16.safetensors"  # the release's folder and file name
+EXTENSION_FRAMES = 8  # the tiny extension's table: small enough to hit the limit in a test
+
+# ----------------------------------------------------------------------------------- fixtures
+
+
+def tiny_vae8(seed: int = 1):
+    """The tiny VAE with SVD's 8x downscale (4 levels)."""
+    config = dict(TINY_VAE, down_block_types=("DownEncoderBlock2D",) * 4, block_out_channels=(32, 32, 32, 32))
+    vae = randomize_(build_vae(config), seed)
+    with torch.no_grad():  # the SGM layout has no quant_conv: only the identity is representable
+        vae.quant_conv.weight.copy_(torch.eye(8).reshape(8, 8, 1, 1))
+        vae.quant_conv.bias.zero_()
+    return vae.eval()
+
+
+def write_tiny_checkpoint(folder: Path, extension_folder: Path | None = None, seed: int = 0) -> Path:
+    """A tiny SVD (SGM single file, 8x VAE) as ``svd_xt.safetensors`` in ``folder``; with
+    ``extension_folder``, also a tiny ExVideo extension in the release's layout and file name."""
+    model = SVDModel(tiny_unet(seed), tiny_vae8(seed + 1), tiny_clip(seed + 2), source="tiny")
+    path = save_svd(model, Path(folder) / CHECKPOINT)
+    if extension_folder is not None:
+        exvideo.extend_unet(model.unet, EXTENSION_FRAMES)
+        exvideo.save_extension(model, Path(extension_folder) / EXTENSION, layout="diffsynth")
+    return path
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("longvid_nodes")
+    checkpoints, extensions, output = root / "checkpoints", root / "longvid_extensions", root / "output"
+    for folder in (checkpoints, extensions / "ExVideo-SVD-128f-v1", output):
+        folder.mkdir(parents=True)
+    write_tiny_checkpoint(checkpoints, extensions)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LONGVID_CHECKPOINTS_DIR", str(checkpoints))
+        mp.setenv("LONGVID_EXTENSIONS_DIR", str(extensions))
+        mp.setenv("LONGVID_OUTPUT_DIR", str(output))
+        yield {"checkpoints": checkpoints, "extensions": extensions, "output": output}
+    model_cache.clear_cache()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # Tiny models are dominated by per-op overhead; one thread avoids oversubscribing a busy 2-core CI box.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def load(extension="none", dtype="auto"):
+    return NODES["LongVidLoadModel"]().load(CHECKPOINT, extension, dtype)[0]
+
+
+@pytest.fixture
+def model(folders):
+    return load()
+
+
+def image(batch=1, height=80, width=100, seed=0):
+    return torch.rand(batch, height, width, 3, generator=torch.Generator().manual_seed(seed))
+
+
+def condition(model, images=None, starts="0", size=64):
+    images = image() if images is None else images
+    return NODES["LongVidCondition"]().condition(model, images, size, size, starts, 6, 127, 0.02)
+
+
+SMALL = dict(mode="progressive", window=4, chunk=2, steps=2, cfg=1.0, min_cfg=1.0, seed=0)
+
+
+def sample(model, cond, frames=6, prefix=None, **overrides):
+    args = {**SMALL, **overrides}
+    return NODES["LongVidSample"]().sample(model, cond, frames, args["mode"], args["window"], args["chunk"],
+                                           args["steps"], args["cfg"], args["min_cfg"], args["seed"], prefix=prefix)[0]
+
+
+class Recorder:
+    """Stands in for ComfyUI's ProgressBar."""
+
+    def __init__(self, total):
+        self.total = total
+        self.updates = []
+
+    def update_absolute(self, value, total=None, preview=None):
+        self.updates.append((value, total, preview))
+
+
+@pytest.fixture
+def bars(monkeypatch):
+    made = []
+
+    def progress_bar(total):
+        made.append(Recorder(total))
+        return made[-1]
+
+    monkeypatch.setattr(runtime, "progress_bar", progress_bar)
+    return made
+
+
+def count_denoiser_calls(model, monkeypatch):
+    calls = []
+    original = model.svd.denoise
+
+    def counting(x, sigma, cond):
+        calls.append(x.shape[1])
+        return original(x, sigma, cond)
+
+    monkeypatch.setattr(model.svd, "denoise", counting)
+    return calls
+
+
+# ----------------------------------------------------------------------------------- the pack
+
+
+def test_pack_imports_the_comfyui_way_without_comfyui():
+    """ComfyUI imports the pack folder's __init__.py as a package; it must work with no ComfyUI."""
+    spec = importlib.util.spec_from_file_location("longvid_pack_under_test", REPO / "__init__.py",
+                                                  submodule_search_locations=[str(REPO)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.modules.pop(spec.name, None)
+    assert set(module.NODE_CLASS_MAPPINGS) == set(NODES)
+    assert set(module.NODE_DISPLAY_NAME_MAPPINGS) == set(NODES)
+    assert not runtime.IN_COMFYUI
+
+
+def test_node_ids_and_schemas_are_well_formed():
+    assert set(NODES) == {
+        "LongVidLoadModel", "LongVidCondition", "LongVidEncodeFrames", "LongVidSample", "LongVidDecode",
+        "LongVidSaveVideo", "LongVidSampleToVideo", "LongVidScheduleView",
+    }
+    for node_id, cls in NODES.items():
+        assert node_id.startswith("LongVid") and cls.CATEGORY == "LongVid" and cls.DESCRIPTION
+        types = cls.INPUT_TYPES()
+        inputs = {**types["required"], **types.get("optional", {})}
+        assert callable(getattr(cls, cls.FUNCTION))
+        assert len(cls.RETURN_TYPES) == len(getattr(cls, "RETURN_NAMES", cls.RETURN_TYPES))
+        signature = inspect.signature(getattr(cls, cls.FUNCTION))
+        assert set(signature.parameters) - {"self"} == set(inputs), node_id
+        if hasattr(cls, "VALIDATE_INPUTS"):  # ComfyUI passes only inputs it names; names must exist
+            assert set(inspect.signature(cls.VALIDATE_INPUTS).parameters) <= set(inputs), node_id
+            assert cls.VALIDATE_INPUTS() is True  # everything linked: nothing to say yet
+
+
+def test_loader_lists_files_from_the_folders(folders):
+    types = NODES["LongVidLoadModel"].INPUT_TYPES()["required"]
+    assert types["ckpt_name"][0] == [CHECKPOINT]
+    assert types["extension"][0] == ["none", EXTENSION]
+    with pytest.raises(FileNotFoundError, match="missing.safetensors.*checkpoints.*LONGVID_CHECKPOINTS_DIR"):
+        NODES["LongVidLoadModel"]().load("missing.safetensors", "none", "auto")
+    absolute = NODES["LongVidLoadModel"]().load(str(folders["checkpoints"] / CHECKPOINT), "none", "auto")[0]
+    assert absolute is load()  # absolute path and folder name are the same file: the same cached model
+
+
+# ----------------------------------------------------------------------------------- end to end
+
+
+def test_image_to_frames_end_to_end(model):
+    cond, fitted = condition(model)
+    assert [start for start, _ in cond] == [0] and fitted.shape == (1, 64, 64, 3)
+    latent = sample(model, cond, frames=6)
+    assert latent["samples"].shape == (6, 4, 8, 8)  # ComfyUI's layout: frames on the batch axis
+    frames = NODES["LongVidDecode"]().decode(model, latent, 4, 2)[0]
+    assert frames.shape == (6, 64, 64, 3) and frames.dtype == torch.float32
+    assert torch.isfinite(frames).all() and 0 <= frames.min() and frames.max() <= 1
+
+
+def test_latent_output_is_unscaled_like_comfyui_vae_encode(model):
+    """ComfyUI's LATENT holds raw VAE latents; the sampler works in scaled ones."""
+    cond, _ = condition(model)
+    latent = sample(model, cond, frames=2, mode="full_sequence")
+    keyframes = [(s, c) for s, c in cond]
+    direct = samplers.sample_full_sequence(model.svd.denoise, keyframes, 2, (1, 4, 8, 8),
+                                           get_sigmas_karras(2), seed=0, cfg=1.0, min_cfg=1.0)
+    torch.testing.assert_close(latent["samples"], direct[0] / VAE_SCALE)
+
+
+def test_resize_rule_scales_to_cover_then_centre_crops():
+    wide = torch.zeros(1, 64, 128, 3)
+    wide[:, :, :32, 0] = 1.0  # red left quarter
+    wide[:, :, 32:96, 1] = 1.0  # green middle half
+    wide[:, :, 96:, 2] = 1.0  # blue right quarter
+    square = cover_crop(wide, 64, 64)
+    assert square.shape == (1, 64, 64, 3)
+    assert torch.equal(square, torch.tensor([0.0, 1.0, 0.0]).expand(1, 64, 64, 3))  # only the middle is kept
+    tall = cover_crop(wide.transpose(1, 2), 64, 128)  # 128x64 (h x w) -> 128 tall, 64 wide: same aspect, resize only
+    assert tall.shape == (1, 128, 64, 3)
+    assert cover_crop(square, 64, 64) is square
+
+
+def test_keyframes_each_image_takes_over_at_its_start(model):
+    pair = torch.stack([torch.zeros(64, 64, 3), torch.ones(64, 64, 3)])
+    cond, fitted = condition(model, pair, "0, 4")
+    assert [start for start, _ in cond] == [0, 4] and fitted.shape == (2, 64, 64, 3)
+    assert not torch.equal(cond[0][1].concat_latent, cond[1][1].concat_latent)
+    latent = sample(model, cond, frames=8)
+    assert latent["samples"].shape == (8, 4, 8, 8)
+    one = sample(model, condition(model, pair[:1])[0], frames=8)
+    # frames before the second keyframe's window are untouched by it; later ones follow it
+    assert not torch.equal(latent["samples"][4:], one["samples"][4:])
+
+
+def test_keyframe_count_must_match_the_batch(model):
+    with pytest.raises(ValueError,
+                       match=r"lists 2 start frame\(s\) \[0, 48\] but the image batch holds 3.*'0, 48, 96'"):
+        condition(model, image(batch=3), "0, 48")
+
+
+def test_keyframe_past_the_end_is_refused_before_sampling(model, monkeypatch):
+    cond, _ = condition(model, image(batch=2), "0, 40")
+    calls = count_denoiser_calls(model, monkeypatch)
+    with pytest.raises(ValueError, match=r"keyframe start\(s\) \[40\] lie past the end of the video"):
+        sample(model, cond, frames=6)
+    assert calls == []
+
+
+def test_prefix_extends_a_video_and_comes_first_in_the_output(model):
+    video = torch.rand(5, 72, 72, 3, generator=torch.Generator().manual_seed(4))
+    prefix, last = NODES["LongVidEncodeFrames"]().encode(model, video, 64, 64)
+    assert prefix["samples"].shape == (5, 4, 8, 8) and last.shape == (1, 64, 64, 3)
+    cond, _ = condition(model, last)
+    latent = sample(model, cond, frames=4, prefix=prefix)
+    assert latent["samples"].shape == (9, 4, 8, 8)
+    torch.testing.assert_close(latent["samples"][:5], prefix["samples"], rtol=0, atol=1e-6)
+    for mode in ("replacement_without_noise", "replacement_with_noise"):
+        assert sample(model, cond, frames=3, prefix=prefix, mode=mode)["samples"].shape == (8, 4, 8, 8)
+
+
+def test_prefix_of_another_size_is_refused(model):
+    cond, _ = condition(model)
+    with pytest.raises(ValueError, match="prefix latents are 16x16 but the conditioning is 8x8"):
+        sample(model, cond, frames=2, prefix={"samples": torch.zeros(3, 4, 16, 16)})
+    with pytest.raises(ValueError, match="full_sequence mode cannot extend a video"):
+        sample(model, cond, frames=2, prefix={"samples": torch.zeros(3, 4, 8, 8)}, mode="full_sequence")
+
+
+# ----------------------------------------------------------------------------------- validation
+
+
+@pytest.mark.parametrize("node_id, values, message", [
+    ("LongVidSample", dict(mode="progressive", window=5, chunk=2, steps=24),
+     r"window \(5 noisy latent frames\) must be a multiple of chunk \(2\).*use window 4 or 6"),
+    ("LongVidSample", dict(mode="progressive", window=24, chunk=2, steps=20),
+     r"steps \(20\) must be a multiple of window/chunk = 24/2 = 12.*use steps 12 or 24"),
+    ("LongVidSampleToVideo", dict(mode="progressive", window=8, chunk=3, steps=8), "use window 6 or 9"),
+    ("LongVidSample", dict(mode="sideways"), r"mode: 'sideways' is not one of \['progressive'"),
+    ("LongVidSample", dict(frames=0), "frames is 0; the smallest allowed is 1"),
+    ("LongVidCondition", dict(width=1000, height=576), r"width \(1000\) must be a multiple of 64.*use 960 or 1024"),
+    ("LongVidEncodeFrames", dict(width=512, height=100), r"height \(100\) must be a multiple of 64.*use 64 or 128"),
+    ("LongVidCondition", dict(keyframe_starts="0, soon"), "not a whole frame number.*'0, 48, 96'"),
+    ("LongVidCondition", dict(keyframe_starts="8, 16"), "must begin with 0"),
+    ("LongVidCondition", dict(keyframe_starts="0, 16, 8"), "must increase"),
+    ("LongVidDecode", dict(decode_window=8, overlap=5), r"overlap \(5\) must be at most half.*overlap <= 4"),
+    ("LongVidSaveVideo", dict(output_path="clip.mp4"), "absolute path ending in .mp4"),
+    ("LongVidScheduleView", dict(window=6, chunk=4, steps=6), "multiple of chunk"),
+])
+def test_impossible_settings_are_refused_at_validation_saying_what_to_change(node_id, values, message):
+    result = NODES[node_id].VALIDATE_INPUTS(**values)
+    assert isinstance(result, str)
+    assert re.search(message, result), result
+
+
+def test_replacement_modes_do_not_need_the_progressive_arithmetic():
+    assert NODES["LongVidSample"].VALIDATE_INPUTS(mode="replacement_with_noise", window=5, chunk=2, steps=7) is True
+    assert NODES["LongVidSample"].VALIDATE_INPUTS(mode="full_sequence", window=5, chunk=2, steps=7) is True
+
+
+def test_validation_runs_again_when_the_node_runs(model, monkeypatch):
+    calls = count_denoiser_calls(model, monkeypatch)
+    cond, _ = condition(model)
+    with pytest.raises(ValueError, match="use window 4 or 6"):
+        sample(model, cond, window=5)
+    with pytest.raises(ValueError, match="multiple of 64"):
+        NODES["LongVidCondition"]().condition(model, image(), 100, 64, "0", 6, 127, 0.02)
+    assert calls == []
+
+
+def test_full_sequence_of_plain_svd_is_limited_to_its_25_frames(model, monkeypatch):
+    calls = count_denoiser_calls(model, monkeypatch)
+    cond, _ = condition(model)
+    with pytest.raises(ValueError, match="plain SVD was trained on clips of 25 frames: use frames <= 25, or the "
+                                         "progressive mode"):
+        sample(model, cond, frames=26, mode="full_sequence")
+    assert calls == []
+
+
+def test_extension_table_length_limits_windows_before_any_work(folders, monkeypatch):
+    extended = load(EXTENSION)
+    assert extended.max_frames == EXTENSION_FRAMES and extended is not load()
+    extended = load(EXTENSION)
+    calls = count_denoiser_calls(extended, monkeypatch)
+    cond, _ = condition(extended)
+    with pytest.raises(ValueError, match=r"window \+ chunk = 8 \+ 2 = 10 frames per call, but this ExVideo "
+                                         r"extension's frame-position table holds 8 frames: use window <= 6"):
+        sample(extended, cond, frames=12, window=8, chunk=2, steps=4)
+    with pytest.raises(ValueError, match="table holds 8 frames: use frames <= 8"):
+        sample(extended, cond, frames=9, mode="full_sequence")
+    assert calls == []
+    assert sample(extended, cond, frames=6, window=6, chunk=2, steps=3)["samples"].shape == (6, 4, 8, 8)
+
+
+# ----------------------------------------------------------------------------------- progress, cancel
+
+
+@pytest.mark.parametrize("mode, plan", [
+    ("progressive", lambda n: samplers.plan_progressive(n, window=4, chunk=2, steps=2)),
+    ("full_sequence", lambda n: samplers.plan_full_sequence(n, steps=2)),
+    ("replacement_without_noise", lambda n: samplers.plan_replacement(n, window=6, condition_frames=2, steps=2)),
+])
+def test_progress_bar_counts_every_denoiser_call(model, bars, monkeypatch, mode, plan):
+    calls = count_denoiser_calls(model, monkeypatch)
+    cond, _ = condition(model)
+    frames = 7 if mode != "full_sequence" else 5
+    sample(model, cond, frames=frames, mode=mode)
+    expected = plan(frames).denoiser_calls
+    (bar,) = bars
+    assert bar.total == expected == len(calls)
+    assert [value for value, _, _ in bar.updates] == list(range(1, expected + 1))
+    previews = [preview for _, _, preview in bar.updates if preview is not None]
+    assert previews and all(p[0] == "JPEG" and p[1].size == (8, 8) for p in previews)
+
+
+def test_cancel_stops_within_one_denoiser_call(model, bars, monkeypatch):
+    calls = count_denoiser_calls(model, monkeypatch)
+    cond, _ = condition(model)
+
+    class Interrupted(Exception):
+        pass
+
+    def cancel_after_third_call():
+        if len(calls) >= 3:
+            raise Interrupted()
+
+    monkeypatch.setattr(runtime, "throw_if_interrupted", cancel_after_third_call)
+    with pytest.raises(Interrupted):
+        sample(model, cond, frames=40)
+    assert len(calls) == 3  # the call in flight finished; no fourth call started
+    assert samplers.plan_progressive(40, window=4, chunk=2, steps=2).denoiser_calls > 3
+
+
+def test_cancelled_streaming_run_leaves_a_playable_partial_video(model, monkeypatch, folders, tmp_path):
+    calls = count_denoiser_calls(model, monkeypatch)
+    cond, _ = condition(model)
+
+    def cancel_after_ten_calls():
+        if len(calls) >= 10:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(runtime, "throw_if_interrupted", cancel_after_ten_calls)
+    target = tmp_path / "partial.mp4"
+    with pytest.raises(KeyboardInterrupt):
+        stream_to_video(model, cond, frames=40, output_path=str(target), decode_window=4, overlap=0)
+    frames, _ = read_video(target)
+    # 10 calls finish 10 - (K - 1) * d = 9 chunks = 18 frames; each full window of 4 was written
+    assert len(calls) == 10 and frames.shape[0] == 16
+
+
+# ----------------------------------------------------------------------------------- video files
+
+
+def stream_to_video(model, cond, frames, prefix=None, output_path="", decode_window=4, overlap=1, **overrides):
+    args = {**SMALL, **overrides}
+    return NODES["LongVidSampleToVideo"]().sample_to_video(
+        model, cond, frames, args["mode"], args["window"], args["chunk"], args["steps"], args["cfg"],
+        args["min_cfg"], args["seed"], "video/LongVid", 8.0, 19, decode_window, overlap, prefix=prefix,
+        output_path=output_path)
+
+
+def test_save_video_writes_a_readable_mp4_into_the_output_folder(model, folders):
+    cond, _ = condition(model)
+    latent = sample(model, cond, frames=7)
+    result = NODES["LongVidSaveVideo"]().save(model, latent, "video/LongVid", 7.5, 19, 4, 2)
+    path = Path(result["result"][0])
+    entry = result["ui"]["images"][0]
+    assert path.parent == folders["output"] / "video" and path.suffix == ".mp4"
+    assert entry == {"filename": path.name, "subfolder": "video", "type": "output"}
+    assert result["ui"]["animated"] == (True,)
+    frames, fps = read_video(path)
+    assert frames.shape == (7, 64, 64, 3) and fps == 7.5
+    decoded = NODES["LongVidDecode"]().decode(model, latent, 4, 2)[0]
+    assert (frames - decoded).abs().mean() < 0.05  # the same frames, through H.264
+    again = Path(NODES["LongVidSaveVideo"]().save(model, latent, "video/LongVid", 7.5, 19, 4, 2)["result"][0])
+    assert again != path and again.exists()  # numbered like ComfyUI's saved files
+
+
+def test_sample_to_video_streams_prefix_and_new_frames_into_one_file(model, tmp_path):
+    video = torch.rand(3, 64, 64, 3, generator=torch.Generator().manual_seed(5))
+    prefix, last = NODES["LongVidEncodeFrames"]().encode(model, video, 64, 64)
+    cond, _ = condition(model, last)
+    target = tmp_path / "streamed.mp4"
+    result = stream_to_video(model, cond, frames=6, prefix=prefix, output_path=str(target))
+    assert result["result"] == (str(target),) and result["ui"] == {}
+    frames, fps = read_video(target)
+    assert frames.shape == (9, 64, 64, 3) and fps == 8
+    # the same video as sampling to LATENT and saving it
+    latent = sample(model, cond, frames=6, prefix=prefix)
+    saved = NODES["LongVidSaveVideo"]().save(model, latent, "video/x", 8.0, 19, 4, 1,
+                                             output_path=str(tmp_path / "b.mp4"))
+    # (H.264 may round the two files differently where float rounding differs by an ulp)
+    assert (read_video(saved["result"][0])[0] - frames).abs().mean() < 2 / 255
+
+
+# ----------------------------------------------------------------------------------- schedule view
+
+
+def test_schedule_view_draws_the_table(monkeypatch):
+    image_batch, text = NODES["LongVidScheduleView"]().draw(8, 2, 8, 12, False, 256)
+    table = progressive_table(8, 2, 8, 12)
+    layout = schedule_layout(table, 256)
+    assert image_batch.shape == (1, layout.height, layout.width, 3)
+    assert (layout.rows, layout.columns) == (len(table), 6)
+    assert "8 frames = 4 chunks of 2" in text and f"{len(table)} denoiser calls" in text
+    from longvid_core.schedule_plot import cell_colour
+
+    picture = image_batch[0]
+    for r in range(len(table)):
+        for c in range(layout.columns):
+            x, y = layout.cell_centre(r, c)
+            expected = torch.tensor(cell_colour(table, table[r], c))
+            assert torch.allclose(picture[y, x], expected, atol=1 / 255 + 1e-6), (r, c)
+
+
+# ----------------------------------------------------------------------------------- model cache
+
+
+def test_model_cache_reuses_a_model_while_inputs_are_unchanged(folders):
+    first = load()
+    assert load() is first
+    fp16 = load(dtype="fp16")
+    assert fp16 is not first and fp16.dtype == torch.float16
+    assert load(dtype="fp16") is fp16
+    assert len(model_cache.cached_models()) == model_cache.CACHE_SIZE == 1
+    path = folders["checkpoints"] / CHECKPOINT
+    stat = path.stat()
+    before = NODES["LongVidLoadModel"].IS_CHANGED(CHECKPOINT, "none", "fp16")
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))  # the file was replaced
+    assert NODES["LongVidLoadModel"].IS_CHANGED(CHECKPOINT, "none", "fp16") != before
+    assert load(dtype="fp16") is not fp16

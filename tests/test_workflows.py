@@ -1,0 +1,190 @@
+"""Every shared workflow: known node types, consistent links, valid widget values, UI == API copy.
+
+Core node schemas below were read from ComfyUI 0.3.64 (``nodes.py``; ``comfy_extras/nodes_video.py``
+for LoadVideo and GetVideoComponents): link inputs in slot order, widget names in
+``widgets_values`` order, outputs in slot order. ``CONTROL`` is the seed widget's extra "control
+after generate" value, ``UPLOAD`` the upload button's value of LoadImage/LoadVideo; neither is in
+the API format.
+"""
+
+import inspect
+import json
+from pathlib import Path
+
+import pytest
+
+import nodes as node_pack
+from nodes.loader import NO_EXTENSION
+
+WORKFLOWS = Path(__file__).resolve().parents[1] / "workflows"
+UI_FILES = sorted(WORKFLOWS.glob("*.json"))
+OURS = node_pack.NODE_CLASS_MAPPINGS
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN"}
+CONTROL, UPLOAD = "<control after generate>", "<upload>"
+CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
+
+CORE_NODES = {
+    # type: (link inputs [(name, type)], widgets [name], outputs [(name, type)])
+    "CheckpointLoaderSimple": ([], ["ckpt_name"], [("MODEL", "MODEL"), ("CLIP", "CLIP"), ("VAE", "VAE")]),
+    "CLIPTextEncode": ([("clip", "CLIP")], ["text"], [("CONDITIONING", "CONDITIONING")]),
+    "EmptyLatentImage": ([], ["width", "height", "batch_size"], [("LATENT", "LATENT")]),
+    "KSampler": ([("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING"),
+                  ("latent_image", "LATENT")],
+                 ["seed", CONTROL, "steps", "cfg", "sampler_name", "scheduler", "denoise"], [("LATENT", "LATENT")]),
+    "VAEDecode": ([("samples", "LATENT"), ("vae", "VAE")], [], [("IMAGE", "IMAGE")]),
+    "LoadImage": ([], ["image", UPLOAD], [("IMAGE", "IMAGE"), ("MASK", "MASK")]),
+    "ImageBatch": ([("image1", "IMAGE"), ("image2", "IMAGE")], [], [("IMAGE", "IMAGE")]),
+    "PreviewImage": ([("images", "IMAGE")], [], []),
+    "LoadVideo": ([], ["file", UPLOAD], [("VIDEO", "VIDEO")]),
+    "GetVideoComponents": ([("video", "VIDEO")], [], [("images", "IMAGE"), ("audio", "AUDIO"), ("fps", "FLOAT")]),
+}
+# Standard file names the workflows refer to (our loader's combo boxes list whatever is installed).
+STANDARD_FILES = {"ckpt_name": {"svd_xt.safetensors"},
+                  "extension": {NO_EXTENSION, "ExVideo-SVD-128f-v1/model.fp16.safetensors"}}
+
+
+def our_schema(node_type):
+    types = OURS[node_type].INPUT_TYPES()
+    specs = {**types["required"], **types.get("optional", {})}
+    links, widgets = [], []
+    for name, spec in specs.items():
+        if isinstance(spec[0], list) or spec[0] in WIDGET_TYPES:
+            widgets.append(name)
+            if len(spec) > 1 and spec[1].get("control_after_generate"):
+                widgets.append(CONTROL)
+        else:
+            links.append((name, spec[0]))
+    cls = OURS[node_type]
+    return links, widgets, list(zip(getattr(cls, "RETURN_NAMES", cls.RETURN_TYPES), cls.RETURN_TYPES))
+
+
+def schema(node_type):
+    return CORE_NODES[node_type] if node_type in CORE_NODES else our_schema(node_type)
+
+
+def required_links(node_type):
+    if node_type in CORE_NODES:
+        return {name for name, _ in CORE_NODES[node_type][0]}
+    required = OURS[node_type].INPUT_TYPES()["required"]
+    return {name for name, _ in our_schema(node_type)[0] if name in required}
+
+
+def load(path):
+    return json.loads(path.read_text())
+
+
+@pytest.fixture(params=UI_FILES, ids=lambda p: p.stem)
+def workflow(request):
+    return request.param.stem, load(request.param), load(WORKFLOWS / "api" / f"{request.param.stem}.json")
+
+
+def test_the_four_shared_workflows_exist_with_api_copies():
+    assert {p.stem for p in UI_FILES} == {"text_to_long_video", "image_to_long_video", "extend_video",
+                                          "keyframes_to_long_video"}
+    assert {p.stem for p in (WORKFLOWS / "api").glob("*.json")} == {p.stem for p in UI_FILES}
+
+
+def test_node_types_are_ours_or_known_core_nodes(workflow):
+    _, ui, api = workflow
+    for node in ui["nodes"]:
+        assert node["type"] in OURS or node["type"] in CORE_NODES, node["type"]
+    assert any(node["type"] in OURS for node in ui["nodes"])
+
+
+def test_links_are_consistent_with_slots_and_types(workflow):
+    name, ui, _ = workflow
+    nodes = {node["id"]: node for node in ui["nodes"]}
+    assert len(nodes) == len(ui["nodes"]) and ui["last_node_id"] >= max(nodes)
+    link_ids = [link[0] for link in ui["links"]]
+    assert len(set(link_ids)) == len(link_ids) and ui["last_link_id"] >= max(link_ids)
+    for link_id, src, src_slot, dst, dst_slot, link_type in ui["links"]:
+        src_out = nodes[src]["outputs"][src_slot]
+        dst_in = nodes[dst]["inputs"][dst_slot]
+        assert link_id in (src_out["links"] or []) and dst_in["link"] == link_id, (name, link_id)
+        assert src_out["type"] == dst_in["type"] == link_type, (name, link_id)
+        assert schema(nodes[src]["type"])[2][src_slot][1] == link_type
+        assert schema(nodes[dst]["type"])[0][dst_slot] == (dst_in["name"], link_type)
+    for node in ui["nodes"]:
+        links, _, outputs = schema(node["type"])
+        assert [(i["name"], i["type"]) for i in node["inputs"]] == links, (name, node["id"])
+        assert [o["type"] for o in node["outputs"]] == [t for _, t in outputs], (name, node["id"])
+        for slot, out in enumerate(node["outputs"]):
+            for link_id in out["links"] or []:
+                assert ui["links"][link_ids.index(link_id)][1:3] == [node["id"], slot]
+        connected = {i["name"] for i in node["inputs"] if i["link"] is not None}
+        assert required_links(node["type"]) <= connected, (name, node["id"], "unconnected required input")
+
+
+def test_our_widget_values_fit_our_schemas(workflow):
+    name, ui, _ = workflow
+    for node in ui["nodes"]:
+        _, widgets, _ = schema(node["type"])
+        assert len(node["widgets_values"]) == len(widgets), (name, node["id"], widgets)
+        if node["type"] not in OURS:
+            continue
+        cls = OURS[node["type"]]
+        types = cls.INPUT_TYPES()
+        specs = {**types["required"], **types.get("optional", {})}
+        values = {}
+        for widget, value in zip(widgets, node["widgets_values"]):
+            if widget == CONTROL:
+                assert value in CONTROL_VALUES
+                continue
+            kind, options = specs[widget][0], (specs[widget][1] if len(specs[widget]) > 1 else {})
+            if widget in STANDARD_FILES:
+                assert value in STANDARD_FILES[widget], (name, widget, value)
+            elif isinstance(kind, list):
+                assert value in kind, (name, widget, value)
+            elif kind == "INT":
+                assert isinstance(value, int) and options.get("min", value) <= value <= options.get("max", value)
+            elif kind == "FLOAT":
+                assert isinstance(value, (int, float))
+                assert options.get("min", value) <= value <= options.get("max", value)
+            elif kind == "STRING":
+                assert isinstance(value, str)
+            elif kind == "BOOLEAN":
+                assert isinstance(value, bool)
+            values[widget] = value
+        if hasattr(cls, "VALIDATE_INPUTS"):
+            named = set(inspect.signature(cls.VALIDATE_INPUTS).parameters)
+            assert cls.VALIDATE_INPUTS(**{k: v for k, v in values.items() if k in named}) is True, (name, node["id"])
+
+
+def test_ui_file_matches_its_api_copy(workflow):
+    name, ui, api = workflow
+    assert set(api) == {str(node["id"]) for node in ui["nodes"]}
+    links = {link[0]: link for link in ui["links"]}
+    for node in ui["nodes"]:
+        entry = api[str(node["id"])]
+        assert entry["class_type"] == node["type"]
+        link_inputs, widgets, _ = schema(node["type"])
+        expected = {}
+        for widget, value in zip(widgets, node["widgets_values"]):
+            if widget not in (CONTROL, UPLOAD):
+                expected[widget] = value
+        for slot, socket in enumerate(node["inputs"]):
+            if socket["link"] is not None:
+                _, src, src_slot, _, dst_slot, _ = links[socket["link"]]
+                assert dst_slot == slot
+                expected[socket["name"]] = [str(src), src_slot]
+        assert entry["inputs"] == expected, (name, node["id"])
+
+
+def test_workflows_use_the_standard_file_names(workflow):
+    _, _, api = workflow
+    loaders = [n["inputs"] for n in api.values() if n["class_type"] == "LongVidLoadModel"]
+    assert loaders and all(n["ckpt_name"] == "svd_xt.safetensors" for n in loaders)
+    assert all(n["extension"] == "ExVideo-SVD-128f-v1/model.fp16.safetensors" for n in loaders)
+
+
+def test_text_workflows_make_first_frames_with_core_image_model_nodes():
+    for name in ("text_to_long_video", "keyframes_to_long_video"):
+        api = load(WORKFLOWS / "api" / f"{name}.json")
+        types = [n["class_type"] for n in api.values()]
+        for core in ("CheckpointLoaderSimple", "CLIPTextEncode", "EmptyLatentImage", "KSampler", "VAEDecode"):
+            assert core in types, (name, core)
+    keyframes = load(WORKFLOWS / "api" / "keyframes_to_long_video.json")
+    (condition,) = [n for n in keyframes.values() if n["class_type"] == "LongVidCondition"]
+    starts = [int(s) for s in condition["inputs"]["keyframe_starts"].split(",")]
+    decoders = sum(n["class_type"] == "VAEDecode" for n in keyframes.values())
+    assert len(starts) == decoders == 3  # one start per keyframe image in the batch
