@@ -135,7 +135,11 @@ def encode_image(
     concat_latent = encode_latent_dist_mode(vae, pixels).float()
 
     device = concat_latent.device
-    added_time_ids = torch.tensor(
-        [[fps - 1, motion_bucket_id, noise_aug_strength]], dtype=torch.float32, device=device
-    ).expand(batch, -1).contiguous()
-    return SVDCond(image_embeds.float().to(device), concat_latent, added_time_ids)
+    return SVDCond(image_embeds.float().to(device), concat_latent,
+                   added_time_ids(fps, motion_bucket_id, noise_aug_strength, batch, device))
+
+
+def added_time_ids(fps, motion_bucket_id, noise_aug_strength, batch: int = 1, device=None) -> torch.Tensor:
+    """SVD's added time ids ``[batch, 3]`` = (fps - 1, motion_bucket_id, noise_aug_strength), float32."""
+    return torch.tensor([[fps - 1, motion_bucket_id, noise_aug_strength]], dtype=torch.float32,
+                        device=device).expand(batch, -1).contiguous()

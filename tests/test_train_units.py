@@ -1,0 +1,245 @@
+"""The trainer's parts, without a training run: progressive levels against the sampler's table,
+sigma sampling, the EDM loss, data indexing and skipping, still-image batches, checkpoint folders."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from longvid_core.conditioning import SVDCond
+from longvid_core.denoiser import edm_preconditioning
+from longvid_core.losses import edm_denoising_loss, loss_weight
+from longvid_core.schedules import INITIALIZATION, ROLLING, TERMINATION, get_sigmas_karras, progressive_table
+from training import checkpointing, data
+from training.noise_levels import EXVIDEO_GRID_STEPS, ProgressiveLevels, level_to_sigma, sample_sigmas
+from training.smoke import write_synthetic_video
+
+# ---------------------------------------------------------------------------------------------
+# Progressive noise levels
+
+
+@pytest.mark.parametrize("window, chunk, steps", [(4, 2, 8), (6, 2, 3), (4, 1, 4)])
+def test_progressive_levels_are_the_sampler_table_rows_plus_one_shift(window, chunk, steps):
+    levels = ProgressiveLevels(window, chunk, steps, shift_scale=0.4)
+    sigmas = get_sigmas_karras(steps, dtype=torch.float64)
+    for clean_start in (False, True):
+        table = progressive_table(window, chunk, steps, frames=window + chunk, clean_start=clean_start)
+        assert levels.rows(clean_start) == list(table)
+        for row in table:
+            noise = levels.sample(3, torch.Generator().manual_seed(row.call), row=row)
+            expected = torch.tensor([float(lv) for lv in row.levels for _ in range(chunk)], dtype=torch.float64)
+            assert torch.equal(noise.table_levels, expected.expand(3, -1))
+            # one delta = 0.4 * eps per video (the first draw of the generator), on every frame
+            eps = torch.randn(3, generator=torch.Generator().manual_seed(row.call), dtype=torch.float64)
+            assert torch.equal(noise.shift, 0.4 * eps)
+            assert torch.equal(noise.levels, (expected + noise.shift[:, None]).clamp(0, steps - 1))
+            # the clean overlapped chunk: in front, at the sampler's clean sigma, masked
+            conditioning = chunk if row.clean_chunk else 0
+            assert noise.conditioning == conditioning
+            assert noise.conditioning_frames[:, :conditioning].all()
+            assert not noise.conditioning_frames[:, conditioning:].any()
+            assert (noise.sigma[:, :conditioning] == float(sigmas[steps - 1])).all()
+            mapped = level_to_sigma(noise.levels, sigmas).float()
+            assert torch.equal(noise.sigma[:, conditioning:], mapped)
+
+
+def test_without_shift_the_sigmas_are_exactly_the_sampler_sigmas():
+    levels = ProgressiveLevels(4, 2, 8, shift_scale=0.0)
+    sigmas = get_sigmas_karras(8)
+    for row in levels.rows():
+        noise = levels.sample(2, torch.Generator().manual_seed(0), row=row)
+        conditioning = noise.conditioning
+        expected = torch.tensor([sigmas[lv].item() for lv in row.levels for _ in range(2)])
+        assert torch.equal(noise.sigma[0, conditioning:], expected)
+
+
+def test_fractional_levels_follow_the_karras_curve():
+    steps, rho = 8, 7.0
+    sigmas = get_sigmas_karras(steps, dtype=torch.float64)
+    levels = torch.tensor([0.0, 0.25, 2.5, 6.9, 7.0], dtype=torch.float64)
+    lo, hi = 0.002 ** (1 / rho), 700.0 ** (1 / rho)
+    curve = (hi + levels / (steps - 1) * (lo - hi)) ** rho
+    assert torch.allclose(level_to_sigma(levels, sigmas), curve, rtol=1e-12)
+    with pytest.raises(ValueError, match=r"levels must lie in \[0, S-1\]"):
+        level_to_sigma(torch.tensor([7.5]), sigmas)
+
+
+def test_rows_cover_every_stage_and_window_frames_follow_the_clean_chunk():
+    levels = ProgressiveLevels(4, 2, 4, variable_length_fraction=0.5, clean_start_fraction=0.0)
+    gen = torch.Generator().manual_seed(0)
+    stages = {levels.choose_row(gen).stage for _ in range(200)}
+    assert stages == {INITIALIZATION, ROLLING, TERMINATION}
+    first = levels.sample(1, gen, row=levels.rows(False)[0])  # initialization: no clean chunk
+    assert levels.window_frames(first, 6) == slice(0, 2)
+    steady = [r for r in levels.rows(False) if r.stage == ROLLING and r.clean_chunk][0]
+    noise = levels.sample(1, gen, row=steady)
+    assert noise.frames == 6 and levels.window_frames(noise, 6) == slice(0, 6)
+    last = levels.sample(1, gen, row=levels.rows(False)[-1])  # termination: clean chunk + one chunk
+    assert levels.window_frames(last, 6) == slice(2, 6)
+
+
+def test_sigma_sampling():
+    gen = torch.Generator().manual_seed(0)
+    grid = set(get_sigmas_karras(EXVIDEO_GRID_STEPS, dtype=torch.float64)[:-1].float().tolist())
+    assert set(sample_sigmas(64, gen, "karras1000").tolist()) <= grid
+    logs = sample_sigmas(4000, gen, "lognormal", p_mean=0.7, p_std=1.6).log()
+    assert abs(logs.mean().item() - 0.7) < 0.1 and abs(logs.std().item() - 1.6) < 0.1
+
+
+# ---------------------------------------------------------------------------------------------
+# The EDM loss
+
+
+def _fake_denoiser(network):
+    """SVD's preconditioning around a stand-in network output F(x)."""
+    def denoise(x, sigma, cond):
+        c_skip, c_out, _, _ = (c[..., None, None, None] for c in edm_preconditioning(sigma))
+        return c_skip * x + c_out * network(x)
+    return denoise
+
+
+def test_edm_weighting_equals_the_raw_network_error():
+    gen = torch.Generator().manual_seed(0)
+    x0, noise, other = (torch.randn(2, 3, 4, 4, 4, generator=gen) for _ in range(3))
+    sigma = torch.tensor([[0.1, 1.0, 20.0], [0.5, 2.0, 300.0]])
+    cond = SVDCond(torch.zeros(2, 1, 8), torch.zeros(2, 4, 4, 4), torch.zeros(2, 3))
+    result = edm_denoising_loss(_fake_denoiser(lambda x: other), x0, sigma, noise, cond, weighting="edm")
+    # F's ideal output: (x0 - c_skip x) / c_out
+    c_skip, c_out, _, _ = (c[..., None, None, None] for c in edm_preconditioning(sigma))
+    x = x0 + sigma[..., None, None, None] * noise
+    ideal = (x0 - c_skip * x) / c_out
+    assert torch.allclose(result.loss, (other - ideal).square().mean(), rtol=1e-4)
+    ratio = loss_weight(sigma, "exvideo") ** 2 / loss_weight(sigma, "edm")
+    assert torch.allclose(ratio, torch.ones_like(ratio))
+
+
+def test_conditioning_frames_go_in_clean_and_do_not_count():
+    gen = torch.Generator().manual_seed(1)
+    x0, noise = torch.randn(1, 4, 4, 4, 4, generator=gen), torch.randn(1, 4, 4, 4, 4, generator=gen)
+    mask = torch.tensor([[True, True, False, False]])
+    seen = {}
+
+    def denoise(x, sigma, cond):
+        seen["x"] = x
+        out = x0.clone()
+        out[:, 2:] += 1.0  # error 1 on the counted frames
+        out[:, :2] += 100.0  # a huge error on the masked frames must not count
+        return out
+
+    cond = SVDCond(torch.zeros(1, 1, 8), torch.zeros(1, 4, 4, 4), torch.zeros(1, 3))
+    result = edm_denoising_loss(denoise, x0, torch.full((1, 4), 1.0), noise, cond,
+                                conditioning_frames=mask, weighting="unit")
+    assert torch.equal(seen["x"][:, :2], x0[:, :2]) and not torch.equal(seen["x"][:, 2:], x0[:, 2:])
+    assert result.frames == 2 and result.loss.item() == pytest.approx(1.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Data
+
+
+def test_unreadable_short_and_missing_videos_are_skipped_with_a_reason(tmp_path):
+    write_synthetic_video(tmp_path / "good.mp4", frames=9, height=16, width=16)
+    write_synthetic_video(tmp_path / "short.webm", frames=3, height=16, width=16)
+    (tmp_path / "garbage.mov").write_bytes(os.urandom(2000))
+    whole = (tmp_path / "good.mp4").read_bytes()
+    (tmp_path / "truncated.mp4").write_bytes(whole[: len(whole) // 3])
+    (tmp_path / "metadata.csv").write_text(
+        "path,fps,caption\ngood.mp4,24,a square\nshort.webm,,\ngarbage.mov,,\ntruncated.mp4,,\nmissing.mp4,,\n")
+    entries, missing = data.find_videos(tmp_path)
+    usable, skipped = data.index_videos(entries, frames=4, stride=2)
+    reasons = {Path(s.path).name: s.reason for s in [*missing, *skipped]}
+    assert [v.path.name for v in usable] == ["good.mp4"] and usable[0].fps == 24.0
+    assert "too short: 3 frames; a clip of 4 frames at stride 2 needs 7" in reasons["short.webm"]
+    assert reasons["garbage.mov"].startswith("unreadable")
+    assert "not found" in reasons["missing.mp4"]
+    assert set(reasons) == {"short.webm", "garbage.mov", "truncated.mp4", "missing.mp4"}
+
+
+def test_a_clip_that_fails_when_decoded_is_replaced_and_reported(tmp_path):
+    write_synthetic_video(tmp_path / "a.mp4", frames=6, height=16, width=16)
+    write_synthetic_video(tmp_path / "b.mp4", frames=6, height=16, width=16, seed=1)
+    (a_info, b_info), _ = data.index_videos(data.find_videos(tmp_path)[0], frames=4, stride=1)
+    liar = data.VideoInfo(a_info.entry, 400, a_info.fps, 16, 16)  # claims more frames than it has
+    dataset = data.ClipDataset([liar, b_info], data.ClipSpec(4, 1, 16, 16), seed=0)
+    samples = [dataset[g] for g in range(4)]
+    failed = [s for s in samples if s.failures]
+    assert failed and all(Path(s.path).name == "b.mp4" for s in failed)
+    assert "too short" in failed[0].failures[0].reason
+    assert all(s.pixels.shape == (4, 16, 16, 3) and s.pixels.dtype == torch.uint8 for s in samples)
+
+
+def test_clip_pixels_order_and_motion(tmp_path):
+    from training.smoke import synthetic_frames
+
+    path = write_synthetic_video(tmp_path / "v.mov", frames=12, height=32, width=48, seed=2)
+    clip = data.read_clip(path, start=2, frames=3, stride=3, height=16, width=16)
+    assert clip.shape == (3, 16, 16, 3)
+    source = data.read_clip(path, start=0, frames=12, stride=1, height=32, width=48)
+    assert torch.equal(data.read_clip(path, 2, 3, 3, 32, 48), source[[2, 5, 8]])
+    # H.264 at this size is lossy, but the decoded frames follow the written ones
+    written = torch.from_numpy(synthetic_frames(12, 32, 48, seed=2)).float()
+    assert (source.float() - written).abs().mean() < 12
+    still = clip[:1].expand(5, -1, -1, -1)
+    assert data.motion_score(still) == 0.0 and data.motion_bucket_from_score(0.0) == 0
+    assert data.motion_bucket_from_score(data.motion_score(source)) > 0
+    assert data.motion_bucket_from_score(1.0) == 127
+
+
+def test_sample_order_is_a_seeded_permutation_split_over_processes():
+    videos = [data.VideoInfo(data.VideoEntry(Path(f"v{i}.mp4")), 10, 30.0, 16, 16) for i in range(5)]
+    dataset = data.ClipDataset(videos, data.ClipSpec(4, 1, 16, 16), seed=3)
+    epoch = [dataset.item_of(g) for g in range(5)]
+    assert sorted(epoch) == [0, 1, 2, 3, 4] and epoch == [dataset.item_of(g) for g in range(5)]
+    rank0, rank1 = iter(data.RankBatches(2, 0, 2, start_batch=3)), iter(data.RankBatches(2, 1, 2, start_batch=3))
+    assert next(rank0) == [12, 13] and next(rank1) == [14, 15] and next(rank0) == [16, 17]
+
+
+def test_still_batch_is_copies_of_one_picture_with_zero_motion():
+    from longvid_core.tiny import tiny_svd
+    from training.config import TrainConfig
+    from training.train import still_batch
+
+    config = TrainConfig(base="b", output_dir="o", data_dir="d", exvideo_frames=8, frames=5, height=16, width=16)
+    picture = torch.randint(0, 256, (16, 16, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    batch = still_batch(tiny_svd(0), config, [(picture, 30.0, 0)], torch.device("cpu"), micro_step=0)
+    assert batch.latents.shape == (1, 5, 4, 8, 8) and batch.kind == "image"
+    assert all(torch.equal(batch.latents[0, 0], batch.latents[0, k]) for k in range(5))
+    assert batch.cond.added_time_ids.tolist() == [[29.0, 0.0, 0.0]]  # fps - 1, motion bucket 0, no noise aug
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoint folders
+
+
+def _fake_save(output, step, keep_last=2):
+    save = checkpointing.Save(output, step)
+    save.begin()
+    (save.staging / "extension.safetensors").write_bytes(b"weights")
+    state = {"format": checkpointing.STATE_FORMAT, "step": step}
+    checkpointing.write_json(save.state_dir / checkpointing.STATE_FILE, state)
+    return save.commit(keep_last)
+
+
+def test_checkpoint_folders_latest_pointer_and_pruning(tmp_path):
+    for step in (1, 2, 3):
+        _fake_save(tmp_path, step)
+    root = tmp_path / checkpointing.CHECKPOINTS
+    assert sorted(p.name for p in root.iterdir()) == ["latest", "step-00000002", "step-00000003"]
+    assert checkpointing.resolve_resume(tmp_path, "latest") == root / "step-00000003"
+    assert checkpointing.resolve_resume(tmp_path, "") is None
+    # a save that dies before its rename leaves a staging folder: invisible, and removed by the next save
+    stale = checkpointing.Save(tmp_path, 4)
+    stale.begin()
+    assert checkpointing.latest_checkpoint(root) == root / "step-00000003"
+    _fake_save(tmp_path, 5)
+    assert not stale.staging.exists()
+    # a pointer to a folder that is gone falls back to the newest complete one
+    (root / "latest").write_text("step-00000009\n")
+    assert checkpointing.latest_checkpoint(root) == root / "step-00000005"
+    with pytest.raises(FileNotFoundError, match="expected a checkpoint folder"):
+        checkpointing.resolve_resume(tmp_path, str(tmp_path / "nowhere"))
+    assert json.loads((root / "step-00000005" / "trainer_state" / "state.json").read_text())["step"] == 5

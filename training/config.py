@@ -1,0 +1,241 @@
+"""The trainer's settings: one dataclass, filled from defaults < a config file < the command line.
+
+Every field is a command-line flag (``learning_rate`` -> ``--learning-rate``; booleans also take
+``--no-...``) and a key of the optional config file (``--config run.toml`` or ``run.json``; keys
+with ``_`` or ``-``). Unknown keys are refused with the list of valid ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+MODES = ("exvideo", "progressive", "full")
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def _f(default, help: str, group: str, choices=None, **kw):
+    return field(default=default, metadata={"help": help, "group": group, "choices": choices, **kw})
+
+
+@dataclass
+class TrainConfig:
+    # -- model and output
+    base: str = _f("", "base SVD checkpoint: SGM single file (svd_xt.safetensors) or diffusers folder", "model")
+    output_dir: str = _f("", "where checkpoints, logs and the skipped-video report go", "model")
+    mode: str = _f("exvideo", "comma list of modes: exvideo (extend to --exvideo-frames and train the 16 temporal "
+                   "transformer blocks), full (train every UNet parameter; small models), progressive (PA-VDM "
+                   "progressive noise levels; combine with exvideo or full)", "model")
+    exvideo_frames: int = _f(128, "exvideo: length N of the frame-position table the UNet is extended to", "model")
+    extension: str = _f("", "start from this ExVideo extension file (DiffSynth or LongVid layout) instead of a fresh "
+                        "extension", "model")
+    attention: str = _f("sdpa", "attention backend", "model", choices=("sdpa", "xformers"))
+    # -- data
+    data_dir: str = _f("", "folder of training videos (.mp4/.webm/.mov)", "data")
+    metadata: str = _f("", "JSON or CSV metadata (path, fps, caption); default: data_dir/metadata.json|csv if present",
+                       "data")
+    frames: int = _f(0, "frames per clip (0: --exvideo-frames for exvideo, 14 for full; progressive: chunk + window)",
+                     "data")
+    frame_stride: int = _f(1, "take every n-th source frame", "data")
+    height: int = _f(512, "clip height in pixels (multiple of 64 for SVD)", "data")
+    width: int = _f(512, "clip width in pixels (multiple of 64 for SVD)", "data")
+    clips_per_video: int = _f(1, "clips per video per epoch (random starts; with --cache-dir, evenly spaced fixed "
+                              "starts)", "data")
+    cache_dir: str = _f("", "cache VAE latents and CLIP embeddings of each clip here (clip starts become fixed)",
+                        "data")
+    num_workers: int = _f(2, "data-loader worker processes (video decoding)", "data")
+    fps: int = _f(-1, "fps conditioning (SVD added time id fps-1); -1: the clip's own rate / stride", "data")
+    motion_bucket_id: int = _f(-1, "motion bucket conditioning; -1: from the clip's temporal pixel std (ExVideo)",
+                               "data")
+    noise_aug_strength: float = _f(0.0, "noise added to the conditioning frame before VAE encoding (SVD; ExVideo "
+                                   "trains with 0)", "data")
+    image_dir: str = _f("", "folder of still images for joint image-video batches (default: first frames of the "
+                        "videos)", "data")
+    image_batch_fraction: float = _f(0.0, "fraction of batches that are still images (LaVie Sec. 3.1 joint "
+                                     "training): F copies of one image, motion bucket from its (zero) motion",
+                                     "data")
+    # -- noise and loss
+    sigma_sampling: str = _f("lognormal", "sigma per video: EDM log-normal or ExVideo's 1000-step Karras grid",
+                             "loss", choices=("lognormal", "karras1000"))
+    p_mean: float = _f(0.7, "log-normal sigma: mean of ln(sigma)", "loss")
+    p_std: float = _f(1.6, "log-normal sigma: std of ln(sigma)", "loss")
+    sigma_min: float = _f(0.002, "smallest sigma of the Karras schedules (SVD's)", "loss")
+    sigma_max: float = _f(700.0, "largest sigma of the Karras schedules (SVD's)", "loss")
+    loss_weighting: str = _f("edm", "edm: (s^2+1)/s^2 on the x0 error (SVD/EDM); exvideo: sqrt(1+s^2)/s", "loss",
+                             choices=("edm", "exvideo", "unit"))
+    progressive_window: int = _f(24, "progressive: noisy latent frames F in the window (the sampler's window)",
+                                 "progressive")
+    progressive_chunk: int = _f(2, "progressive: frames per chunk C (the sampler's chunk)", "progressive")
+    progressive_steps: int = _f(24, "progressive: sampler steps S the levels index (multiple of F/C)", "progressive")
+    progressive_shift: float = _f(0.4, "progressive: delta = shift * eps levels (PA-VDM's 0.4; 0 disables)",
+                                  "progressive")
+    variable_length_fraction: float = _f(0.5, "progressive: fraction of batches from initialization/termination "
+                                         "rows (growing/draining windows)", "progressive")
+    clean_start_fraction: float = _f(0.0, "progressive: fraction of batches from the table with a clean chunk from "
+                                     "the first call (extending a given video)", "progressive")
+    # -- optimisation
+    max_steps: int = _f(1000, "optimizer steps to train (a resumed run counts from its checkpoint)", "optim")
+    batch_size: int = _f(1, "videos per process per micro-batch", "optim")
+    grad_accum: int = _f(1, "micro-batches per optimizer step", "optim")
+    learning_rate: float = _f(1e-5, "AdamW learning rate (ExVideo: 1e-5)", "optim")
+    lr_warmup_steps: int = _f(0, "linear learning-rate warm-up steps", "optim")
+    weight_decay: float = _f(1e-2, "AdamW weight decay", "optim")
+    adam_beta1: float = _f(0.9, "AdamW beta1", "optim")
+    adam_beta2: float = _f(0.999, "AdamW beta2", "optim")
+    adam_eps: float = _f(1e-8, "AdamW epsilon", "optim")
+    max_grad_norm: float = _f(1.0, "gradient clipping norm (0 disables)", "optim")
+    ema_decay: float = _f(0.999, "EMA decay of the trainable weights (0 disables)", "optim")
+    seed: int = _f(0, "run seed (data order, clip starts, sigmas, noise)", "optim")
+    # -- memory and devices
+    precision: str = _f("bf16", "frozen weights and autocast dtype; trainable weights keep fp32 master copies",
+                        "memory", choices=PRECISIONS)
+    vae_fp32: bool = _f(True, "run the VAE encoder in fp32 (training targets) whatever --precision", "memory")
+    gradient_checkpointing: bool = _f(True, "recompute each block's activations in the backward pass", "memory")
+    vae_batch: int = _f(8, "frames the VAE encodes at once", "memory")
+    cpu: bool = _f(False, "train on the CPU even if a GPU is present (smoke tests)", "memory")
+    # -- checkpoints and logging
+    save_every: int = _f(500, "save a checkpoint every n optimizer steps (and at the end)", "checkpoints")
+    keep_last: int = _f(3, "keep the newest n checkpoints (0: all)", "checkpoints")
+    save_diffsynth: bool = _f(False, "exvideo: also write the extension in DiffSynth-Studio's layout", "checkpoints")
+    resume: str = _f("", "'latest' (newest checkpoint in output_dir, if any) or a checkpoint folder", "checkpoints")
+    log_every: int = _f(10, "log every n optimizer steps", "checkpoints")
+    eval_every: int = _f(0, "loss on a fixed held-out batch (fixed sigmas and noise) every n steps (0: never)",
+                         "checkpoints")
+    tensorboard: bool = _f(False, "also log to TensorBoard (needs the tensorboard package)", "checkpoints")
+    weight_hash: bool = _f(False, "write each process's hash of the trained weights into every checkpoint "
+                           "(checks that processes agree)", "checkpoints")
+
+    # ---------------------------------------------------------------------------------------
+    @property
+    def modes(self) -> tuple[str, ...]:
+        return tuple(m.strip() for m in self.mode.split(",") if m.strip())
+
+    @property
+    def progressive(self) -> bool:
+        return "progressive" in self.modes
+
+    @property
+    def parameter_set(self) -> str:
+        return "full" if "full" in self.modes else "exvideo"
+
+    def clip_frames(self) -> int:
+        if self.progressive:
+            return self.progressive_chunk + self.progressive_window
+        if self.frames > 0:
+            return self.frames
+        return self.exvideo_frames if self.parameter_set == "exvideo" else 14
+
+    def check(self) -> None:
+        """Raise ValueError naming the setting to change."""
+        unknown = [m for m in self.modes if m not in MODES]
+        if unknown or not self.modes:
+            raise ValueError(f"--mode: expected a comma list of {', '.join(MODES)}; found {self.mode!r}")
+        if "exvideo" in self.modes and "full" in self.modes:
+            raise ValueError("--mode: exvideo and full are two different sets of trained weights; choose one "
+                             "(add progressive to either)")
+        if self.modes == ("progressive",):
+            raise ValueError("--mode progressive changes the noise levels, not what is trained; use "
+                             "'exvideo,progressive' or 'full,progressive'")
+        for name in ("base", "output_dir", "data_dir"):
+            if not getattr(self, name):
+                raise ValueError(f"--{name.replace('_', '-')} is required")
+        if self.progressive and self.frames and self.frames != self.clip_frames():
+            raise ValueError(f"--frames {self.frames}: progressive clips are chunk + window = "
+                             f"{self.clip_frames()} frames; leave --frames at 0")
+        if self.parameter_set == "exvideo" and not self.extension and self.clip_frames() > self.exvideo_frames:
+            raise ValueError(f"clips of {self.clip_frames()} frames do not fit a frame-position table of "
+                             f"{self.exvideo_frames} (--exvideo-frames)")
+        if self.parameter_set == "exvideo" and self.progressive and self.progressive_chunk < 2:
+            raise ValueError("exvideo with progressive needs --progressive-chunk >= 2: the first window of the "
+                             "initialization stage is one chunk, and ExVideo's 3x3x3 conv needs at least 2 frames")
+        for name in ("frame_stride", "batch_size", "grad_accum", "max_steps", "clips_per_video", "vae_batch",
+                     "log_every", "save_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1; found {getattr(self, name)}")
+        if self.height % 8 or self.width % 8:
+            raise ValueError(f"--height/--width must be multiples of 8 (SVD's VAE); found {self.height}x{self.width}")
+        if not 0.0 <= self.image_batch_fraction <= 1.0:
+            raise ValueError(f"--image-batch-fraction must be in [0, 1]; found {self.image_batch_fraction}")
+        if not (self.ema_decay == 0.0 or 0.0 < self.ema_decay < 1.0):
+            raise ValueError(f"--ema-decay must be 0 (off) or in (0, 1); found {self.ema_decay}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python training/train.py",
+        description="Train SVD / ExVideo-SVD for long videos: ExVideo post-tuning, PA-VDM progressive-noise "
+                    "fine-tuning, or full fine-tuning of small models. Runs under accelerate (one GPU, DDP, "
+                    "DeepSpeed ZeRO-2) or on the CPU. Recipes: docs/training.md.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--config", default="", help="JSON or TOML file of settings (keys as below, _ or -); "
+                        "command-line flags override it")
+    groups = {}
+    for f in fields(TrainConfig):
+        group_name = f.metadata["group"]
+        if group_name not in groups:
+            groups[group_name] = parser.add_argument_group(group_name)
+        group = groups[group_name]
+        kwargs = {"default": f.default, "help": f.metadata["help"], "dest": f.name}
+        if f.metadata.get("choices"):
+            kwargs["choices"] = f.metadata["choices"]
+        if isinstance(f.default, bool):
+            group.add_argument(_flag(f.name), action=argparse.BooleanOptionalAction, **kwargs)
+        else:
+            group.add_argument(_flag(f.name), type=type(f.default), **kwargs)
+    return parser
+
+
+def read_config_file(path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--config {path}: no such file")
+    if path.suffix.lower() == ".toml":
+        with open(path, "rb") as fh:
+            values = tomllib.load(fh)
+    elif path.suffix.lower() == ".json":
+        values = json.loads(path.read_text(encoding="utf-8"))
+    else:
+        raise ValueError(f"--config {path}: expected a .toml or .json file; found {path.suffix or 'no suffix'}")
+    if not isinstance(values, dict):
+        raise ValueError(f"--config {path}: expected a table/object of settings; found {type(values).__name__}")
+    known = {f.name: f for f in fields(TrainConfig)}
+    out = {}
+    for key, value in values.items():
+        name = key.replace("-", "_")
+        if name not in known:
+            raise ValueError(f"--config {path}: unknown setting {key!r}; valid settings: {', '.join(sorted(known))}")
+        default = known[name].default
+        if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if type(value) is not type(default):
+            raise ValueError(f"--config {path}: {key} expects a {type(default).__name__}; found {value!r}")
+        out[name] = value
+    return out
+
+
+def parse_config(argv=None) -> TrainConfig:
+    """Defaults < ``--config`` file < command-line flags; then :meth:`TrainConfig.check`."""
+    parser = build_parser()
+    first, _ = parser.parse_known_args(argv)
+    if first.config:
+        parser.set_defaults(**read_config_file(first.config))
+    args = parser.parse_args(argv)
+    values = {f.name: getattr(args, f.name) for f in fields(TrainConfig)}
+    config = TrainConfig(**values)
+    config.check()
+    return config
+
+
+__all__ = ["MODES", "PRECISIONS", "TrainConfig", "build_parser", "read_config_file", "parse_config"]
+

@@ -1,0 +1,473 @@
+"""Training data: a folder of videos (and optionally of still images) -> clips of pixel frames.
+
+- **Finding videos**: every ``.mp4``, ``.webm`` and ``.mov`` under the data folder, or exactly the
+  files listed in a metadata file (JSON or CSV, one record per video: ``path`` relative to the
+  folder, optional ``fps`` that overrides the file's own rate, optional ``caption``, kept for
+  reference: SVD is conditioned on an image, not text).
+- **Indexing** (:func:`index_videos`): each file's header is read once; a file that cannot be read,
+  or that has fewer frames than one clip needs, is *reported and skipped* (:class:`SkippedVideo`),
+  never fatal. A clip that still fails when it is decoded later is reported and replaced by the
+  next clip of the same epoch.
+- **Clips**: ``frames`` frames taken every ``stride`` source frames from a start that is random per
+  sample (or fixed when latents are cached); each frame is fitted to ``height x width`` by
+  :func:`longvid_core.frames.cover_crop`, the rule the nodes apply to a start image (centre crop
+  to the aspect ratio, then resize: for a square crop, the short side). Frames stay ``uint8``
+  until the trainer encodes them.
+- **Motion bucket** (SVD's ``motion_bucket_id``): from the clip's pixel-space temporal standard
+  deviation, as ExVideo's training script measures motion (:func:`motion_score`,
+  :func:`motion_bucket_from_score`), or a fixed value chosen by the trainer.
+- **Order**: sample ``g`` (counted over all processes) is item ``perm_e[g mod N]`` of epoch
+  ``e = g // N`` with ``perm_e`` a permutation seeded by (seed, e); the trainer records how many
+  samples it consumed, so a resumed run continues with exactly the next ones.
+- **Cache** (:class:`LatentCache`): the VAE latents of a clip and the CLIP embedding of its first
+  frame can be written once and read back instead of decoding and encoding again.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from .determinism import derive_seed, generator
+
+VIDEO_SUFFIXES = (".mp4", ".webm", ".mov")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+METADATA_NAMES = ("metadata.json", "metadata.csv")
+DEFAULT_FPS = 30.0  # when a file states no frame rate
+
+# SVD's motion bucket id as ExVideo's training script assigns it: the bucket of the clip's motion
+# score among 128 empirical thresholds. These knots are every 16th of those thresholds (score at
+# which bucket b starts); between knots the bucket is interpolated linearly, within about one
+# bucket of the full table.
+MOTION_BUCKET_KNOTS = (
+    (0, 0.0), (1, 0.012205946), (16, 0.042368013), (32, 0.072588451), (48, 0.101984538),
+    (64, 0.133417681), (80, 0.170251891), (96, 0.214723110), (112, 0.281250387), (127, 0.440871328),
+)
+
+
+class VideoError(Exception):
+    """A video cannot give the clip asked for; the message says why."""
+
+
+@dataclass(frozen=True)
+class VideoEntry:
+    path: Path
+    fps: float | None = None
+    caption: str = ""
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """A usable video: its file, source frame count, frame rate and size."""
+
+    entry: VideoEntry
+    frames: int
+    fps: float
+    width: int
+    height: int
+
+    @property
+    def path(self) -> Path:
+        return self.entry.path
+
+
+@dataclass(frozen=True)
+class SkippedVideo:
+    path: str
+    reason: str
+
+    def as_dict(self) -> dict:
+        return {"path": self.path, "reason": self.reason}
+
+
+# ---------------------------------------------------------------------------------------------
+# Finding and indexing videos
+
+
+def read_metadata(path, data_dir) -> list[VideoEntry]:
+    """Records of a metadata file: JSON (a list of objects, or ``{"videos": [...]}``) or CSV (a
+    header row with a ``path`` column, optional ``fps`` and ``caption``)."""
+    path, data_dir = Path(path), Path(data_dir)
+    if path.suffix.lower() == ".json":
+        records = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(records, dict):
+            records = records.get("videos")
+        if not isinstance(records, list):
+            raise ValueError(f"{path}: expected a JSON list of {{\"path\": ..., \"fps\": ..., \"caption\": ...}} "
+                             f"objects (or {{\"videos\": [...]}}); found {type(records).__name__}")
+    elif path.suffix.lower() == ".csv":
+        with open(path, newline="", encoding="utf-8") as fh:
+            records = list(csv.DictReader(fh))
+    else:
+        raise ValueError(f"{path}: metadata must be a .json or .csv file; found {path.suffix or 'no suffix'}")
+    entries = []
+    for number, record in enumerate(records, start=1):
+        if not isinstance(record, dict) or not record.get("path"):
+            raise ValueError(f"{path}: record {number} has no 'path'; found {record!r}")
+        fps = record.get("fps")
+        fps = float(fps) if fps not in (None, "") else None
+        video = Path(record["path"])
+        video = video if video.is_absolute() else data_dir / video
+        entries.append(VideoEntry(video, fps, str(record.get("caption") or "")))
+    return entries
+
+
+def find_videos(data_dir, metadata=None) -> tuple[list[VideoEntry], list[SkippedVideo]]:
+    """Videos to train on: those listed in ``metadata`` (or a ``metadata.json``/``.csv`` in the
+    folder), else every video file under the folder, sorted. Listed files that do not exist are
+    returned as skipped."""
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise FileNotFoundError(f"data folder {data_dir} does not exist (expected a folder of .mp4/.webm/.mov videos)")
+    if metadata is None:
+        metadata = next((data_dir / name for name in METADATA_NAMES if (data_dir / name).is_file()), None)
+    if metadata is not None:
+        entries = read_metadata(metadata, data_dir)
+        missing = [SkippedVideo(str(e.path), f"listed in {Path(metadata).name} but not found") for e in entries
+                   if not e.path.is_file()]
+        return [e for e in entries if e.path.is_file()], missing
+    files = sorted(p for p in data_dir.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file())
+    return [VideoEntry(p) for p in files], []
+
+
+def probe_video(path) -> tuple[int, float, int, int]:
+    """``(frames, fps, width, height)`` of a video's first video stream, from its header (counting
+    packets when the header does not state the frame count). Raises :class:`VideoError`."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise VideoError("no video stream")
+            stream = container.streams.video[0]
+            rate = stream.average_rate or stream.guessed_rate
+            fps = float(rate) if rate else DEFAULT_FPS
+            width, height = stream.codec_context.width, stream.codec_context.height
+            frames = int(stream.frames or 0)
+            if frames <= 0:  # webm and some mov files do not say: count the packets (no decoding)
+                frames = sum(1 for packet in container.demux(stream) if packet.size)
+    except VideoError:
+        raise
+    except Exception as exc:  # PyAV raises many error types for broken files
+        raise VideoError(f"unreadable ({type(exc).__name__}: {exc})") from exc
+    if frames <= 0 or width <= 0 or height <= 0:
+        raise VideoError(f"unreadable (no frames: {frames} frames of {width}x{height})")
+    return frames, fps, width, height
+
+
+def source_frames_needed(frames: int, stride: int) -> int:
+    return (frames - 1) * stride + 1
+
+
+def index_videos(entries: Sequence[VideoEntry], frames: int, stride: int) -> tuple[list[VideoInfo], list[SkippedVideo]]:
+    """Probe every video; keep those with at least ``(frames - 1) * stride + 1`` frames."""
+    needed = source_frames_needed(frames, stride)
+    usable, skipped = [], []
+    for entry in entries:
+        try:
+            count, fps, width, height = probe_video(entry.path)
+        except VideoError as exc:
+            skipped.append(SkippedVideo(str(entry.path), str(exc)))
+            continue
+        if count < needed:
+            reason = f"too short: {count} frames; a clip of {frames} frames at stride {stride} needs {needed}"
+            skipped.append(SkippedVideo(str(entry.path), reason))
+            continue
+        usable.append(VideoInfo(entry, count, entry.fps or fps, width, height))
+    return usable, skipped
+
+
+# ---------------------------------------------------------------------------------------------
+# Pixels
+
+
+def fit_frame(rgb: np.ndarray, height: int, width: int) -> torch.Tensor:
+    """``uint8 [H, W, 3]`` -> ``uint8 [height, width, 3]`` by the nodes' fitting rule
+    (:func:`longvid_core.frames.cover_crop`: centre crop to the aspect ratio, then resize)."""
+    from longvid_core.frames import cover_crop
+
+    image = torch.from_numpy(np.ascontiguousarray(rgb))[None].float() / 255.0
+    return (cover_crop(image, width, height)[0] * 255.0).round().clamp(0, 255).to(torch.uint8)
+
+
+def read_clip(path, start: int, frames: int, stride: int, height: int, width: int) -> torch.Tensor:
+    """Frames ``start, start + stride, ...`` (``frames`` of them) -> ``uint8 [frames, H, W, 3]``.
+
+    Decodes from the beginning of the file (exact frame numbers for any container and for variable
+    frame rates). Raises :class:`VideoError` when the file is unreadable or ends early."""
+    import av
+
+    wanted = source_frames_needed(frames, stride) + start
+    out = []
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            for number, frame in enumerate(container.decode(stream)):
+                if number >= wanted:
+                    break
+                if number >= start and (number - start) % stride == 0:
+                    out.append(fit_frame(frame.to_ndarray(format="rgb24"), height, width))
+    except Exception as exc:
+        raise VideoError(f"unreadable while decoding ({type(exc).__name__}: {exc})") from exc
+    if len(out) < frames:
+        raise VideoError(f"too short: decoded {len(out)} of the {frames} frames wanted from frame {start} "
+                         f"at stride {stride}")
+    return torch.stack(out)
+
+
+def load_image(path, height: int, width: int) -> torch.Tensor:
+    """An image file -> ``uint8 [H, W, 3]``, fitted like video frames (:func:`fit_frame`)."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return fit_frame(np.asarray(image.convert("RGB")), height, width)
+
+
+def find_images(image_dir) -> list[Path]:
+    image_dir = Path(image_dir)
+    if not image_dir.is_dir():
+        raise FileNotFoundError(f"image folder {image_dir} does not exist (expected .png/.jpg/.webp files)")
+    images = sorted(p for p in image_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not images:
+        raise ValueError(f"image folder {image_dir} holds no {'/'.join(IMAGE_SUFFIXES)} files")
+    return images
+
+
+def to_signed(frames_uint8: torch.Tensor) -> torch.Tensor:
+    """``uint8 [..., H, W, 3]`` -> float32 ``[..., 3, H, W]`` in [-1, 1] (the VAE's input range)."""
+    return frames_uint8.float().div(127.5).sub(1.0).movedim(-1, -3)
+
+
+def motion_score(frames_uint8: torch.Tensor) -> float:
+    """Mean over pixels and channels of the temporal standard deviation of the clip in [-1, 1]
+    (ExVideo's measure; 0 for a still clip)."""
+    if frames_uint8.shape[0] < 2:
+        return 0.0
+    return to_signed(frames_uint8).std(dim=0).mean().item()
+
+
+def motion_bucket_from_score(score: float) -> int:
+    """SVD motion bucket id (0..127) for a :func:`motion_score` (see ``MOTION_BUCKET_KNOTS``)."""
+    buckets = [b for b, _ in MOTION_BUCKET_KNOTS]
+    scores = [s for _, s in MOTION_BUCKET_KNOTS]
+    if score <= 0.0:
+        return 0
+    if score >= scores[-1]:
+        return buckets[-1]
+    return int(np.floor(np.interp(score, scores, buckets)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Cache
+
+
+class LatentCache:
+    """Encoded clips on disk, one safetensors file per clip, keyed by everything that decides the
+    result: the video file (path, size, modification time), the clip (start, frames, stride, size)
+    and the encoder (``identity``: the base checkpoint). Files are written atomically, so an
+    interrupted run leaves no half-written entry."""
+
+    def __init__(self, folder, identity: str):
+        self.folder = Path(folder)
+        self.identity = identity
+
+    def key(self, path, start: int, frames: int, stride: int, height: int, width: int) -> str:
+        stat = os.stat(path)
+        payload = json.dumps([str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns, start, frames, stride,
+                              height, width, self.identity, 1])
+        return hashlib.sha256(payload.encode()).hexdigest()[:32]
+
+    def file(self, key: str) -> Path:
+        return self.folder / key[:2] / f"{key}.safetensors"
+
+    def load(self, key: str) -> dict | None:
+        from safetensors import safe_open
+
+        path = self.file(key)
+        if not path.is_file():
+            return None
+        try:
+            with safe_open(str(path), framework="pt") as fh:
+                entry = {name: fh.get_tensor(name) for name in fh.keys()}
+                meta = fh.metadata() or {}
+        except Exception:
+            return None  # unreadable entries are simply encoded again
+        entry["fps"] = float(meta.get("fps", DEFAULT_FPS))
+        entry["motion_score"] = float(meta.get("motion_score", 0.0))
+        return entry
+
+    def save(self, key: str, tensors: dict[str, torch.Tensor], fps: float, score: float) -> None:
+        from longvid_core.checkpoint_io import atomic_save_safetensors
+
+        atomic_save_safetensors({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, self.file(key),
+                                metadata={"fps": repr(float(fps)), "motion_score": repr(float(score))})
+
+
+# ---------------------------------------------------------------------------------------------
+# Dataset and sampler
+
+
+@dataclass
+class ClipSpec:
+    frames: int
+    stride: int
+    height: int
+    width: int
+
+
+@dataclass
+class Failure:
+    path: str
+    reason: str
+
+
+@dataclass
+class ClipSample:
+    """One clip as the data loader hands it to the trainer: either decoded pixels (``pixels``) or,
+    from the cache, ``latents``/``image_embeds``/``concat_latent`` plus the first frame."""
+
+    index: int
+    path: str
+    start: int
+    fps: float
+    motion_score: float
+    cache_key: str | None = None
+    pixels: torch.Tensor | None = None
+    cached: dict | None = None
+    failures: list = field(default_factory=list)
+
+    @property
+    def first_frame(self) -> torch.Tensor:
+        return self.pixels[0] if self.pixels is not None else self.cached["first_frame"]
+
+
+class ClipDataset(torch.utils.data.Dataset):
+    """Clips of indexed videos; ``dataset[g]`` is global sample number ``g`` (see module doc)."""
+
+    MAX_ATTEMPTS = 16
+
+    def __init__(self, videos: Sequence[VideoInfo], spec: ClipSpec, seed: int, clips_per_video: int = 1,
+                 cache: LatentCache | None = None):
+        if not videos:
+            raise ValueError("no usable videos: every video was skipped (see the report above)")
+        if clips_per_video < 1:
+            raise ValueError(f"clips_per_video must be >= 1; found {clips_per_video}")
+        self.videos = list(videos)
+        self.spec = spec
+        self.seed = seed
+        self.clips_per_video = clips_per_video
+        self.cache = cache
+        self._permutations: dict[int, torch.Tensor] = {}
+
+    @property
+    def items(self) -> int:
+        return len(self.videos) * self.clips_per_video
+
+    def __len__(self) -> int:
+        return self.items
+
+    def item_of(self, sample: int) -> int:
+        epoch, offset = divmod(sample, self.items)
+        if epoch not in self._permutations:
+            if len(self._permutations) > 4:
+                self._permutations.clear()
+            self._permutations[epoch] = torch.randperm(self.items, generator=generator(self.seed, "epoch", epoch))
+        return int(self._permutations[epoch][offset])
+
+    def clip_start(self, video: VideoInfo, clip: int, sample: int) -> int:
+        slack = video.frames - source_frames_needed(self.spec.frames, self.spec.stride)
+        if slack <= 0:
+            return 0
+        if self.cache is not None:  # cached clips must be the same clip every time
+            return (clip * slack) // max(self.clips_per_video - 1, 1) if self.clips_per_video > 1 else 0
+        return int(torch.randint(0, slack + 1, (), generator=generator(self.seed, "start", sample)))
+
+    def __getitem__(self, sample: int) -> ClipSample:
+        failures = []
+        epoch_start = sample - sample % self.items
+        for attempt in range(self.MAX_ATTEMPTS):
+            item = self.item_of(epoch_start + (sample - epoch_start + attempt) % self.items)
+            video = self.videos[item // self.clips_per_video]
+            start = self.clip_start(video, item % self.clips_per_video, sample)
+            fps = video.fps / self.spec.stride
+            try:
+                result = self._load(sample, video, start, fps)
+            except (VideoError, OSError) as exc:
+                failures.append(Failure(str(video.path), str(exc)))
+                continue
+            result.failures = failures
+            return result
+        reasons = "; ".join(f"{f.path}: {f.reason}" for f in failures)
+        raise RuntimeError(f"sample {sample}: {self.MAX_ATTEMPTS} clips in a row could not be read ({reasons})")
+
+    def _load(self, sample: int, video: VideoInfo, start: int, fps: float) -> ClipSample:
+        spec = self.spec
+        key = None
+        if self.cache is not None:
+            key = self.cache.key(video.path, start, spec.frames, spec.stride, spec.height, spec.width)
+            cached = self.cache.load(key)
+            if cached is not None:
+                return ClipSample(sample, str(video.path), start, cached.pop("fps"), cached.pop("motion_score"),
+                                  key, cached=cached)
+        pixels = read_clip(video.path, start, spec.frames, spec.stride, spec.height, spec.width)
+        return ClipSample(sample, str(video.path), start, fps, motion_score(pixels), key, pixels=pixels)
+
+
+def keep_list(samples):
+    """Collate function: the trainer encodes sample by sample, so a batch is just the list."""
+    return list(samples)
+
+
+class RankBatches(torch.utils.data.Sampler):
+    """Global sample numbers for one process, batch by batch, from micro-batch ``start_batch`` on:
+    micro-batch ``p`` of process ``r`` is samples ``(p * world + r) * batch + 0..batch-1``."""
+
+    def __init__(self, batch_size: int, rank: int, world_size: int, start_batch: int = 0):
+        self.batch_size, self.rank, self.world_size, self.start_batch = batch_size, rank, world_size, start_batch
+
+    def __iter__(self) -> Iterator[list[int]]:
+        position = self.start_batch
+        while True:
+            first = (position * self.world_size + self.rank) * self.batch_size
+            yield list(range(first, first + self.batch_size))
+            position += 1
+
+    def __len__(self) -> int:  # endless; DataLoader only needs a number
+        return 2**62
+
+
+def clip_loader(dataset: ClipDataset, batch_size: int, rank: int, world_size: int, start_batch: int,
+                num_workers: int) -> torch.utils.data.DataLoader:
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_sampler=RankBatches(batch_size, rank, world_size, start_batch),
+        num_workers=num_workers,
+        collate_fn=keep_list,
+        persistent_workers=False,
+        prefetch_factor=2 if num_workers > 0 else None,
+    )
+
+
+def still_image(images: Sequence[Path], seed: int, number: int, height: int, width: int) -> torch.Tensor:
+    """Still image number ``number`` of the image set (shuffled per pass, seeded)."""
+    epoch, offset = divmod(number, len(images))
+    order = torch.randperm(len(images), generator=generator(seed, "images", epoch))
+    return load_image(images[int(order[offset])], height, width)
+
+
+__all__ = [
+    "VIDEO_SUFFIXES", "IMAGE_SUFFIXES", "MOTION_BUCKET_KNOTS", "VideoError", "VideoEntry", "VideoInfo",
+    "SkippedVideo", "read_metadata", "find_videos", "probe_video", "index_videos", "source_frames_needed",
+    "fit_frame", "read_clip", "load_image", "find_images", "to_signed", "motion_score",
+    "motion_bucket_from_score", "LatentCache", "ClipSpec", "ClipSample", "ClipDataset", "RankBatches",
+    "clip_loader", "keep_list", "still_image", "derive_seed",
+]
