@@ -141,14 +141,15 @@ def read_video(path, max_frames: int | None = None) -> tuple[torch.Tensor, Fract
 
 
 def write_latent_video(vae, latents, path, fps, *, window: int | None = None, overlap: int | None = None,
-                       crf: int = DEFAULT_CRF, on_window=None) -> int:
+                       crf: int = DEFAULT_CRF, on_window=None, on_frames=None) -> int:
     """Decode latent frames as they arrive and write them to an mp4; returns the frames written.
 
     ``latents``: any iterable of scaled latent frames ``[B, 4, h, w]`` (e.g. a sampler generator
     mapped to its latents; only batch item 0 is written), decoded through
     :class:`~longvid_core.decoding.StreamingDecoder` (``window``/``overlap``, cross-faded), so at no
     point are all frames in memory. ``on_window(start, end)`` runs after each decoded window
-    (progress, cancel). If anything raises (e.g. a cancelled run), the file is still finished and
+    (progress, cancel); ``on_frames(first_index, frames[n, H, W, 3])`` gets every batch of frames
+    as it is written (e.g. to save them as images too). If anything raises (e.g. a cancelled run), the file is still finished and
     plays with the frames written so far; the exception propagates.
     """
     from .decoding import DEFAULT_DECODE_OVERLAP, StreamingDecoder
@@ -158,13 +159,15 @@ def write_latent_video(vae, latents, path, fps, *, window: int | None = None, ov
                                DEFAULT_DECODE_OVERLAP if overlap is None else overlap,
                                output_device="cpu", on_window=on_window)
     with VideoWriter(path, fps, crf=crf) as writer:
-        for latent in latents:
-            frames = decoder.push(latent)
+        def emit(frames):
             if frames is not None:
+                if on_frames is not None:
+                    on_frames(writer.frames_written, frames[0])
                 writer.write(frames[0])
-        frames = decoder.finish()
-        if frames is not None:
-            writer.write(frames[0])
+
+        for latent in latents:
+            emit(decoder.push(latent))
+        emit(decoder.finish())
         return writer.frames_written
 
 

@@ -6,19 +6,16 @@ from dataclasses import dataclass
 
 import torch
 
-from longvid_core import samplers
+from longvid_core import generate, samplers
+from longvid_core.generate import FULL_SEQUENCE, PROGRESSIVE
 from longvid_core.decoding import approximate_rgb
-from longvid_core.schedules import DEFAULT_CHUNK, DEFAULT_STEPS, DEFAULT_WINDOW, get_sigmas_karras
+from longvid_core.schedules import DEFAULT_CHUNK, DEFAULT_STEPS, DEFAULT_WINDOW
 from longvid_core.vae import VAE_SCALE
 
 from . import runtime
 from .validation import check_widgets, check_window, first_problem, raise_if
 
-PROGRESSIVE = "progressive"
-FULL_SEQUENCE = "full_sequence"
-REPLACEMENT_WITHOUT_NOISE = "replacement_without_noise"
-REPLACEMENT_WITH_NOISE = "replacement_with_noise"
-MODES = [PROGRESSIVE, FULL_SEQUENCE, REPLACEMENT_WITHOUT_NOISE, REPLACEMENT_WITH_NOISE]
+MODES = list(generate.MODES)
 MAX_SEED = 0xFFFFFFFFFFFFFFFF
 
 
@@ -130,13 +127,7 @@ def start_sampling(model, cond, frames, mode, window, chunk, steps, cfg, min_cfg
         )
 
     svd = model.prepare("unet")
-    if mode == PROGRESSIVE:
-        plan = samplers.plan_progressive(total, window=window, chunk=chunk, steps=steps, prefix_frames=prefix_frames)
-    elif mode == FULL_SEQUENCE:
-        plan = samplers.plan_full_sequence(total, steps=steps)
-    else:
-        plan = samplers.plan_replacement(total, window=window + chunk, condition_frames=chunk, steps=steps,
-                                         prefix_frames=prefix_frames)
+    plan = generate.plan_sampling(mode, total, window=window, chunk=chunk, steps=steps, prefix_frames=prefix_frames)
     bar = runtime.progress_bar(plan.denoiser_calls)
 
     def on_call(progress: samplers.SamplingProgress):
@@ -146,19 +137,10 @@ def start_sampling(model, cond, frames, mode, window, chunk, steps, cfg, min_cfg
         bar.update_absolute(progress.calls_done, progress.calls_total, preview)
         runtime.throw_if_interrupted()  # cancel takes effect after the call in flight
 
-    common = dict(seed=seed, cfg=cfg, min_cfg=min_cfg, callback=on_call, dtype=torch.float32, device=device)
-    sigmas = get_sigmas_karras(steps, device=device)
-    frame_shape = (1, 4, *frame_hw)
     runtime.throw_if_interrupted()
-    if mode == PROGRESSIVE:
-        generator = samplers.iter_progressive(svd.denoise, keyframes, total, frame_shape, sigmas, window=window,
-                                              chunk=chunk, prefix=prefix_latents, **common)
-    elif mode == FULL_SEQUENCE:
-        generator = samplers.iter_full_sequence(svd.denoise, keyframes, total, frame_shape, sigmas, **common)
-    else:
-        generator = samplers.iter_replacement(
-            svd.denoise, keyframes, total, frame_shape, sigmas, window=window + chunk, condition_frames=chunk,
-            renoise_condition=mode == REPLACEMENT_WITH_NOISE, prefix=prefix_latents, **common)
+    generator = generate.iter_sampling(
+        mode, svd.denoise, keyframes, total, (1, 4, *frame_hw), window=window, chunk=chunk, steps=steps, cfg=cfg,
+        min_cfg=min_cfg, seed=seed, prefix=prefix_latents, callback=on_call, device=device)
     return SamplingRun(plan, total, prefix_latents, generator)
 
 

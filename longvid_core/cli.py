@@ -1,0 +1,239 @@
+"""``longvid`` — LongVid's command line (also ``python -m longvid_core``).
+
+``longvid generate`` runs the same code as the ComfyUI nodes: load (``load_svd``), first frame
+(an image file, a local text-to-image model, or — with the bundled small model — a synthetic
+scene), conditioning (``encode_image``), a sampler by mode (``generate.iter_sampling``), and
+streaming decode + mp4 writing (``video_io.write_latent_video``), so a long video never sits in
+memory. ``longvid smoke`` is a quick end-to-end check with a tiny random model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BUNDLED_MODEL = Path(__file__).resolve().parent / "assets" / "longvid_small.safetensors"
+DEFAULTS_KEY = "longvid.defaults"
+# Settings for real SVD-XT weights (ComfyUI's SVD template and ExVideo's example).
+SVD_DEFAULTS = dict(width=1024, height=576, frames=240, window=24, chunk=2, steps=24, cfg=2.5, min_cfg=1.0,
+                    fps=6, motion_bucket_id=127, noise_aug_strength=0.02, output_fps=10)
+
+
+class Progress:
+    """One-line progress on stderr counting denoiser calls (the real unit of work)."""
+
+    def __init__(self, total: int, stream=sys.stderr):
+        self.total = total
+        self.stream = stream
+        self.started = time.perf_counter()
+
+    def __call__(self, progress) -> None:
+        elapsed = time.perf_counter() - self.started
+        rate = progress.calls_done / elapsed if elapsed > 0 else 0.0
+        eta = (self.total - progress.calls_done) / rate if rate > 0 else float("nan")
+        self.stream.write(f"\rdenoiser calls {progress.calls_done}/{self.total}  frames "
+                          f"{progress.frames_done}/{progress.frames_total}  {elapsed:5.1f}s  eta {eta:5.1f}s ")
+        self.stream.flush()
+
+    def close(self) -> None:
+        self.stream.write("\n")
+
+
+def model_defaults(path: Path) -> dict:
+    """Recommended settings stored in a LongVid model file's metadata, else SVD-XT's."""
+    from .checkpoint_io import open_tensors
+
+    if path.is_file() and path.suffix == ".safetensors":
+        meta = getattr(open_tensors(path), "metadata", {}) or {}
+        if DEFAULTS_KEY in meta:
+            return {**SVD_DEFAULTS, **json.loads(meta[DEFAULTS_KEY])}
+    return dict(SVD_DEFAULTS)
+
+
+def load_image(path: Path):
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    with Image.open(path) as img:
+        array = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+    return torch.from_numpy(array)[None]
+
+
+def text_to_image(model_folder: Path, prompt: str, negative_prompt: str, width: int, height: int, seed: int,
+                  device, steps: int = 25):
+    """First frame from a local diffusers text-to-image folder (no downloads)."""
+    import torch
+    from diffusers import AutoPipelineForText2Image
+
+    if not Path(model_folder).is_dir():
+        raise FileNotFoundError(f"--t2i-model: expected a local diffusers folder (model_index.json); found {model_folder}")
+    pipe = AutoPipelineForText2Image.from_pretrained(str(model_folder), local_files_only=True)
+    pipe.to(device)
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    out = pipe(prompt, negative_prompt=negative_prompt or None, width=width, height=height,
+               num_inference_steps=steps, generator=generator, output_type="pt")
+    return out.images.permute(0, 2, 3, 1).float().cpu()[:1]
+
+
+def synthetic_first_frame(seed: int, width: int, height: int):
+    from .synthetic import random_scene, render
+
+    return render(random_scene(seed, height, width), 1)
+
+
+def _png_writer(folder: Path):
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def save(first_index, frames):
+        for i, frame in enumerate(frames):
+            pixels = (frame.clamp(0, 1).cpu().numpy() * 255).round().astype("uint8")
+            Image.fromarray(pixels).save(folder / f"frame_{first_index + i:06d}.png")
+
+    return save
+
+
+def generate(args) -> int:
+    import torch
+
+    from . import load_svd
+    from .frames import cover_crop, vae_downscale
+    from .generate import iter_sampling, plan_sampling
+    from .video_io import write_latent_video
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    svd_path = Path(args.svd) if args.svd else BUNDLED_MODEL
+    if not svd_path.exists():
+        raise FileNotFoundError(f"--svd: no model at {svd_path}" + (
+            "" if args.svd else " (the bundled small model is missing: see tools/small_model/README.md)"))
+    settings = model_defaults(svd_path)
+    for key in settings:
+        value = getattr(args, key, None)
+        if value is not None:
+            settings[key] = value
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = args.dtype or ("fp16" if device.startswith("cuda") else "fp32")
+    started = time.perf_counter()
+    model = load_svd(svd_path, extension=args.extension, device=device, dtype=dtype)
+    width, height = settings["width"], settings["height"]
+    multiple = vae_downscale(model.vae) * 2 ** (len(model.unet.config.block_out_channels) - 1)
+    if width % multiple or height % multiple:
+        raise ValueError(f"--width/--height must be multiples of {multiple} for this model; found {width}x{height}")
+
+    if args.image:
+        image = load_image(Path(args.image))
+    elif args.prompt:
+        if not args.t2i_model:
+            raise ValueError("--prompt needs --t2i-model: a local diffusers text-to-image folder for the first frame")
+        image = text_to_image(Path(args.t2i_model), args.prompt, args.negative_prompt, width, height,
+                              args.seed, device)
+    else:
+        image = synthetic_first_frame(args.seed, width, height)
+    image = cover_crop(image, width, height)
+    if args.save_first_frame:
+        from PIL import Image
+
+        Image.fromarray((image[0].numpy() * 255).round().astype("uint8")).save(args.save_first_frame)
+
+    with torch.no_grad():
+        cond = model.encode_image(image.to(device), fps=settings["fps"], motion_bucket_id=settings["motion_bucket_id"],
+                                  noise_aug_strength=settings["noise_aug_strength"], seed=args.seed)
+        mode, frames = args.mode, settings["frames"]
+        window, chunk, steps = settings["window"], settings["chunk"], settings["steps"]
+        plan = plan_sampling(mode, frames, window=window, chunk=chunk, steps=steps)
+        progress = None if args.quiet else Progress(plan.denoiser_calls)
+        stream = iter_sampling(mode, model.denoise, cond, frames, (1, 4, *cond.concat_latent.shape[-2:]),
+                               window=window, chunk=chunk, steps=steps, cfg=settings["cfg"],
+                               min_cfg=settings["min_cfg"], seed=args.seed, callback=progress, device=device)
+        written = write_latent_video(model.vae, (latent for _, latent in stream), args.out, settings["output_fps"],
+                                     on_frames=_png_writer(Path(args.save_frames)) if args.save_frames else None)
+        if progress is not None:
+            progress.close()
+    print(f"{mode}: {written} frames {width}x{height}, window {window}, chunk {chunk}, {steps} steps, "
+          f"{plan.denoiser_calls} denoiser calls, {time.perf_counter() - started:.1f} s")
+    print(Path(args.out).resolve())
+    return 0
+
+
+def smoke(args) -> int:
+    import torch
+
+    from . import load_svd, save_svd
+    from .samplers import plan_progressive, sample_progressive
+    from .schedules import get_sigmas_karras
+    from .tiny import tiny_svd
+
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = save_svd(tiny_svd(seed=0), Path(tmp) / "svd_tiny.safetensors")
+        model = load_svd(path)
+        print(f"loaded {path.name}: UNet {sum(p.numel() for p in model.unet.parameters()):,} parameters, "
+              f"channels {model.unet.config.block_out_channels}")
+    image = torch.rand(1, args.size, args.size, 3, generator=torch.Generator().manual_seed(0))
+    cond = model.encode_image(image, fps=6, motion_bucket_id=127, noise_aug_strength=0.02, seed=0)
+    latent_shape = (1, 4, *cond.concat_latent.shape[-2:])
+    sigmas = get_sigmas_karras(args.steps)
+    plan = plan_progressive(args.frames, window=args.window, chunk=args.chunk, steps=args.steps)
+    with torch.no_grad():
+        latents = sample_progressive(model.denoise, cond, args.frames, latent_shape, sigmas,
+                                     window=args.window, chunk=args.chunk, seed=0)
+        frames = model.decode(latents)
+    if not torch.isfinite(frames).all():
+        print("smoke run FAILED: decoded frames are not finite", file=sys.stderr)
+        return 1
+    print(f"progressive sampler: {args.frames} frames, window {args.window}, chunk {args.chunk}, "
+          f"{args.steps} steps, {plan.denoiser_calls} denoiser calls")
+    print(f"decoded video: {tuple(frames.shape)} (B, F, H, W, 3), values in "
+          f"[{frames.min().item():.3f}, {frames.max().item():.3f}]")
+    print(f"smoke run OK in {time.perf_counter() - started:.1f} s (tiny random model: the frames are noise-like by design)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .generate import MODES, PROGRESSIVE
+
+    parser = argparse.ArgumentParser(prog="longvid", description="LongVid: long videos with SVD / ExVideo-SVD "
+                                     "and progressive rolling sampling.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    g = sub.add_parser("generate", help="make a video (with no weights given: the bundled small model)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    g.add_argument("--svd", help="SVD checkpoint (SGM single file or diffusers folder); default: bundled small model")
+    g.add_argument("--extension", help="ExVideo (DiffSynth) or LongVid extension file")
+    g.add_argument("--image", help="first frame image file")
+    g.add_argument("--prompt", help="make the first frame with --t2i-model from this prompt")
+    g.add_argument("--negative-prompt", default="")
+    g.add_argument("--t2i-model", help="local diffusers text-to-image folder for --prompt")
+    g.add_argument("--out", default="longvid.mp4", help="output mp4")
+    g.add_argument("--save-frames", help="also write every frame as PNG into this folder")
+    g.add_argument("--save-first-frame", help="write the conditioning frame as PNG")
+    g.add_argument("--mode", choices=MODES, default=PROGRESSIVE)
+    for name, kind in (("frames", int), ("window", int), ("chunk", int), ("steps", int), ("cfg", float),
+                       ("min-cfg", float), ("width", int), ("height", int), ("fps", int),
+                       ("motion-bucket-id", int), ("noise-aug-strength", float), ("output-fps", int)):
+        g.add_argument(f"--{name}", type=kind, default=None, help="default: the model's recommended value")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda if available)")
+    g.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), help="default: fp16 on GPU, fp32 on CPU")
+    g.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+    g.set_defaults(func=generate)
+    s = sub.add_parser("smoke", help="end-to-end run of the model code with a tiny random SVD")
+    s.add_argument("--frames", type=int, default=12)
+    s.add_argument("--window", type=int, default=4)
+    s.add_argument("--chunk", type=int, default=2)
+    s.add_argument("--steps", type=int, default=4)
+    s.add_argument("--size", type=int, default=16)
+    s.set_defaults(func=smoke)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
