@@ -189,6 +189,24 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _kill_tree(process) -> None:
+    """SIGKILL torchrun and its workers: torchrun starts each worker in a session of its own, so
+    killing torchrun's process group alone would leave the workers running."""
+    import psutil
+
+    try:
+        workers = psutil.Process(process.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        workers = []
+    os.killpg(process.pid, signal.SIGKILL)
+    for worker in workers:
+        try:
+            worker.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(workers, timeout=30)
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="kills a POSIX process group")
 def test_two_processes_agree_and_a_kill_during_save_leaves_the_previous_checkpoint(dataset):
     """torchrun with two CPU processes; every checkpoint records each process's weight hash. The
@@ -208,10 +226,10 @@ def test_two_processes_agree_and_a_kill_during_save_leaves_the_previous_checkpoi
             assert process.poll() is None, log_file.read_text()[-4000:]
             assert time.monotonic() < deadline, "the trainer never reached the save of step 2"
             time.sleep(0.2)
-        os.killpg(process.pid, signal.SIGKILL)  # mid-save: all written, nothing renamed yet
+        _kill_tree(process)  # mid-save: all written, nothing renamed yet
     finally:
         if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
+            _kill_tree(process)
         process.wait(timeout=60)
     assert "2 process(es)" in log_file.read_text()
 
