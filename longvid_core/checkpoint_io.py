@@ -123,16 +123,17 @@ def open_tensors(path, dtype=None, device=None, allow_pickle: bool = False):
     return LazyTensors(path, dtype=dtype, device=device)
 
 
-def atomic_save_safetensors(tensors: Mapping[str, torch.Tensor], path, metadata: Mapping[str, str] | None = None):
-    """Write ``tensors`` to ``path`` atomically (temporary file + fsync + rename)."""
+def atomic_write(path, write) -> Path:
+    """Write ``path`` atomically: ``write(temporary_path)`` beside it, fsync, then rename over it.
+
+    An interrupted write leaves the previous file untouched and no partial file behind.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
     os.close(fd)
     try:
-        contiguous = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-        meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}
-        save_file(contiguous, tmp, metadata=meta)
+        write(tmp)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -141,3 +142,10 @@ def atomic_save_safetensors(tensors: Mapping[str, torch.Tensor], path, metadata:
             os.unlink(tmp)
         raise
     return path
+
+
+def atomic_save_safetensors(tensors: Mapping[str, torch.Tensor], path, metadata: Mapping[str, str] | None = None):
+    """Write ``tensors`` to ``path`` atomically (temporary file + fsync + rename)."""
+    contiguous = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}
+    return atomic_write(path, lambda tmp: save_file(contiguous, tmp, metadata=meta))

@@ -82,16 +82,6 @@ def run(unet, frames, batch=1, seed=1, h=4, w=4, t=(0.3, -0.5)):
         return unet(sample, torch.tensor(t[:batch]), context, ids)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_cpu_thread():
-    # tiny models gain nothing from a second thread, and on a busy 2-core machine OpenMP's
-    # spinning threads make each new tensor shape take seconds instead of milliseconds
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def base():
     return tiny_unet()

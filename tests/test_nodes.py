@@ -70,15 +70,6 @@ def folders(tmp_path_factory):
     model_cache.clear_cache()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny models are dominated by per-op overhead; one thread avoids oversubscribing a busy 2-core CI box.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def load(extension="none", dtype="auto"):
     return NODES["LongVidLoadModel"]().load(CHECKPOINT, extension, dtype)[0]
 

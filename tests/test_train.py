@@ -32,14 +32,6 @@ ROOT = Path(__file__).resolve().parent.parent
 TRAIN = ROOT / "training" / "train.py"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     """A tiny SVD and a folder of three good videos (mp4, webm, mov, 32x32, cropped to 16x16 by the

@@ -8,7 +8,6 @@ real-size models, which proves the maps for ``svd_xt.safetensors`` without its 9
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 
 import pytest
 import torch

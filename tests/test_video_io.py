@@ -18,15 +18,6 @@ def vae():
     return tiny_vae(seed=3)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny models are dominated by per-op overhead; one thread avoids oversubscribing a busy 2-core CI box.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 class PixelCopyVAE(torch.nn.Module):
     """Stands in for the VAE where only the window bookkeeping matters: "decodes" each latent to its
     first three channels, upsampled 2x (frame by frame, so windows change nothing)."""

@@ -34,9 +34,10 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
+
+from longvid_core.checkpoint_io import atomic_write
 
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"
@@ -87,17 +88,7 @@ def fsync_tree(root) -> None:
 
 def write_text_atomic(path, text: str) -> None:
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     fsync_dir(path.parent)
 
 

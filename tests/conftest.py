@@ -1,0 +1,14 @@
+"""Test-wide settings."""
+
+import pytest
+import torch
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_cpu_thread():
+    # Tiny models gain nothing from a second thread, and on a busy 2-core machine OpenMP's
+    # spinning threads make each new tensor shape take seconds instead of milliseconds.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
