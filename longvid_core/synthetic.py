@@ -1,0 +1,139 @@
+"""Synthetic moving-shape videos: the domain of LongVid's small bundled model and its benchmarks.
+
+A scene is a plain background with a few coloured shapes (disc, square, diamond) moving at
+constant velocity and bouncing off the borders. Rendering is analytic with soft (anti-aliased)
+edges, so frames are smooth in time and the generator knows exactly what should be in every frame
+— which the benchmarks use to score shape persistence without any downloaded model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+SHAPE_KINDS = ("disc", "square", "diamond")
+# Saturated, well separated colours so a shape's pixels can be found again by colour alone.
+PALETTE = (
+    (0.90, 0.15, 0.15),
+    (0.15, 0.75, 0.20),
+    (0.20, 0.35, 0.95),
+    (0.95, 0.85, 0.10),
+    (0.85, 0.20, 0.85),
+    (0.10, 0.85, 0.85),
+)
+BACKGROUNDS = ((0.10, 0.10, 0.12), (0.92, 0.92, 0.90), (0.25, 0.22, 0.35))
+
+
+@dataclass(frozen=True)
+class Shape:
+    kind: str
+    color: tuple[float, float, float]
+    radius: float  # pixels
+    x: float  # centre at frame 0, pixels
+    y: float
+    vx: float  # pixels per frame
+    vy: float
+
+
+@dataclass(frozen=True)
+class Scene:
+    height: int
+    width: int
+    background: tuple[float, float, float]
+    shapes: tuple[Shape, ...]
+
+    def positions(self, frame: int) -> list[tuple[float, float]]:
+        """Centre of every shape at ``frame`` (bouncing = reflection inside [r, size - r])."""
+        return [
+            (_bounce(s.x + s.vx * frame, s.radius, self.width - s.radius),
+             _bounce(s.y + s.vy * frame, s.radius, self.height - s.radius))
+            for s in self.shapes
+        ]
+
+
+def _bounce(p: float, lo: float, hi: float) -> float:
+    span = hi - lo
+    if span <= 0:
+        return lo
+    q = (p - lo) % (2 * span)
+    return lo + (q if q <= span else 2 * span - q)
+
+
+def random_scene(seed: int, height: int = 64, width: int = 64, max_shapes: int = 3, speed: float = 1.0) -> Scene:
+    """A reproducible random scene: 1..max_shapes shapes of distinct colours."""
+    gen = torch.Generator().manual_seed(seed)
+    rand = lambda: torch.rand((), generator=gen).item()  # noqa: E731
+    count = 1 + int(rand() * max_shapes)
+    colors = torch.randperm(len(PALETTE), generator=gen)[:count].tolist()
+    background = BACKGROUNDS[int(rand() * len(BACKGROUNDS))]
+    shapes = []
+    for c in colors:
+        radius = min(height, width) * (0.13 + 0.08 * rand())
+        angle = 2 * torch.pi * rand()
+        v = speed * (0.4 + 0.8 * rand())
+        shapes.append(Shape(
+            kind=SHAPE_KINDS[int(rand() * len(SHAPE_KINDS))],
+            color=PALETTE[c],
+            radius=radius,
+            x=radius + rand() * (width - 2 * radius),
+            y=radius + rand() * (height - 2 * radius),
+            vx=v * float(torch.cos(torch.tensor(angle))),
+            vy=v * float(torch.sin(torch.tensor(angle))),
+        ))
+    return Scene(height, width, background, tuple(shapes))
+
+
+def shape_masks(scene: Scene, frame: int, softness: float = 0.75) -> torch.Tensor:
+    """Soft coverage ``[S, H, W]`` in 0..1 of every shape at ``frame``."""
+    ys = torch.arange(scene.height, dtype=torch.float32)[:, None] + 0.5
+    xs = torch.arange(scene.width, dtype=torch.float32)[None, :] + 0.5
+    masks = []
+    for shape, (cx, cy) in zip(scene.shapes, scene.positions(frame)):
+        dx, dy = xs - cx, ys - cy
+        if shape.kind == "disc":
+            dist = torch.sqrt(dx**2 + dy**2)
+        elif shape.kind == "square":
+            dist = torch.maximum(dx.abs(), dy.abs()) * 1.15
+        else:  # diamond
+            dist = (dx.abs() + dy.abs()) * 0.8
+        masks.append(torch.sigmoid((shape.radius - dist) / softness))
+    return torch.stack(masks) if masks else torch.zeros(0, scene.height, scene.width)
+
+
+def shape_areas(scene: Scene, frame: int = 0) -> list[float]:
+    """Pixels each shape covers at ``frame`` (coverage > 1/2), for :mod:`longvid_core.video_metrics`."""
+    return [float((m > 0.5).sum()) for m in shape_masks(scene, frame)]
+
+
+def render(scene: Scene, frames: int, start: int = 0) -> torch.Tensor:
+    """Frames ``[F, H, W, 3]`` in 0..1 (ComfyUI's IMAGE layout); later shapes are drawn on top."""
+    out = torch.empty(frames, scene.height, scene.width, 3)
+    background = torch.tensor(scene.background)
+    for i in range(frames):
+        img = background.expand(scene.height, scene.width, 3).clone()
+        for shape, mask in zip(scene.shapes, shape_masks(scene, start + i)):
+            img = img * (1 - mask[..., None]) + torch.tensor(shape.color) * mask[..., None]
+        out[i] = img
+    return out
+
+
+def write_dataset(folder, videos: int, frames: int, size: int = 64, fps: int = 8, seed: int = 0) -> list:
+    """Write ``videos`` random scenes as mp4 files (H.264) plus ``metadata.json``; returns paths."""
+    import json
+    from pathlib import Path
+
+    from .video_io import VideoWriter
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths, meta = [], []
+    for v in range(videos):
+        scene = random_scene(seed * 100_003 + v, size, size)
+        path = folder / f"shapes_{v:05d}.mp4"
+        with VideoWriter(path, fps, crf=12) as writer:
+            writer.write(render(scene, frames))
+        paths.append(path)
+        meta.append({"path": path.name, "fps": fps, "caption": ", ".join(f"{s.kind}" for s in scene.shapes)})
+    (folder / "metadata.json").write_text(json.dumps(meta, indent=1))
+    return paths

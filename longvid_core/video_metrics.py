@@ -1,0 +1,82 @@
+"""Long-video quality metrics that need no downloaded weights (used by ``bench/bench_quality.py``).
+
+All take frames ``[F, H, W, 3]`` in 0..1.
+
+- :func:`drift` — per-frame colour (mean) and contrast (standard deviation) fitted with a line
+  over time; the slope times the length is how far they drifted over the video. Users of
+  autoregressive long-video tools report colour/contrast creeping up with every extension.
+- :func:`seam_score` — frame-to-frame differences at window boundaries relative to the median
+  difference: 1 means boundaries are as smooth as anywhere else; spikes (seams, flashes, scene
+  jumps) score high.
+- :func:`shape_persistence` — for synthetic scenes (``longvid_core.synthetic``), the fraction of
+  frames in which every shape of the first frame is still present with its colour and roughly its
+  size: the generator knows what should be in the frame.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+
+def _check_frames(frames: torch.Tensor) -> torch.Tensor:
+    if frames.dim() != 4 or frames.shape[-1] != 3 or frames.shape[0] < 2:
+        raise ValueError(f"expected frames [F>=2, H, W, 3] in 0..1; found {tuple(frames.shape)}")
+    return frames.float()
+
+
+def _slope(values: torch.Tensor) -> float:
+    t = torch.arange(values.shape[0], dtype=torch.float64)
+    t = t - t.mean()
+    v = values.double() - values.double().mean()
+    return float((t * v).sum() / (t * t).sum())
+
+
+def drift(frames: torch.Tensor) -> dict[str, float]:
+    """Colour and contrast drift over the whole video (slope per frame × number of frames)."""
+    frames = _check_frames(frames)
+    n = frames.shape[0]
+    mean = frames.mean(dim=(1, 2, 3))
+    contrast = frames.flatten(1).std(dim=1)
+    channel_means = frames.mean(dim=(1, 2))  # [F, 3]
+    colour = max(abs(_slope(channel_means[:, c])) for c in range(3))
+    return {
+        "brightness_drift": abs(_slope(mean)) * n,
+        "colour_drift": colour * n,
+        "contrast_drift": abs(_slope(contrast)) * n,
+    }
+
+
+def frame_differences(frames: torch.Tensor) -> torch.Tensor:
+    """Mean absolute difference between consecutive frames, ``[F-1]`` (entry i: frame i -> i+1)."""
+    frames = _check_frames(frames)
+    return (frames[1:] - frames[:-1]).abs().mean(dim=(1, 2, 3))
+
+
+def seam_score(frames: torch.Tensor, boundaries: Sequence[int]) -> float:
+    """Mean frame difference entering each boundary frame, over the median difference.
+
+    ``boundaries``: frame indices where a new window's frames start (difference from frame b-1 to
+    b). With no boundaries (one pass), the largest spike over the median is reported instead.
+    """
+    diffs = frame_differences(frames)
+    median = diffs.median().clamp_min(1e-8)
+    picked = [diffs[b - 1] for b in boundaries if 1 <= b < frames.shape[0]]
+    if not picked:
+        return float(diffs.max() / median)
+    return float(torch.stack(picked).mean() / median)
+
+
+def shape_persistence(frames: torch.Tensor, colors: Sequence[Sequence[float]], areas: Sequence[float],
+                      tolerance: float = 0.3, keep: float = 0.5) -> float:
+    """Fraction of frames in which every shape is present: at least ``keep`` × its first-frame
+    area (pixels, e.g. ``synthetic.shape_areas``) is within ``tolerance`` (max channel difference) of its colour, and not more than
+    ``1/keep`` × (shapes do not smear or grow)."""
+    frames = _check_frames(frames)
+    present = torch.ones(frames.shape[0], dtype=torch.bool)
+    for color, area in zip(colors, areas):
+        near = (frames - torch.tensor(color)).abs().amax(dim=-1) <= tolerance
+        count = near.flatten(1).sum(dim=1).float()
+        present &= (count >= keep * area) & (count <= area / keep)
+    return float(present.float().mean())
