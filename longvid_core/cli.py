@@ -30,17 +30,24 @@ class Progress:
         self.total = total
         self.stream = stream
         self.started = time.perf_counter()
+        # a terminal gets a live line; a log file gets a line every tenth of the way
+        self.live = hasattr(stream, "isatty") and stream.isatty()
+        self.every = max(1, total // 10)
 
     def __call__(self, progress) -> None:
+        if not self.live and progress.calls_done % self.every and progress.calls_done != self.total:
+            return
         elapsed = time.perf_counter() - self.started
         rate = progress.calls_done / elapsed if elapsed > 0 else 0.0
         eta = (self.total - progress.calls_done) / rate if rate > 0 else float("nan")
-        self.stream.write(f"\rdenoiser calls {progress.calls_done}/{self.total}  frames "
-                          f"{progress.frames_done}/{progress.frames_total}  {elapsed:5.1f}s  eta {eta:5.1f}s ")
+        start, end = ("\r", "") if self.live else ("", "\n")
+        self.stream.write(f"{start}denoiser calls {progress.calls_done}/{self.total}  frames "
+                          f"{progress.frames_done}/{progress.frames_total}  {elapsed:5.1f}s  eta {eta:5.1f}s {end}")
         self.stream.flush()
 
     def close(self) -> None:
-        self.stream.write("\n")
+        if self.live:
+            self.stream.write("\n")
 
 
 def model_defaults(path: Path) -> dict:
