@@ -21,7 +21,7 @@ python training/train.py --base "$OUT/base.safetensors" --output-dir "$OUT/run_f
 # 2. progressive-noise fine-tuning on the sampler's own table (window 8, chunk 2, 8 steps)
 python training/train.py --base "$OUT/run_full/checkpoints/$(cat "$OUT/run_full/checkpoints/latest")/model_ema.safetensors" \
     --output-dir "$OUT/run_progressive" --mode full,progressive --progressive-window 8 --progressive-chunk 2 \
-    --progressive-steps 8 --max-steps "${PROGRESSIVE_STEPS:-500}" --learning-rate 1e-4 --save-every 100 "${COMMON[@]}"
+    --progressive-steps 8 --max-steps "${PROGRESSIVE_STEPS:-1400}" --learning-rate 1e-4 --save-every 300 "${COMMON[@]}"
 # 3. a sharper decoder for the same latent space (encoder frozen, so the UNet's latents still fit)
 python tools/small_model/train_vae.py --decoder-from "$OUT/vae.safetensors" --out "$OUT/vae_decoder_tuned.safetensors" \
     --steps 500 --lr 3e-4 --seed 5
