@@ -26,6 +26,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .shapes import nearest_multiples
+
 # SVD's EDM noise range (ComfyUI / SGM model_sampling for SVD) and Karras et al.'s rho.
 SVD_SIGMA_MIN = 0.002
 SVD_SIGMA_MAX = 700.0
@@ -105,16 +107,14 @@ def validate_window(window: int, chunk: int, steps: int, frames: int | None = No
     chunk = _positive_int("chunk", chunk)
     steps = _positive_int("steps", steps)
     if window % chunk:
-        below = window // chunk * chunk
-        options = " or ".join(str(w) for w in (below, below + chunk) if w > 0)
+        options = nearest_multiples(window, chunk)
         raise ValueError(
             f"window ({window} noisy latent frames) must be a multiple of chunk ({chunk}) so that whole "
             f"chunks enter and leave the window together; use window {options}, or a chunk that divides {window}"
         )
     chunks_per_window = window // chunk
     if steps % chunks_per_window:
-        below = steps // chunks_per_window * chunks_per_window
-        options = " or ".join(str(s) for s in (below, below + chunks_per_window) if s > 0)
+        options = nearest_multiples(steps, chunks_per_window)
         raise ValueError(
             f"steps ({steps}) must be a multiple of window/chunk = {window}/{chunk} = {chunks_per_window} "
             f"so that adjacent chunks sit a whole number of steps apart; use steps {options}, "

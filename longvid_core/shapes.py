@@ -12,6 +12,12 @@ def _fmt(t) -> str:
     return "x".join(str(s) for s in t.shape) if isinstance(t, torch.Tensor) else repr(t)
 
 
+def nearest_multiples(value: int, multiple: int) -> str:
+    """The positive multiples of ``multiple`` either side of ``value``, for "use X or Y" messages."""
+    below = value // multiple * multiple
+    return " or ".join(str(v) for v in (below, below + multiple) if v > 0)
+
+
 def check_latents(x: torch.Tensor, name: str = "latents", channels: int | None = None) -> tuple[int, int]:
     """``x`` must be ``[B, F, C, h, w]``; returns ``(B, F)``."""
     if not isinstance(x, torch.Tensor) or x.dim() != 5:

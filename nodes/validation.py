@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 
 from longvid_core.schedules import validate_window
+from longvid_core.shapes import nearest_multiples
 
 SIZE_MULTIPLE = 64  # SVD: 8x VAE downscale, then the UNet halves the latent 3 times
 
@@ -38,8 +39,7 @@ def check_widgets(node_cls, **values) -> str | None:
 def check_size(width, height) -> str | None:
     for name, value in (("width", width), ("height", height)):
         if value is not None and value % SIZE_MULTIPLE:
-            below = value // SIZE_MULTIPLE * SIZE_MULTIPLE
-            options = " or ".join(str(v) for v in (below, below + SIZE_MULTIPLE) if v > 0)
+            options = nearest_multiples(value, SIZE_MULTIPLE)
             return (f"{name} ({value}) must be a multiple of {SIZE_MULTIPLE} (SVD's latent is 1/8 of the image and "
                     f"its UNet halves that 3 times); use {options}")
     return None
