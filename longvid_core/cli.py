@@ -72,19 +72,27 @@ def load_image(path: Path):
 
 
 def text_to_image(model_folder: Path, prompt: str, negative_prompt: str, width: int, height: int, seed: int,
-                  device, steps: int = 25):
-    """First frame from a local diffusers text-to-image folder (no downloads)."""
+                  device, steps: int = 25, dtype=None, quiet: bool = False):
+    """First frame from a local diffusers text-to-image folder (no downloads).
+
+    The pipeline lives only inside this call (the caller loads the video model afterwards), so a
+    large image model and SVD are never in GPU memory together."""
     import torch
     from diffusers import AutoPipelineForText2Image
 
     if not Path(model_folder).is_dir():
         raise FileNotFoundError(f"--t2i-model: expected a local diffusers folder (model_index.json); found {model_folder}")
-    pipe = AutoPipelineForText2Image.from_pretrained(str(model_folder), local_files_only=True)
+    pipe = AutoPipelineForText2Image.from_pretrained(str(model_folder), local_files_only=True, dtype=dtype)
     pipe.to(device)
+    pipe.set_progress_bar_config(disable=quiet)
     generator = torch.Generator(device="cpu").manual_seed(seed)
     out = pipe(prompt, negative_prompt=negative_prompt or None, width=width, height=height,
                num_inference_steps=steps, generator=generator, output_type="pt")
-    return out.images.permute(0, 2, 3, 1).float().cpu()[:1]
+    image = out.images.permute(0, 2, 3, 1).float().cpu()[:1]
+    del pipe, out
+    if str(device).startswith("cuda"):
+        torch.cuda.empty_cache()
+    return image
 
 
 def synthetic_first_frame(seed: int, width: int, height: int):
@@ -110,6 +118,7 @@ def generate(args) -> int:
     import torch
 
     from . import load_svd
+    from .loading import resolve_dtype
     from .frames import cover_crop, vae_downscale
     from .generate import iter_sampling, plan_sampling
     from .video_io import write_latent_video
@@ -128,20 +137,20 @@ def generate(args) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = args.dtype or ("fp16" if device.startswith("cuda") else "fp32")
     started = time.perf_counter()
-    model = load_svd(svd_path, extension=args.extension, device=device, dtype=dtype)
     width, height = settings["width"], settings["height"]
+    if args.prompt and not args.t2i_model:
+        raise ValueError("--prompt needs --t2i-model: a local diffusers text-to-image folder for the first frame")
+    if args.prompt:  # before the video model is loaded: the two never share the GPU
+        image = text_to_image(Path(args.t2i_model), args.prompt, args.negative_prompt, width, height,
+                              args.seed, device, steps=args.t2i_steps, dtype=resolve_dtype(dtype), quiet=args.quiet)
+    model = load_svd(svd_path, extension=args.extension, device=device, dtype=dtype)
     multiple = vae_downscale(model.vae) * 2 ** (len(model.unet.config.block_out_channels) - 1)
     if width % multiple or height % multiple:
         raise ValueError(f"--width/--height must be multiples of {multiple} for this model; found {width}x{height}")
 
     if args.image:
         image = load_image(Path(args.image))
-    elif args.prompt:
-        if not args.t2i_model:
-            raise ValueError("--prompt needs --t2i-model: a local diffusers text-to-image folder for the first frame")
-        image = text_to_image(Path(args.t2i_model), args.prompt, args.negative_prompt, width, height,
-                              args.seed, device)
-    else:
+    elif not args.prompt:
         image = synthetic_first_frame(args.seed, width, height)
     image = cover_crop(image, width, height)
     if args.save_first_frame:
@@ -215,8 +224,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--extension", help="ExVideo (DiffSynth) or LongVid extension file")
     g.add_argument("--image", help="first frame image file")
     g.add_argument("--prompt", help="make the first frame with --t2i-model from this prompt")
-    g.add_argument("--negative-prompt", default="")
-    g.add_argument("--t2i-model", help="local diffusers text-to-image folder for --prompt")
+    g.add_argument("--negative-prompt", default="", help="negative prompt for --t2i-model")
+    g.add_argument("--t2i-model", help="local diffusers text-to-image folder (with model_index.json; loaded with "
+                   "AutoPipelineForText2Image, no downloads) for --prompt, at --width x --height, seeded by --seed")
+    g.add_argument("--t2i-steps", type=int, default=25, help="denoising steps of --t2i-model (--steps is the video's)")
     g.add_argument("--out", default="longvid.mp4", help="output mp4")
     g.add_argument("--save-frames", help="also write every frame as PNG into this folder")
     g.add_argument("--save-first-frame", help="write the conditioning frame as PNG")

@@ -1,5 +1,6 @@
 """The `longvid` command: the README's main job at a small size, and its options and errors."""
 
+import json
 import subprocess
 import sys
 
@@ -7,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from longvid_core.cli import BUNDLED_MODEL, main, model_defaults
+from longvid_core.cli import BUNDLED_MODEL, load_image, main, model_defaults, text_to_image
 from longvid_core.video_io import read_video
 from tests.tiny import write_tiny_sgm
 
@@ -44,6 +45,61 @@ def test_image_input_modes_and_frames_folder(tmp_path, capsys):
         assert read_video(out)[0].shape == (6, 16, 16, 3)
         assert len(list((tmp_path / mode).glob("frame_*.png"))) == 6
     assert f"{mode}: 6 frames 16x16" in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def tiny_t2i(tmp_path_factory):
+    """A tiny random Stable Diffusion 1.x-style diffusers folder, built here (no downloads)."""
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    root = tmp_path_factory.mktemp("t2i")
+    # CLIP's byte-level BPE with no merges: every letter is a token ("</w>" ends a word)
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for token in letters + [c + "</w>" for c in letters]:
+        vocab[token] = len(vocab)
+    (root / "tok").mkdir()
+    (root / "tok" / "vocab.json").write_text(json.dumps(vocab))
+    (root / "tok" / "merges.txt").write_text("#version: 0.2\n")
+    tokenizer = CLIPTokenizer.from_pretrained(str(root / "tok"), model_max_length=16)
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(8, 16),
+                                layers_per_block=1, norm_num_groups=4, cross_attention_dim=16, attention_head_dim=4,
+                                down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"))
+    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 16),
+                        norm_num_groups=4, sample_size=16, down_block_types=("DownEncoderBlock2D",) * 2,
+                        up_block_types=("UpDecoderBlock2D",) * 2)
+    text_encoder = CLIPTextModel(CLIPTextConfig(vocab_size=len(vocab), hidden_size=16, intermediate_size=32,
+                                                num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=16,
+                                                bos_token_id=0, eos_token_id=1, pad_token_id=1))
+    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
+                              set_alpha_to_one=False, steps_offset=1)
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+                                   scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+    pipe.save_pretrained(root / "sd_tiny")
+    return root / "sd_tiny"
+
+
+def test_prompt_makes_the_first_frame_with_the_t2i_model(tmp_path, tiny_t2i):
+    first = text_to_image(tiny_t2i, "a red ball", "", 16, 16, 5, "cpu", steps=2)
+    assert first.shape == (1, 16, 16, 3) and first.dtype == torch.float32
+    assert 0 <= first.min() and first.max() <= 1 and first.std() > 0.01
+    assert torch.equal(first, text_to_image(tiny_t2i, "a red ball", "", 16, 16, 5, "cpu", steps=2))
+    assert not torch.allclose(first, text_to_image(tiny_t2i, "a blue cube", "", 16, 16, 5, "cpu", steps=2))
+    assert not torch.allclose(first, text_to_image(tiny_t2i, "a red ball", "", 16, 16, 6, "cpu", steps=2))
+
+    svd = write_tiny_sgm(tmp_path / "tiny.safetensors")
+    out, saved = tmp_path / "prompt.mp4", tmp_path / "first.png"
+    assert main(["generate", "--svd", str(svd), "--prompt", "a red ball", "--t2i-model", str(tiny_t2i),
+                 "--width", "16", "--height", "16", "--frames", "6", "--window", "2", "--chunk", "2", "--steps", "2",
+                 "--t2i-steps", "2", "--seed", "5", "--device", "cpu", "--out", str(out), "--save-first-frame", str(saved),
+                 "--quiet"]) == 0
+    assert read_video(out)[0].shape == (6, 16, 16, 3)
+    # the conditioning frame is the t2i image for --seed and --t2i-steps (--steps is the video's)
+    assert (load_image(saved) - first).abs().max() <= 1 / 255 + 1e-6
 
 
 def test_clear_errors(tmp_path):
