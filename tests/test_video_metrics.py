@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from longvid_core.synthetic import random_scene, render, shape_areas
+from longvid_core.synthetic import BACKGROUNDS, PALETTE, Scene, Shape, random_scene, render, shape_areas
 from longvid_core.video_metrics import drift, frame_differences, seam_score, shape_persistence
 
 
@@ -41,6 +41,25 @@ def test_vanishing_shape_breaks_persistence(scene_video):
     faded = video.clone()
     faded[30:] = torch.tensor(scene.background)  # everything gone from frame 30
     assert shape_persistence(faded, colors, areas) == pytest.approx(0.5)
+
+
+def test_persistence_counts_each_shape_and_refuses_smears():
+    # three shapes in their own thirds of the frame, moving vertically: they never overlap
+    shapes = tuple(Shape(kind, PALETTE[i], 4.0, 5.5 + 10.5 * i, 8.0, 0.0, 0.5)
+                   for i, kind in enumerate(("disc", "square", "diamond")))
+    scene = Scene(32, 32, BACKGROUNDS[0], shapes)
+    video = render(scene, 40)
+    colors, areas = _truth(scene)
+    assert shape_persistence(video, colors, areas) == 1.0
+    recoloured = video.clone()
+    near = (video - torch.tensor(colors[0])).abs().amax(dim=-1) <= 0.3
+    recoloured[20:][near[20:]] = torch.tensor(scene.background)  # one of three shapes gone after half
+    assert shape_persistence(recoloured, colors, areas) == pytest.approx(1 - 0.5 / 3, abs=1e-6)
+    smeared = video.clone()
+    smeared[:, :, :, :] = torch.tensor(colors[1])  # one colour everywhere: too big, others gone
+    assert shape_persistence(smeared, colors, areas) == 0.0
+    with pytest.raises(ValueError, match="one area per colour"):
+        shape_persistence(video, colors, areas[:2])
 
 
 def test_drift_measures_a_known_ramp(scene_video):

@@ -69,22 +69,29 @@ def main(argv=None) -> int:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--kl", type=float, default=1e-6)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--channels", type=int, nargs="+", default=list(SMALL_VAE["block_out_channels"]),
+                   help="block_out_channels; diffusers' temporal decoder normalises its last layer in 32 "
+                        "groups, so more channels there keep more of each frame's absolute colour")
     p.add_argument("--decoder-from", type=Path, default=None,
                    help="fine-tune only the decoder of this trained VAE: the encoder, and so the latent space "
                         "a UNet was trained in, stays exactly as it is")
     args = p.parse_args(argv)
 
     torch.manual_seed(args.seed)
-    vae = build_vae(SMALL_VAE).train()
+    config = dict(SMALL_VAE, block_out_channels=tuple(args.channels),
+                  down_block_types=("DownEncoderBlock2D",) * len(args.channels))
     if args.decoder_from is not None:
         from longvid_core.checkpoint_io import open_tensors
 
         trained = open_tensors(args.decoder_from)
+        config = json.loads(trained.metadata["config"])
+    vae = build_vae(config).train()
+    if args.decoder_from is not None:
         vae.load_state_dict({k: trained[k] for k in trained}, strict=True)
         vae.encoder.requires_grad_(False)
     # SVD's SGM layout has no quant_conv: it must stay the identity to be representable there
     with torch.no_grad():
-        channels = 2 * SMALL_VAE["latent_channels"]
+        channels = 2 * config["latent_channels"]
         vae.quant_conv.weight.copy_(torch.eye(channels).reshape(channels, channels, 1, 1))
         vae.quant_conv.bias.zero_()
     vae.quant_conv.requires_grad_(False)
@@ -119,7 +126,7 @@ def main(argv=None) -> int:
         err = (recon - x).abs().mean().item()
     print(f"folded latent scale k={k:.4f}: scaled latent std {check:.3f}; held-out L1 {err:.4f}")
     atomic_save_safetensors(vae.state_dict(), args.out,
-                            metadata={"config": json.dumps(SMALL_VAE), "steps": str(args.steps)})
+                            metadata={"config": json.dumps(config), "steps": str(args.steps)})
     print(f"wrote {args.out}")
     return 0
 
