@@ -7,7 +7,9 @@ metrics that need no downloaded weights (``longvid_core.video_metrics``):
 - drift: colour / brightness / contrast change over the video (fitted slope × length), lower is better;
 - seam: frame-difference at window boundaries over the median difference (1 = no seam);
 - persistence: fraction of (shape, frame) pairs in which a first-frame shape is still there, with
-  its colour and roughly its size (the generator knows what should be in the frame).
+  its colour and roughly its size (the generator knows what should be in the frame);
+- speed / jitter: how far those shapes' centres move per frame, and how jerkily (px/frame and
+  px/frame^2; the true motion is 0.4-1.2 px/frame with jitter near 0).
 
 The first rows score the scene's true continuation (rendered by the generator), as it is and
 after a round trip through the model's VAE: the ceilings for persistence, which are below 1 because
@@ -33,7 +35,7 @@ from longvid_core.cli import BUNDLED_MODEL, model_defaults  # noqa: E402
 from longvid_core.frames import encode_frames  # noqa: E402
 from longvid_core.generate import FULL_SEQUENCE, MODES, PROGRESSIVE, iter_sampling  # noqa: E402
 from longvid_core.synthetic import random_scene, render, shape_areas  # noqa: E402
-from longvid_core.video_metrics import drift, seam_score, shape_persistence  # noqa: E402
+from longvid_core.video_metrics import drift, seam_score, shape_motion, shape_persistence  # noqa: E402
 
 
 GROUND_TRUTH = "ground truth (true motion)"
@@ -63,6 +65,7 @@ def run(model, settings: dict, mode: str, frames: int, seed: int):
     metrics = drift(video)
     metrics["seam"] = seam_score(video, boundaries(mode, frames, settings["window"], settings["chunk"]))
     metrics["persistence"] = shape_persistence(video, colors, shape_areas(scene))
+    metrics.update(shape_motion(video, colors, shape_areas(scene)))
     return metrics
 
 
@@ -88,17 +91,19 @@ def main(argv=None) -> int:
     model = load_svd(args.svd)
     print(f"model {args.svd.name}; {args.frames} frames; window {settings['window']} chunk {settings['chunk']} "
           f"steps {settings['steps']}; seeds {args.seeds}")
-    print(f"{'mode':<28}{'colour drift':>13}{'contrast drift':>15}{'seam':>7}{'persistence':>12}{'s/video':>9}")
+    print(f"{'mode':<28}{'colour drift':>13}{'contrast drift':>15}{'seam':>7}{'persistence':>12}{'speed':>7}"
+          f"{'jitter':>7}{'s/video':>9}")
     results = {}
     for mode in [GROUND_TRUTH, VAE_ROUND_TRIP, *args.modes]:
         rows, started = [], time.perf_counter()
         for seed in args.seeds:
             rows.append(run(model, settings, mode, args.frames, seed))
         seconds = (time.perf_counter() - started) / len(args.seeds)
-        mean = {k: statistics.mean(r[k] for r in rows) for k in rows[0]}
+        mean = {k: statistics.mean(r[k] for r in rows if r[k] == r[k]) if any(r[k] == r[k] for r in rows)
+                else float("nan") for k in rows[0]}  # NaN (no shape ever found) left out of the mean
         results[mode] = mean
         print(f"{mode:<28}{mean['colour_drift']:>13.3f}{mean['contrast_drift']:>15.3f}{mean['seam']:>7.2f}"
-              f"{mean['persistence']:>12.2f}{seconds:>9.1f}", flush=True)
+              f"{mean['persistence']:>12.2f}{mean['speed']:>7.2f}{mean['jitter']:>7.2f}{seconds:>9.1f}", flush=True)
     if PROGRESSIVE in results:
         base = results[PROGRESSIVE]
         for mode, r in results.items():

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from longvid_core.synthetic import BACKGROUNDS, PALETTE, Scene, Shape, random_scene, render, shape_areas
-from longvid_core.video_metrics import drift, frame_differences, seam_score, shape_persistence
+from longvid_core.video_metrics import drift, frame_differences, seam_score, shape_motion, shape_persistence
 
 
 @pytest.fixture(scope="module")
@@ -73,3 +73,20 @@ def test_frame_differences_and_errors(scene_video):
     assert frame_differences(video).shape == (59,)
     with pytest.raises(ValueError, match=r"expected frames \[F>=2, H, W, 3\]"):
         drift(video[0])
+
+
+def test_shape_motion_measures_speed_and_jitter():
+    # one disc moving right at 0.5 px/frame, never touching a border in 20 frames
+    scene = Scene(32, 32, BACKGROUNDS[0], (Shape("disc", PALETTE[2], 5.0, 8.0, 16.0, 0.5, 0.0),))
+    colors, areas = _truth(scene)
+    moving = shape_motion(render(scene, 20), colors, areas)
+    assert moving["speed"] == pytest.approx(0.5, abs=0.05) and moving["jitter"] < 0.05
+    still = render(scene, 1).expand(20, -1, -1, -1)
+    assert shape_motion(still, colors, areas)["speed"] == pytest.approx(0.0, abs=1e-6)
+    # in place, one pixel left and right every frame: no progress, all jitter
+    wobble = torch.stack([render(scene, 1, start=0)[0] if i % 2 == 0 else render(scene, 1, start=2)[0]
+                          for i in range(20)])
+    w = shape_motion(wobble, colors, areas)
+    assert w["speed"] == pytest.approx(1.0, abs=0.1) and w["jitter"] == pytest.approx(2.0, abs=0.2)
+    gone = torch.tensor(scene.background).expand(20, 32, 32, 3).clone()
+    assert torch.isnan(torch.tensor(shape_motion(gone, colors, areas)["speed"]))
