@@ -9,7 +9,7 @@ metrics that need no downloaded weights (``longvid_core.video_metrics``):
 - persistence: fraction of (shape, frame) pairs in which a first-frame shape is still there, with
   its colour and roughly its size (the generator knows what should be in the frame);
 - speed / jitter: how far those shapes' centres move per frame, and how jerkily (px/frame and
-  px/frame^2; the true motion is 0.4-1.2 px/frame with jitter near 0).
+  px/frame^2; compare with the first row: bounces and overlaps make true motion jitter a little).
 
 The first rows score the scene's true continuation (rendered by the generator), as it is and
 after a round trip through the model's VAE: the ceilings for persistence, which are below 1 because

@@ -13,7 +13,8 @@ All take frames ``[F, H, W, 3]`` in 0..1.
   roughly its size: the generator knows what should be in the frame.
 - :func:`shape_motion` — how fast each shape's centre (of its colour's pixels) moves, and how
   jerkily: a shape that stays put scores speed 0, one that wobbles in place has jitter close to
-  its speed; the generator's own continuation moves 0.4-1.2 px/frame with jitter near 0.
+  its speed. Bounces and shapes passing behind one another give true motion some jitter too, so
+  compare with the generator's own continuation (``bench/bench_quality.py`` prints it).
 """
 
 from __future__ import annotations

@@ -22,8 +22,8 @@ from longvid_core import load_svd  # noqa: E402
 from longvid_core.checkpoint_io import atomic_save_safetensors, open_tensors  # noqa: E402
 from longvid_core.cli import BUNDLED_MODEL, DEFAULTS_KEY  # noqa: E402
 
-# What the model was trained for (see build.sh): 32x32 frames, 8 latent frames + 2 clean per call.
-SMALL_MODEL_DEFAULTS = dict(width=32, height=32, frames=240, window=8, chunk=2, steps=8, cfg=1.0, min_cfg=1.0,
+# What the model was trained for (see build.sh): 32x32 frames, window 8, chunk 2, 16 progressive steps.
+SMALL_MODEL_DEFAULTS = dict(width=32, height=32, frames=240, window=8, chunk=2, steps=16, cfg=1.0, min_cfg=1.0,
                             fps=8, motion_bucket_id=127, noise_aug_strength=0.02, output_fps=8)
 
 
@@ -42,8 +42,8 @@ def main(argv=None) -> int:
     atomic_save_safetensors(state, args.out, metadata={
         "format": "pt",
         DEFAULTS_KEY: json.dumps(SMALL_MODEL_DEFAULTS),
-        "longvid.description": "LongVid small model: SVD architecture at 64/128 channels, trained on synthetic "
-                               "moving shapes by tools/small_model/build.sh",
+        "longvid.description": "LongVid small model: SVD architecture (UNet 64/128 channels, VAE 64), trained on "
+                               "synthetic moving shapes by tools/small_model/build.sh",
     })
     print(f"wrote {args.out}: {len(state)} tensors, {args.out.stat().st_size / 2**20:.1f} MiB")
     return 0
