@@ -32,9 +32,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from longvid_core import load_svd  # noqa: E402
 from longvid_core.cli import BUNDLED_MODEL, model_defaults  # noqa: E402
+from longvid_core.decoding import DEFAULT_DECODE_OVERLAP  # noqa: E402
 from longvid_core.frames import encode_frames  # noqa: E402
 from longvid_core.generate import FULL_SEQUENCE, MODES, PROGRESSIVE, iter_sampling  # noqa: E402
 from longvid_core.synthetic import random_scene, render, shape_areas  # noqa: E402
+from longvid_core.vae import DEFAULT_DECODE_CHUNK  # noqa: E402
 from longvid_core.video_metrics import drift, seam_score, shape_motion, shape_persistence  # noqa: E402
 
 
@@ -58,7 +60,7 @@ def run(model, settings: dict, mode: str, frames: int, seed: int):
         video = render(scene, frames)
     elif mode == VAE_ROUND_TRIP:
         with torch.no_grad():
-            video = model.decode(encode_frames(model.vae, render(scene, frames)))[0].cpu()
+            video = decode(model, settings, encode_frames(model.vae, render(scene, frames)))
     else:
         video = generate(model, settings, mode, frames, seed, image)
     colors = [s.color for s in scene.shapes]
@@ -77,7 +79,15 @@ def generate(model, settings: dict, mode: str, frames: int, seed: int, image: to
                                window=settings["window"], chunk=settings["chunk"], steps=settings["steps"],
                                cfg=settings["cfg"], min_cfg=settings["min_cfg"], seed=seed)
         latents = torch.stack([latent for _, latent in stream], dim=1)
-        return model.decode(latents)[0].cpu()
+        return decode(model, settings, latents)
+
+
+def decode(model, settings: dict, latents: torch.Tensor) -> torch.Tensor:
+    """As ``longvid generate`` decodes: the model file's decode window and overlap, if it has them."""
+    window, overlap = settings.get("decode_window"), settings.get("decode_overlap")
+    with torch.no_grad():
+        return model.decode(latents, decode_chunk=DEFAULT_DECODE_CHUNK if window is None else window,
+                            overlap=DEFAULT_DECODE_OVERLAP if overlap is None else overlap)[0].cpu()
 
 
 def main(argv=None) -> int:

@@ -19,8 +19,10 @@ from pathlib import Path
 BUNDLED_MODEL = Path(__file__).resolve().parent / "assets" / "longvid_small.safetensors"
 DEFAULTS_KEY = "longvid.defaults"
 # Settings for real SVD-XT weights (ComfyUI's SVD template and ExVideo's example).
+# decode_window / decode_overlap None: the streaming decoder's defaults (SVD's 14-frame clips)
 SVD_DEFAULTS = dict(width=1024, height=576, frames=240, window=24, chunk=2, steps=24, cfg=2.5, min_cfg=1.0,
-                    fps=6, motion_bucket_id=127, noise_aug_strength=0.02, output_fps=10)
+                    fps=6, motion_bucket_id=127, noise_aug_strength=0.02, output_fps=10,
+                    decode_window=None, decode_overlap=None)
 
 
 class Progress:
@@ -169,6 +171,7 @@ def generate(args) -> int:
                                window=window, chunk=chunk, steps=steps, cfg=settings["cfg"],
                                min_cfg=settings["min_cfg"], seed=args.seed, callback=progress, device=device)
         written = write_latent_video(model.vae, (latent for _, latent in stream), args.out, settings["output_fps"],
+                                     window=settings["decode_window"], overlap=settings["decode_overlap"],
                                      on_frames=_png_writer(Path(args.save_frames)) if args.save_frames else None)
         if progress is not None:
             progress.close()
@@ -230,6 +233,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--t2i-steps", type=int, default=25, help="denoising steps of --t2i-model (--steps is the video's)")
     g.add_argument("--out", default="longvid.mp4", help="output mp4")
     g.add_argument("--save-frames", help="also write every frame as PNG into this folder")
+    g.add_argument("--decode-window", type=int, help="latent frames the temporal VAE decodes together (memory); "
+                   "default: the model file's, else 14 (SVD's clip length)")
+    g.add_argument("--decode-overlap", type=int, help="frames shared and cross-faded by consecutive decode windows "
+                   "(at most half the window); default: the model file's, else 4")
     g.add_argument("--save-first-frame", help="write the conditioning frame as PNG")
     g.add_argument("--mode", choices=MODES, default=PROGRESSIVE)
     for name, kind in (("frames", int), ("window", int), ("chunk", int), ("steps", int), ("cfg", float),

@@ -109,5 +109,8 @@ def test_clear_errors(tmp_path):
         main(["generate", "--svd", str(tmp_path / "missing.safetensors"), "--out", str(tmp_path / "x.mp4")])
     with pytest.raises(ValueError, match="multiples of 8"):
         main(["generate", "--width", "30", "--frames", "4", "--out", str(tmp_path / "x.mp4")])
+    with pytest.raises(ValueError, match=r"decode overlap \(3\) must be at most half the decode window \(4\)"):
+        main(["generate", "--decode-window", "4", "--decode-overlap", "3", "--frames", "4",
+              "--out", str(tmp_path / "x.mp4")])
     with pytest.raises(ValueError, match="use window"):
         main(["generate", "--window", "7", "--frames", "4", "--out", str(tmp_path / "x.mp4")])
