@@ -18,6 +18,8 @@ def test_bundled_model_is_small_and_carries_its_settings():
     assert BUNDLED_MODEL.stat().st_size <= 20 * 2**20
     defaults = model_defaults(BUNDLED_MODEL)
     assert (defaults["width"], defaults["height"], defaults["window"], defaults["chunk"]) == (32, 32, 8, 2)
+    # its VAE was trained on 4-frame clips and decodes best 4 at a time (tools/small_model/bundle.py)
+    assert (defaults["steps"], defaults["decode_window"], defaults["decode_overlap"]) == (16, 4, 2)
 
 
 def test_readme_command_at_a_small_size(tmp_path):

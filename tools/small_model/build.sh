@@ -24,9 +24,11 @@ COMMON=(--data-dir "$OUT/videos" --frames 10 --height 32 --width 32 --cache-dir 
 # 1. every UNet weight, ordinary (one sigma per clip) EDM training; batch 4 per process
 launch training/train.py --base "$OUT/base.safetensors" --output-dir "$OUT/run_full" --mode full \
     --max-steps 1000 --learning-rate 3e-4 --lr-warmup-steps 30 --save-every 250 "${COMMON[@]}"
-# 2. progressive-noise fine-tuning on the sampler's own table (window 8, chunk 2, 16 steps)
-launch training/train.py --base "$(latest "$OUT/run_full")" --output-dir "$OUT/run_progressive" \
-    --mode full,progressive --progressive-window 8 --progressive-chunk 2 --progressive-steps 16 \
-    --max-steps "${PROGRESSIVE_STEPS:-5000}" --learning-rate 2e-4 --lr-warmup-steps 30 \
-    --save-every 250 "${COMMON[@]}"
+# 2. progressive-noise fine-tuning on the sampler's own table (window 8, chunk 2, 16 steps),
+#    then the same run resumed at a quarter of the learning rate to settle the weights
+PROGRESSIVE=(--base "$(latest "$OUT/run_full")" --output-dir "$OUT/run_progressive" --mode full,progressive
+             --progressive-window 8 --progressive-chunk 2 --progressive-steps 16 --lr-warmup-steps 30
+             --save-every 250 "${COMMON[@]}")
+launch training/train.py "${PROGRESSIVE[@]}" --max-steps 5000 --learning-rate 2e-4
+launch training/train.py "${PROGRESSIVE[@]}" --max-steps 6500 --learning-rate 5e-5 --resume latest
 python tools/small_model/bundle.py --model "$(latest "$OUT/run_progressive")"
