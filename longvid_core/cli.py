@@ -120,9 +120,9 @@ def generate(args) -> int:
     import torch
 
     from . import load_svd
-    from .loading import resolve_dtype
     from .frames import cover_crop, vae_downscale
     from .generate import iter_sampling, plan_sampling
+    from .loading import resolve_dtype
     from .video_io import write_latent_video
 
     if args.threads:
@@ -140,6 +140,8 @@ def generate(args) -> int:
     dtype = args.dtype or ("fp16" if device.startswith("cuda") else "fp32")
     started = time.perf_counter()
     width, height = settings["width"], settings["height"]
+    if args.prompt and args.image:
+        raise ValueError("give one first frame: --image or --prompt, not both")
     if args.prompt and not args.t2i_model:
         raise ValueError("--prompt needs --t2i-model: a local diffusers text-to-image folder for the first frame")
     if args.prompt:  # before the video model is loaded: the two never share the GPU

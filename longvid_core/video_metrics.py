@@ -82,14 +82,15 @@ def shape_persistence(frames: torch.Tensor, colors: Sequence[Sequence[float]], a
     than "all shapes in a frame" so that one shape briefly hidden behind another costs only its own
     share (a ground-truth continuation still scores a little below 1 when shapes overlap)."""
     frames = _check_frames(frames)
-    if len(colors) != len(areas) or not colors:
-        raise ValueError(f"expected one area per colour (at least one shape); found {len(colors)} colours, "
-                         f"{len(areas)} areas")
     present = [shape_present for _, shape_present in _colour_masks(frames, colors, areas, tolerance, keep)]
     return float(torch.stack(present).float().mean())
 
 
 def _colour_masks(frames: torch.Tensor, colors, areas, tolerance: float, keep: float):
+    """Per shape: pixels near its colour ``[F, H, W]`` and whether it is present ``[F]``."""
+    if len(colors) != len(areas) or not colors:
+        raise ValueError(f"expected one area per colour (at least one shape); found {len(colors)} colours, "
+                         f"{len(areas)} areas")
     for color, area in zip(colors, areas):
         near = (frames - torch.tensor(color)).abs().amax(dim=-1) <= tolerance
         count = near.flatten(1).sum(dim=1).float()

@@ -105,6 +105,8 @@ def test_prompt_makes_the_first_frame_with_the_t2i_model(tmp_path, tiny_t2i):
 
 
 def test_clear_errors(tmp_path):
+    with pytest.raises(ValueError, match="--image or --prompt, not both"):
+        main(["generate", "--prompt", "a red ball", "--image", "x.png", "--out", str(tmp_path / "x.mp4")])
     with pytest.raises(ValueError, match="--prompt needs --t2i-model"):
         main(["generate", "--prompt", "a red ball", "--frames", "4", "--out", str(tmp_path / "x.mp4")])
     with pytest.raises(FileNotFoundError, match="--svd: no model at"):

@@ -58,8 +58,9 @@ def test_persistence_counts_each_shape_and_refuses_smears():
     smeared = video.clone()
     smeared[:, :, :, :] = torch.tensor(colors[1])  # one colour everywhere: too big, others gone
     assert shape_persistence(smeared, colors, areas) == 0.0
-    with pytest.raises(ValueError, match="one area per colour"):
-        shape_persistence(video, colors, areas[:2])
+    for metric in (shape_persistence, shape_motion):
+        with pytest.raises(ValueError, match="one area per colour"):
+            metric(video, colors, areas[:2])
 
 
 def test_drift_measures_a_known_ramp(scene_video):
