@@ -21,6 +21,7 @@ shapes pass behind one another (and the VAE loses some detail).
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 import time
@@ -90,6 +91,12 @@ def decode(model, settings: dict, latents: torch.Tensor) -> torch.Tensor:
                             overlap=DEFAULT_DECODE_OVERLAP if overlap is None else overlap)[0].cpu()
 
 
+def mean_of_measured(values: list[float]) -> float:
+    """Mean leaving out NaN (a video in which no shape was ever found has no speed); NaN if all are."""
+    measured = [v for v in values if not math.isnan(v)]
+    return statistics.mean(measured) if measured else float("nan")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--svd", type=Path, default=BUNDLED_MODEL)
@@ -109,8 +116,7 @@ def main(argv=None) -> int:
         for seed in args.seeds:
             rows.append(run(model, settings, mode, args.frames, seed))
         seconds = (time.perf_counter() - started) / len(args.seeds)
-        mean = {k: statistics.mean(r[k] for r in rows if r[k] == r[k]) if any(r[k] == r[k] for r in rows)
-                else float("nan") for k in rows[0]}  # NaN (no shape ever found) left out of the mean
+        mean = {k: mean_of_measured([r[k] for r in rows]) for k in rows[0]}
         results[mode] = mean
         print(f"{mode:<28}{mean['colour_drift']:>13.3f}{mean['contrast_drift']:>15.3f}{mean['seam']:>7.2f}"
               f"{mean['persistence']:>12.2f}{mean['speed']:>7.2f}{mean['jitter']:>7.2f}{seconds:>9.1f}", flush=True)
