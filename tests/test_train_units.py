@@ -198,6 +198,77 @@ def test_sample_order_is_a_seeded_permutation_split_over_processes():
     assert next(rank0) == [12, 13] and next(rank1) == [14, 15] and next(rank0) == [16, 17]
 
 
+@pytest.mark.parametrize("condition_frame", ["clip", "video"])
+def test_condition_frame_picks_the_picture_each_clip_is_conditioned_on_and_the_cache_keeps_it(tmp_path,
+                                                                                              condition_frame):
+    """``--condition-frame video``: a clip from the middle of a video is conditioned on the video's
+    first frame (as every window of a long rolling sample is), not on its own; cached entries keep
+    that picture and have keys of their own."""
+    from longvid_core.tiny import tiny_svd
+    from training.config import TrainConfig
+    from training.train import video_batch
+
+    path = write_synthetic_video(tmp_path / "v.mp4", frames=12, height=16, width=16, seed=4)
+    (info,), _ = data.index_videos(data.find_videos(tmp_path)[0], frames=4, stride=1)
+    spec = data.ClipSpec(4, 1, 16, 16)
+    cache = data.LatentCache(tmp_path / "cache", "base")
+    dataset = data.ClipDataset([info], spec, seed=0, clips_per_video=3, cache=cache,
+                               condition_frame=condition_frame)
+    samples = sorted((dataset[g] for g in range(3)), key=lambda s: s.start)
+    assert [s.start for s in samples] == [0, 4, 8]
+    video_first = data.read_clip(path, 0, 1, 1, 16, 16)[0]
+    for sample in samples:
+        expected = video_first if condition_frame == "video" else sample.pixels[0]
+        assert torch.equal(sample.condition_frame, expected)
+    assert not torch.equal(samples[2].pixels[0], video_first)  # the clip's own first frame differs
+
+    model = tiny_svd(0)
+    config = TrainConfig(base="b", output_dir="o", data_dir="d", mode="full", frames=4, height=16, width=16,
+                         condition_frame=condition_frame)
+    fresh = video_batch(model, config, samples, cache, torch.device("cpu"), micro_step=0)
+    reloaded = sorted((dataset[g] for g in range(3)), key=lambda s: s.start)
+    assert all(s.cached is not None and s.pixels is None for s in reloaded)
+    assert all(torch.equal(a.condition_frame, b.condition_frame) for a, b in zip(samples, reloaded))
+    again = video_batch(model, config, reloaded, cache, torch.device("cpu"), micro_step=0)
+    assert torch.equal(fresh.cond.concat_latent, again.cond.concat_latent)
+    first = model.encode_image(video_first[None].float() / 255.0, fps=7, motion_bucket_id=127, noise_aug_strength=0.0)
+    same_as_first = [torch.allclose(fresh.cond.concat_latent[k], first.concat_latent[0]) for k in range(3)]
+    assert same_as_first == ([True] * 3 if condition_frame == "video" else [True, False, False])
+    # windows that start a video (no clean chunk) are conditioned on the clip's own first frame
+    if condition_frame == "clip":
+        assert fresh.start_cond is None
+    else:
+        for k, sample in enumerate(samples):
+            own = model.encode_image(sample.pixels[0][None].float() / 255.0, fps=7, motion_bucket_id=127,
+                                     noise_aug_strength=0.0)
+            assert torch.allclose(fresh.start_cond.concat_latent[k], own.concat_latent[0])
+        seen = []
+
+        def denoiser(x, sigma, image_embeds, concat_latent, added_time_ids):
+            seen.append(concat_latent)
+            return torch.zeros_like(x)
+
+        from training.noise_levels import ProgressiveLevels
+        from training.train import batch_loss
+
+        levels = ProgressiveLevels(window=2, chunk=1, steps=4)
+        generator = torch.Generator().manual_seed(0)
+        rows = {}
+        while len(rows) < 2:
+            seen.clear()
+            state = generator.get_state()
+            clean_chunk = bool(levels.sample(3, generator).conditioning)
+            generator.set_state(state)
+            batch_loss(denoiser, fresh, config, levels, generator)
+            rows[clean_chunk] = seen[0]
+        assert torch.equal(rows[False], fresh.start_cond.concat_latent)
+        assert torch.equal(rows[True], fresh.cond.concat_latent)
+    other = "clip" if condition_frame == "video" else "video"
+    assert cache.key(path, 4, 4, 1, 16, 16, condition_frame) != cache.key(path, 4, 4, 1, 16, 16, other)
+    with pytest.raises(ValueError, match="condition_frame must be 'clip' or 'video'; found 'last'"):
+        data.ClipDataset([info], spec, seed=0, condition_frame="last")
+
+
 def test_still_batch_is_copies_of_one_picture_with_zero_motion():
     from longvid_core.tiny import tiny_svd
     from training.config import TrainConfig

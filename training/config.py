@@ -47,6 +47,9 @@ class TrainConfig:
     cache_dir: str = _f("", "cache VAE latents and CLIP embeddings of each clip here (clip starts become fixed)",
                         "data")
     num_workers: int = _f(2, "data-loader worker processes (video decoding)", "data")
+    condition_frame: str = _f("clip", "the picture a clip is conditioned on: the clip's own first frame (SVD, "
+                              "ExVideo) or its video's first frame, however far back (what a long rolling sample "
+                              "conditions every window on)", "data", choices=("clip", "video"))
     fps: int = _f(-1, "fps conditioning (SVD added time id fps-1); -1: the clip's own rate / stride", "data")
     motion_bucket_id: int = _f(-1, "motion bucket conditioning; -1: from the clip's temporal pixel std (ExVideo)",
                                "data")

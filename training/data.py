@@ -280,10 +280,14 @@ class LatentCache:
         self.folder = Path(folder)
         self.identity = identity
 
-    def key(self, path, start: int, frames: int, stride: int, height: int, width: int) -> str:
+    def key(self, path, start: int, frames: int, stride: int, height: int, width: int,
+            condition_frame: str = "clip") -> str:
         stat = os.stat(path)
-        payload = json.dumps([str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns, start, frames, stride,
-                              height, width, self.identity, 1])
+        fields = [str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns, start, frames, stride, height, width,
+                  self.identity, 1]
+        if condition_frame != "clip":  # clip-conditioned entries keep the keys they always had
+            fields.append(condition_frame)
+        payload = json.dumps(fields)
         return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
     def file(self, key: str) -> Path:
@@ -333,7 +337,9 @@ class Failure:
 @dataclass
 class ClipSample:
     """One clip as the data loader hands it to the trainer: either decoded pixels (``pixels``) or,
-    from the cache, ``latents``/``image_embeds``/``concat_latent`` plus the first frame."""
+    from the cache, ``latents``/``image_embeds``/``concat_latent`` plus the first frame.
+    ``condition_pixels``: the picture the clip is conditioned on when it is not the clip's own first
+    frame (``--condition-frame video``: the video's first frame, uint8 ``[H, W, 3]``)."""
 
     index: int
     path: str
@@ -344,10 +350,23 @@ class ClipSample:
     pixels: torch.Tensor | None = None
     cached: dict | None = None
     failures: list = field(default_factory=list)
+    condition_pixels: torch.Tensor | None = None
 
     @property
     def first_frame(self) -> torch.Tensor:
         return self.pixels[0] if self.pixels is not None else self.cached["first_frame"]
+
+    @property
+    def conditioned_on_own_first_frame(self) -> bool:
+        return self.condition_pixels is None and not (self.cached is not None and "condition_frame" in self.cached)
+
+    @property
+    def condition_frame(self) -> torch.Tensor:
+        """The conditioning picture: ``condition_pixels`` (or the cache's ``condition_frame``) if the
+        clip has one, else its own first frame."""
+        if self.conditioned_on_own_first_frame:
+            return self.first_frame
+        return self.condition_pixels if self.condition_pixels is not None else self.cached["condition_frame"]
 
 
 class ClipDataset(torch.utils.data.Dataset):
@@ -356,7 +375,9 @@ class ClipDataset(torch.utils.data.Dataset):
     MAX_ATTEMPTS = 16
 
     def __init__(self, videos: Sequence[VideoInfo], spec: ClipSpec, seed: int, clips_per_video: int = 1,
-                 cache: LatentCache | None = None):
+                 cache: LatentCache | None = None, condition_frame: str = "clip"):
+        if condition_frame not in ("clip", "video"):
+            raise ValueError(f"condition_frame must be 'clip' or 'video'; found {condition_frame!r}")
         if not videos:
             raise ValueError("no usable videos: every video was skipped (see the report above)")
         if clips_per_video < 1:
@@ -366,6 +387,7 @@ class ClipDataset(torch.utils.data.Dataset):
         self.seed = seed
         self.clips_per_video = clips_per_video
         self.cache = cache
+        self.condition_frame = condition_frame
         self._permutations: dict[int, torch.Tensor] = {}
 
     @property
@@ -413,13 +435,18 @@ class ClipDataset(torch.utils.data.Dataset):
         spec = self.spec
         key = None
         if self.cache is not None:
-            key = self.cache.key(video.path, start, spec.frames, spec.stride, spec.height, spec.width)
+            key = self.cache.key(video.path, start, spec.frames, spec.stride, spec.height, spec.width,
+                                 self.condition_frame)
             cached = self.cache.load(key)
             if cached is not None:
                 return ClipSample(sample, str(video.path), start, cached.pop("fps"), cached.pop("motion_score"),
                                   key, cached=cached)
         pixels = read_clip(video.path, start, spec.frames, spec.stride, spec.height, spec.width)
-        return ClipSample(sample, str(video.path), start, fps, motion_score(pixels), key, pixels=pixels)
+        condition = None
+        if self.condition_frame == "video" and start > 0:
+            condition = read_clip(video.path, 0, 1, spec.stride, spec.height, spec.width)[0]
+        return ClipSample(sample, str(video.path), start, fps, motion_score(pixels), key, pixels=pixels,
+                          condition_pixels=condition)
 
 
 def keep_list(samples):

@@ -141,6 +141,10 @@ class Batch:
     latents: torch.Tensor  # [B, F, 4, h, w] float32, VAE-scaled, on the device
     cond: SVDCond  # batch B, on the device
     kind: str  # "video" or "image"
+    # --condition-frame video: each clip's own first frame as cond, for progressive rows without a clean
+    # chunk. Those windows start a video (PA-VDM Sec. 3.2 initialization), and the sampler starts every
+    # video from the image it is conditioned on; only later windows see a far-back conditioning image.
+    start_cond: SVDCond | None = None
 
 
 def conditioning_values(config: TrainConfig, fps: float, score: float) -> tuple[int, int]:
@@ -173,7 +177,7 @@ def video_batch(model, config: TrainConfig, samples, cache, device, micro_step: 
     from longvid_core.conditioning import SVDCond, added_time_ids
     from training.determinism import derive_seed
 
-    latents, conds = [], []
+    latents, conds, start_conds = [], [], []
     for sample in samples:
         fps_id, bucket = conditioning_values(config, sample.fps, sample.motion_score)
         seed = derive_seed(config.seed, "noise-aug", sample.index, micro_step) % (2**63)
@@ -184,19 +188,25 @@ def video_batch(model, config: TrainConfig, samples, cache, device, micro_step: 
                 cond = SVDCond(sample.cached["image_embeds"][None].to(device),
                                sample.cached["concat_latent"][None].to(device), time_ids)
             else:
-                cond = encode_condition(model, config, sample.cached["first_frame"], fps_id, bucket, seed)
+                cond = encode_condition(model, config, sample.condition_frame, fps_id, bucket, seed)
         else:
             clip_latents = encode_clip(model, config, sample.pixels)
-            cond = encode_condition(model, config, sample.pixels[0], fps_id, bucket, seed)
+            cond = encode_condition(model, config, sample.condition_frame, fps_id, bucket, seed)
             if cache is not None and sample.cache_key is not None:
                 entry = {"latents": clip_latents, "first_frame": sample.pixels[0],
                          "image_embeds": cond.image_embeds[0]}
+                if sample.condition_pixels is not None:
+                    entry["condition_frame"] = sample.condition_pixels
                 if config.noise_aug_strength == 0:
                     entry["concat_latent"] = cond.concat_latent[0]
                 cache.save(sample.cache_key, entry, sample.fps, sample.motion_score)
         latents.append(clip_latents)
         conds.append(cond.to(device))
-    return Batch(torch.stack(latents), SVDCond.cat(conds), "video")
+        if config.condition_frame == "video":
+            start_conds.append(cond.to(device) if sample.conditioned_on_own_first_frame else
+                               encode_condition(model, config, sample.first_frame, fps_id, bucket, seed).to(device))
+    return Batch(torch.stack(latents), SVDCond.cat(conds), "video",
+                 SVDCond.cat(start_conds) if start_conds else None)
 
 
 def still_batch(model, config: TrainConfig, stills, device, micro_step: int) -> Batch:
@@ -237,17 +247,20 @@ def batch_loss(denoiser, batch: Batch, config: TrainConfig, progressive, generat
     latents = batch.latents
     count, frames = latents.shape[:2]
     conditioning_frames = None
+    cond = batch.cond
     if progressive is not None:
         levels = progressive.sample(count, generator)
         latents = latents[:, progressive.window_frames(levels, frames)]
         sigma, conditioning_frames = levels.sigma, levels.conditioning_frames
+        if levels.conditioning == 0 and batch.start_cond is not None:
+            cond = batch.start_cond  # a window that starts a video: conditioned on its own first frame
     else:
         sigma = sample_sigmas(count, generator, config.sigma_sampling, config.p_mean, config.p_std,
                               config.sigma_min, config.sigma_max)[:, None].expand(count, frames)
     noise = torch.randn(latents.shape, generator=generator, dtype=torch.float32)
     device = latents.device
     return edm_denoising_loss(
-        as_denoiser(denoiser), latents, sigma.to(device), noise.to(device), batch.cond,
+        as_denoiser(denoiser), latents, sigma.to(device), noise.to(device), cond,
         conditioning_frames=None if conditioning_frames is None else conditioning_frames.to(device),
         weighting=config.loss_weighting,
     )
@@ -591,7 +604,7 @@ def prepare_data(config: TrainConfig, accelerator, log: Log):
         cache = data.LatentCache(config.cache_dir, f"{base.resolve()}:{stat.st_size}:{stat.st_mtime_ns}:"
                                  f"vae_fp32={config.vae_fp32}:{config.precision}")
     spec = data.ClipSpec(frames, config.frame_stride, config.height, config.width)
-    dataset = data.ClipDataset(usable, spec, config.seed, config.clips_per_video, cache)
+    dataset = data.ClipDataset(usable, spec, config.seed, config.clips_per_video, cache, config.condition_frame)
     images = data.find_images(config.image_dir) if config.image_dir and config.image_batch_fraction > 0 else None
     return dataset, cache, images
 
