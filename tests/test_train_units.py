@@ -223,7 +223,8 @@ def test_condition_frame_picks_the_picture_each_clip_is_conditioned_on_and_the_c
     assert not torch.equal(samples[2].pixels[0], video_first)  # the clip's own first frame differs
 
     model = tiny_svd(0)
-    config = TrainConfig(base="b", output_dir="o", data_dir="d", mode="full", frames=4, height=16, width=16,
+    config = TrainConfig(base="b", output_dir="o", data_dir="d", mode="full,progressive", frames=4, height=16,
+                         width=16, progressive_window=3, progressive_chunk=1, progressive_steps=3,
                          condition_frame=condition_frame)
     fresh = video_batch(model, config, samples, cache, torch.device("cpu"), micro_step=0)
     reloaded = sorted((dataset[g] for g in range(3)), key=lambda s: s.start)
@@ -251,7 +252,7 @@ def test_condition_frame_picks_the_picture_each_clip_is_conditioned_on_and_the_c
         from training.noise_levels import ProgressiveLevels
         from training.train import batch_loss
 
-        levels = ProgressiveLevels(window=2, chunk=1, steps=4)
+        levels = ProgressiveLevels(window=3, chunk=1, steps=3)
         generator = torch.Generator().manual_seed(0)
         rows = {}
         while len(rows) < 2:
@@ -263,6 +264,10 @@ def test_condition_frame_picks_the_picture_each_clip_is_conditioned_on_and_the_c
             rows[clean_chunk] = seen[0]
         assert torch.equal(rows[False], fresh.start_cond.concat_latent)
         assert torch.equal(rows[True], fresh.cond.concat_latent)
+        # without progressive rows no window starts a video: no second cond is encoded
+        ordinary = TrainConfig(base="b", output_dir="o", data_dir="d", mode="full", frames=4, height=16, width=16,
+                               condition_frame=condition_frame)
+        assert video_batch(model, ordinary, samples, None, torch.device("cpu"), micro_step=0).start_cond is None
     other = "clip" if condition_frame == "video" else "video"
     assert cache.key(path, 4, 4, 1, 16, 16, condition_frame) != cache.key(path, 4, 4, 1, 16, 16, other)
     with pytest.raises(ValueError, match="condition_frame must be 'clip' or 'video'; found 'last'"):

@@ -202,7 +202,7 @@ def video_batch(model, config: TrainConfig, samples, cache, device, micro_step: 
                 cache.save(sample.cache_key, entry, sample.fps, sample.motion_score)
         latents.append(clip_latents)
         conds.append(cond.to(device))
-        if config.condition_frame == "video":
+        if config.condition_frame == "video" and config.progressive:  # only progressive rows start videos
             start_conds.append(cond.to(device) if sample.conditioned_on_own_first_frame else
                                encode_condition(model, config, sample.first_frame, fps_id, bucket, seed).to(device))
     return Batch(torch.stack(latents), SVDCond.cat(conds), "video",
