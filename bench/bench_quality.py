@@ -33,11 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from longvid_core import load_svd  # noqa: E402
 from longvid_core.cli import BUNDLED_MODEL, model_defaults  # noqa: E402
-from longvid_core.decoding import DEFAULT_DECODE_OVERLAP  # noqa: E402
+from longvid_core.decoding import decode_window_or_default  # noqa: E402
 from longvid_core.frames import encode_frames  # noqa: E402
 from longvid_core.generate import FULL_SEQUENCE, MODES, PROGRESSIVE, iter_sampling  # noqa: E402
 from longvid_core.synthetic import random_scene, render, shape_areas  # noqa: E402
-from longvid_core.vae import DEFAULT_DECODE_CHUNK  # noqa: E402
 from longvid_core.video_metrics import drift, seam_score, shape_motion, shape_persistence  # noqa: E402
 
 
@@ -85,10 +84,9 @@ def generate(model, settings: dict, mode: str, frames: int, seed: int, image: to
 
 def decode(model, settings: dict, latents: torch.Tensor) -> torch.Tensor:
     """As ``longvid generate`` decodes: the model file's decode window and overlap, if it has them."""
-    window, overlap = settings.get("decode_window"), settings.get("decode_overlap")
+    window, overlap = decode_window_or_default(settings.get("decode_window"), settings.get("decode_overlap"))
     with torch.no_grad():
-        return model.decode(latents, decode_chunk=DEFAULT_DECODE_CHUNK if window is None else window,
-                            overlap=DEFAULT_DECODE_OVERLAP if overlap is None else overlap)[0].cpu()
+        return model.decode(latents, decode_chunk=window, overlap=overlap)[0].cpu()
 
 
 def mean_of_measured(values: list[float]) -> float:

@@ -41,6 +41,13 @@ LATENT_RGB_FACTORS = (
 )
 
 
+def decode_window_or_default(window: int | None, overlap: int | None) -> tuple[int, int]:
+    """``(window, overlap)`` with each one not given (``None``: a model file without decode settings,
+    or no command-line override) replaced by the streaming decoder's default (SVD's 14-frame clip)."""
+    return (DEFAULT_DECODE_CHUNK if window is None else window,
+            DEFAULT_DECODE_OVERLAP if overlap is None else overlap)
+
+
 def check_decode_window(window: int, overlap: int) -> None:
     """Raise ``ValueError`` saying what to change unless ``1 <= window`` and ``0 <= 2*overlap <= window``."""
     if not isinstance(window, int) or window < 1:

@@ -152,11 +152,9 @@ def write_latent_video(vae, latents, path, fps, *, window: int | None = None, ov
     as it is written (e.g. to save them as images too). If anything raises (e.g. a cancelled run), the file is still finished and
     plays with the frames written so far; the exception propagates.
     """
-    from .decoding import DEFAULT_DECODE_OVERLAP, StreamingDecoder
-    from .vae import DEFAULT_DECODE_CHUNK
+    from .decoding import StreamingDecoder, decode_window_or_default
 
-    decoder = StreamingDecoder(vae, DEFAULT_DECODE_CHUNK if window is None else window,
-                               DEFAULT_DECODE_OVERLAP if overlap is None else overlap,
+    decoder = StreamingDecoder(vae, *decode_window_or_default(window, overlap),
                                output_device="cpu", on_window=on_window)
     with VideoWriter(path, fps, crf=crf) as writer:
         def emit(frames):
