@@ -77,7 +77,8 @@ def generate(model, settings: dict, mode: str, frames: int, seed: int, image: to
                                   noise_aug_strength=settings["noise_aug_strength"], seed=seed)
         stream = iter_sampling(mode, model.denoise, cond, frames, (1, 4, *cond.concat_latent.shape[-2:]),
                                window=settings["window"], chunk=settings["chunk"], steps=settings["steps"],
-                               cfg=settings["cfg"], min_cfg=settings["min_cfg"], seed=seed)
+                               cfg=settings["cfg"], min_cfg=settings["min_cfg"], seed=seed,
+                               context_sigma=settings.get("context_sigma"))
         latents = torch.stack([latent for _, latent in stream], dim=1)
         return decode(model, settings, latents)
 
@@ -101,11 +102,14 @@ def main(argv=None) -> int:
     p.add_argument("--frames", type=int, default=240)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
     p.add_argument("--modes", nargs="+", default=list(MODES))
+    p.add_argument("--context-sigma", type=float, help="progressive context noise (default: the model file's)")
     args = p.parse_args(argv)
     settings = model_defaults(args.svd)
+    if args.context_sigma is not None:
+        settings["context_sigma"] = args.context_sigma
     model = load_svd(args.svd)
     print(f"model {args.svd.name}; {args.frames} frames; window {settings['window']} chunk {settings['chunk']} "
-          f"steps {settings['steps']}; seeds {args.seeds}")
+          f"steps {settings['steps']}; context sigma {settings['context_sigma']}; seeds {args.seeds}")
     print(f"{'mode':<28}{'colour drift':>13}{'contrast drift':>15}{'seam':>7}{'persistence':>12}{'speed':>7}"
           f"{'jitter':>7}{'s/video':>9}")
     results = {}

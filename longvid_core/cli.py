@@ -22,7 +22,7 @@ DEFAULTS_KEY = "longvid.defaults"
 # decode_window / decode_overlap None: the streaming decoder's defaults (SVD's 14-frame clips)
 SVD_DEFAULTS = dict(width=1024, height=576, frames=240, window=24, chunk=2, steps=24, cfg=2.5, min_cfg=1.0,
                     fps=6, motion_bucket_id=127, noise_aug_strength=0.02, output_fps=10,
-                    decode_window=None, decode_overlap=None)
+                    decode_window=None, decode_overlap=None, context_sigma=None)
 
 
 class Progress:
@@ -171,7 +171,8 @@ def generate(args) -> int:
         progress = None if args.quiet else Progress(plan.denoiser_calls)
         stream = iter_sampling(mode, model.denoise, cond, frames, (1, 4, *cond.concat_latent.shape[-2:]),
                                window=window, chunk=chunk, steps=steps, cfg=settings["cfg"],
-                               min_cfg=settings["min_cfg"], seed=args.seed, callback=progress, device=device)
+                               min_cfg=settings["min_cfg"], seed=args.seed, context_sigma=settings["context_sigma"],
+                               callback=progress, device=device)
         written = write_latent_video(model.vae, (latent for _, latent in stream), args.out, settings["output_fps"],
                                      window=settings["decode_window"], overlap=settings["decode_overlap"],
                                      on_frames=_png_writer(Path(args.save_frames)) if args.save_frames else None)
@@ -245,6 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
                        ("min-cfg", float), ("width", int), ("height", int), ("fps", int),
                        ("motion-bucket-id", int), ("noise-aug-strength", float), ("output-fps", int)):
         g.add_argument(f"--{name}", type=kind, default=None, help="default: the model's recommended value")
+    g.add_argument("--context-sigma", type=float, help="progressive: give the finished chunk in front to the model "
+                   "noised at this sigma (for models trained with --progressive-context-sigma); default: the model "
+                   "file's, else clean")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda if available)")
     g.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), help="default: fp16 on GPU, fp32 on CPU")

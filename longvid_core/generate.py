@@ -47,11 +47,15 @@ def plan_sampling(mode: str, total_frames: int, *, window: int, chunk: int, step
 
 def iter_sampling(mode: str, denoise, cond, total_frames: int, frame_shape, *, window: int, chunk: int, steps: int,
                   cfg: float, min_cfg: float, seed: int, prefix: torch.Tensor | None = None,
-                  callback: Callable | None = None, device=None) -> Iterator[tuple[int, torch.Tensor]]:
+                  context_sigma: float | None = None, callback: Callable | None = None,
+                  device=None) -> Iterator[tuple[int, torch.Tensor]]:
     """The sampler of ``mode`` as a stream of finished ``(frame_index, latent[B,4,h,w])``.
 
     ``cond``: one SVDCond or keyframes ``[(start_frame, SVDCond), ...]``; ``prefix``: scaled
     latents ``[B, P, 4, h, w]`` to extend (not for ``full_sequence``). Karras sigmas, SVD's range.
+    ``context_sigma``: progressive mode's context noise (:func:`samplers.iter_progressive`), for
+    models trained with it; ``None`` gives the clean chunk clean. The baselines ignore it: they are
+    PA-VDM's reference samplers and stay as published.
     """
     _check_mode(mode)
     if mode == FULL_SEQUENCE and prefix is not None:
@@ -60,7 +64,7 @@ def iter_sampling(mode: str, denoise, cond, total_frames: int, frame_shape, *, w
     common = dict(seed=seed, cfg=cfg, min_cfg=min_cfg, callback=callback, dtype=torch.float32, device=device)
     if mode == PROGRESSIVE:
         return samplers.iter_progressive(denoise, cond, total_frames, frame_shape, sigmas, window=window,
-                                         chunk=chunk, prefix=prefix, **common)
+                                         chunk=chunk, prefix=prefix, context_sigma=context_sigma, **common)
     if mode == FULL_SEQUENCE:
         return samplers.iter_full_sequence(denoise, cond, total_frames, frame_shape, sigmas, **common)
     return samplers.iter_replacement(denoise, cond, total_frames, frame_shape, sigmas, window=window + chunk,

@@ -47,11 +47,12 @@ def loss_weight(sigma: torch.Tensor, weighting: str = "edm") -> torch.Tensor:
 
 
 def noisy_input(x0: torch.Tensor, sigma: torch.Tensor, noise: torch.Tensor,
-                conditioning_frames: torch.Tensor | None = None) -> torch.Tensor:
+                conditioning_frames: torch.Tensor | None = None, noise_conditioning: bool = False) -> torch.Tensor:
     """``x0 + sigma * noise`` per frame (EDM's forward process: x = y + sigma n); frames marked in
-    ``conditioning_frames [B, F]`` stay exactly ``x0`` (given clean, as the sampler gives them)."""
+    ``conditioning_frames [B, F]`` stay exactly ``x0`` (given clean, as the sampler gives them),
+    unless ``noise_conditioning`` (context noise: they are noised at their sigma like the rest)."""
     x = x0 + sigma.to(x0.dtype)[..., None, None, None] * noise.to(x0.dtype)
-    if conditioning_frames is not None:
+    if conditioning_frames is not None and not noise_conditioning:
         x = torch.where(conditioning_frames[..., None, None, None], x0, x)
     return x
 
@@ -75,13 +76,15 @@ def edm_denoising_loss(
     cond: SVDCond,
     *,
     conditioning_frames: torch.Tensor | None = None,
+    noise_conditioning: bool = False,
     weighting: str = "edm",
 ) -> DenoisingLoss:
     """EDM denoising loss of ``denoise`` on clean latents ``x0 [B, F, 4, h, w]`` (VAE-scaled).
 
     ``sigma``: scalar, ``[B]`` or ``[B, F]`` (one level per frame, e.g. progressive levels).
     ``noise``: standard normal, shaped like ``x0``. ``conditioning_frames``: optional bool
-    ``[B, F]``; those frames go in clean and do not count. The loss is the mean over counted frames
+    ``[B, F]``; those frames go in clean (or, with ``noise_conditioning``, noised at their sigma)
+    and do not count. The loss is the mean over counted frames
     of ``loss_weight(sigma) * mean((denoise(x) - x0)^2)`` (mean over channels and pixels), computed
     in float32.
     """
@@ -101,7 +104,7 @@ def edm_denoising_loss(
     frames_counted = int(counted.sum().item())
     if frames_counted == 0:
         raise ValueError("every frame is a conditioning frame: nothing to compute a loss on")
-    x = noisy_input(x0.float(), sigma, noise.float(), conditioning_frames)
+    x = noisy_input(x0.float(), sigma, noise.float(), conditioning_frames, noise_conditioning)
     denoised = denoise(x, sigma, cond).float()
     error = (denoised - x0.float()).square().mean(dim=(2, 3, 4))
     weighted = loss_weight(sigma, weighting) * error * counted

@@ -278,6 +278,7 @@ def iter_progressive(
     cfg: float = DEFAULT_CFG,
     min_cfg: float = DEFAULT_MIN_CFG,
     clean_sigma: float | None = None,
+    context_sigma: float | None = None,
     callback: Callable[[SamplingProgress], object] | None = None,
     dtype: torch.dtype | None = None,
     device=None,
@@ -301,6 +302,10 @@ def iter_progressive(
       chunk in front (the window treated like one SVD clip); a chunk at level s sits in slot
       ``K-1 - s // d``, so every frame sees the same sequence of scales.
     - Memory: the window (at most C + F frames) and the constant table; nothing grows with N.
+    - Context noise (``context_sigma``, for models trained with ``--progressive-context-sigma``):
+      the clean chunk goes in as ``clean + context_sigma * eps`` at sigma ``context_sigma``, eps
+      fresh every call (``frame_noise`` stream ``-1 - call``), instead of exactly at ``clean_sigma``;
+      the yielded frames are unchanged. Why: ``training/noise_levels.py``, "Context noise".
 
     Yields ``(frame_index, latent[B, 4, h, w])`` in order. Raises ``ValueError`` for impossible
     settings before any call, and :class:`SamplingCancelled` when the callback returns ``False``.
@@ -316,22 +321,29 @@ def iter_progressive(
     conds = _KeyframeConds(cond)
     window_scales = linear_cfg_ramp(chunk + window, min_cfg, cfg).tolist()
     use_cfg = any(s != 1.0 for s in window_scales[chunk:])
+    if context_sigma is not None:
+        if clean_sigma is not None:
+            raise ValueError("give clean_sigma (clean context) or context_sigma (noised context), not both")
+        if not context_sigma > 0:
+            raise ValueError(f"context_sigma must be > 0 (the model takes ln(sigma)); got {context_sigma}")
     progress = _Progress(callback, len(table), table.frames)
     return _progressive_frames(
         denoise, conds, table, sigmas, frame_shape, seed, prefix_tail, prefix_frames,
-        window_scales if use_cfg else None, _clean_sigma(sigmas, clean_sigma), progress, dtype, device,
+        window_scales if use_cfg else None,
+        float(context_sigma) if context_sigma is not None else _clean_sigma(sigmas, clean_sigma),
+        context_sigma is not None, progress, dtype, device,
     )
 
 
 def _progressive_frames(
-    denoise, conds, table, sigmas, frame_shape, seed, clean, prefix_frames, window_scales, clean_sigma, progress,
-    dtype, device,
+    denoise, conds, table, sigmas, frame_shape, seed, clean, prefix_frames, window_scales, clean_sigma,
+    noise_context, progress, dtype, device,
 ):
     sigma_values = sigmas.tolist()
     batch = frame_shape[0]
     chunk = table.chunk
     noisy = torch.empty((batch, 0, *frame_shape[1:]), dtype=dtype, device=device)
-    for row in table:
+    for call, row in enumerate(table):
         if row.enters:
             new_chunk = table.chunk_frames(row.chunks[-1])
             fresh = [frame_noise(seed, prefix_frames + k, frame_shape, dtype=dtype, device=device) for k in new_chunk]
@@ -347,7 +359,12 @@ def _progressive_frames(
                 first_position = chunk + table.slot(level) * chunk
                 scales += window_scales[first_position:first_position + size]
         first_frame = prefix_frames + row.first_chunk * chunk - clean_count
-        x = noisy if clean is None else torch.cat([clean, noisy], dim=1)
+        context = clean
+        if clean is not None and noise_context:
+            eps = [frame_noise(seed, first_frame + i, frame_shape, stream=-1 - call, dtype=dtype, device=device)
+                   for i in range(clean_count)]
+            context = clean + clean_sigma * torch.stack(eps, dim=1)
+        x = noisy if context is None else torch.cat([context, noisy], dim=1)
         sigma = _frame_sigmas([clean_sigma] * clean_count + noisy_sigma, batch, sigmas)
         x0 = guided_denoise(
             denoise, x, sigma, conds.for_frames(first_frame, x.shape[1]),
@@ -357,7 +374,7 @@ def _progressive_frames(
             noisy, x0[:, clean_count:],
             torch.tensor(noisy_sigma, dtype=sigmas.dtype), torch.tensor(next_sigma, dtype=sigmas.dtype),
         )
-        del x, x0  # hold only the window between calls (the consumer may decode frames meanwhile)
+        del x, x0, context  # hold only the window between calls (the consumer may decode frames meanwhile)
         finished = None
         if row.emits:
             size = len(table.chunk_frames(row.first_chunk))

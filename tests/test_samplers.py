@@ -616,6 +616,31 @@ def test_replacement_prefix_is_kept_bit_for_bit():
 # Errors say what was expected and what was found
 
 
+def test_context_noise_gives_the_finished_chunk_noised_at_context_sigma_fresh_every_call():
+    # x0 = 0 recorder: every finished frame is 0, so the chunk in front must be exactly
+    # context_sigma * frame_noise(seed, frame, stream=-1 - call).
+    window, chunk, steps, frames, seed = 4, 2, 4, 10, 7
+    recorder = Recorder()
+    out = sample_progressive(recorder, make_cond(1.0), frames, FRAME, sigmas64(steps), window=window, chunk=chunk,
+                             seed=seed, context_sigma=0.25, dtype=F64, **NO_CFG)
+    assert out.abs().max().item() < 1e-9
+    table = progressive_table(window, chunk, steps, frames)
+    seen_clean = 0
+    for call, ((x, sigma, _), row) in enumerate(zip(recorder.calls, table)):
+        if not row.clean_chunk:
+            continue
+        first = row.first_chunk * chunk - chunk
+        expected = torch.stack([0.25 * frame_noise(seed, first + i, FRAME, stream=-1 - call, dtype=F64)
+                                for i in range(chunk)], dim=1)
+        assert torch.allclose(x[:, :chunk], expected, atol=1e-12)
+        assert (sigma[:, :chunk] == 0.25).all()
+        seen_clean += 1
+    assert seen_clean >= 3
+    # the same frame is noised afresh in each call it sits in front
+    fronts = [x[:, :chunk] for (x, _, _), row in zip(recorder.calls, table) if row.clean_chunk]
+    assert not torch.allclose(fronts[0], fronts[1])
+
+
 @pytest.mark.parametrize(
     "call, message",
     [
@@ -635,6 +660,10 @@ def test_replacement_prefix_is_kept_bit_for_bit():
         (lambda: iter_replacement(Recorder(), make_cond(1.0), 8, FRAME, window=4, condition_frames=4),
          "condition_frames must be between 1 and window - 1 = 3"),
         (lambda: iter_progressive(Recorder(), make_cond(1.0), 8, FRAME, clean_sigma=0.0), "clean_sigma must be > 0"),
+        (lambda: iter_progressive(Recorder(), make_cond(1.0), 8, FRAME, context_sigma=-1.0),
+         "context_sigma must be > 0"),
+        (lambda: iter_progressive(Recorder(), make_cond(1.0), 8, FRAME, clean_sigma=0.01, context_sigma=0.3),
+         "give clean_sigma .* or context_sigma .*, not both"),
     ],
 )
 def test_errors_are_raised_before_sampling(call, message):

@@ -4,6 +4,7 @@ sigma sampling, the EDM loss, data indexing and skipping, still-image batches, c
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -45,6 +46,28 @@ def test_progressive_levels_are_the_sampler_table_rows_plus_one_shift(window, ch
             assert (noise.sigma[:, :conditioning] == float(sigmas[steps - 1])).all()
             mapped = level_to_sigma(noise.levels, sigmas).float()
             assert torch.equal(noise.sigma[:, conditioning:], mapped)
+
+
+def test_context_noise_draws_one_sigma_per_video_for_the_clean_chunk_only():
+    clean_sigma = float(get_sigmas_karras(8)[-2])
+    plain = ProgressiveLevels(4, 2, 8)
+    noised = ProgressiveLevels(4, 2, 8, context_sigma=1.0)
+    for row in noised.rows():
+        # the same generator state gives the same table levels and shift: only the clean chunk differs
+        a = plain.sample(64, torch.Generator().manual_seed(3), row=row)
+        b = noised.sample(64, torch.Generator().manual_seed(3), row=row)
+        assert torch.equal(a.levels, b.levels) and torch.equal(a.sigma[:, a.conditioning:], b.sigma[:, b.conditioning:])
+        assert not a.conditioning_noised and b.conditioning_noised == (b.conditioning > 0)
+        if b.conditioning:
+            context = b.sigma[:, :b.conditioning].double()
+            assert (context == context[:, :1]).all(), "one context sigma per video, on every clean frame"
+            assert (context >= clean_sigma * (1 - 1e-6)).all() and (context <= 1.0 + 1e-6).all()
+            assert context.unique().numel() > 32, "drawn per video"
+            logs = context[:, 0].log()  # log-uniform over [clean_sigma, 1]: mean of ln at the midpoint
+            assert abs(logs.mean().item() - math.log(clean_sigma) / 2) < 0.6
+    for bad in (-0.5, 0.001):
+        with pytest.raises(ValueError, match="context_sigma must be 0 .* above the smallest sampler sigma"):
+            ProgressiveLevels(4, 2, 8, context_sigma=bad)
 
 
 def test_without_shift_the_sigmas_are_exactly_the_sampler_sigmas():
@@ -135,6 +158,61 @@ def test_conditioning_frames_go_in_clean_and_do_not_count():
                                 conditioning_frames=mask, weighting="unit")
     assert torch.equal(seen["x"][:, :2], x0[:, :2]) and not torch.equal(seen["x"][:, 2:], x0[:, 2:])
     assert result.frames == 2 and result.loss.item() == pytest.approx(1.0)
+
+
+def test_noised_conditioning_frames_go_in_at_their_sigma_and_still_do_not_count():
+    gen = torch.Generator().manual_seed(2)
+    x0, noise = torch.randn(1, 4, 4, 4, 4, generator=gen), torch.randn(1, 4, 4, 4, 4, generator=gen)
+    mask = torch.tensor([[True, True, False, False]])
+    sigma = torch.tensor([[0.3, 0.3, 5.0, 5.0]])
+    seen = {}
+
+    def denoise(x, sigma, cond):
+        seen["x"] = x
+        out = x0.clone()
+        out[:, :2] += 100.0  # masked frames never count, noised or not
+        return out
+
+    cond = SVDCond(torch.zeros(1, 1, 8), torch.zeros(1, 4, 4, 4), torch.zeros(1, 3))
+    result = edm_denoising_loss(denoise, x0, sigma, noise, cond, conditioning_frames=mask,
+                                noise_conditioning=True, weighting="unit")
+    assert torch.allclose(seen["x"], x0 + sigma[..., None, None, None] * noise)
+    assert result.frames == 2 and result.loss.item() == pytest.approx(0.0)
+
+
+@pytest.mark.parametrize("context_sigma", [0.0, 0.8])
+def test_batch_loss_gives_the_clean_chunk_clean_or_with_context_noise(context_sigma):
+    from training.config import TrainConfig
+    from training.train import Batch, batch_loss
+
+    gen = torch.Generator().manual_seed(0)
+    latents = torch.randn(2, 4, 4, 2, 2, generator=gen)
+    cond = SVDCond(torch.zeros(2, 1, 8), torch.zeros(2, 4, 2, 2), torch.zeros(2, 3))
+    config = TrainConfig(base="b", output_dir="o", data_dir="d", mode="progressive", frames=4, height=16, width=16,
+                         progressive_window=3, progressive_chunk=1, progressive_steps=3,
+                         progressive_context_sigma=context_sigma)
+    levels = ProgressiveLevels(3, 1, 3, context_sigma=context_sigma)
+    rolling = [row for row in levels.rows() if row.clean_chunk and row.stage == ROLLING][0]
+    seen = {}
+
+    def denoiser(x, sigma, image_embeds, concat_latent, added_time_ids):
+        seen["x"], seen["sigma"] = x, sigma
+        return torch.zeros_like(x)
+
+    generator = torch.Generator().manual_seed(5)
+    levels.sample = lambda batch, g, row=None, draw=levels.sample: draw(batch, g, row=rolling)
+    batch_loss(denoiser, Batch(latents, cond, "video"), config, levels, generator)
+    # replay the draws: the levels, then one standard normal per latent value
+    replay = torch.Generator().manual_seed(5)
+    noise_levels = ProgressiveLevels(3, 1, 3, context_sigma=context_sigma).sample(2, replay, row=rolling)
+    noise = torch.randn(latents.shape, generator=replay)
+    clean_x, clean_sigma = seen["x"][:, :1], seen["sigma"][:, :1]
+    assert torch.equal(clean_sigma, noise_levels.sigma[:, :1])
+    if context_sigma:
+        assert (clean_sigma > 0.002).all()
+        assert torch.allclose(clean_x, latents[:, :1] + clean_sigma[..., None, None, None] * noise[:, :1])
+    else:
+        assert torch.equal(clean_x, latents[:, :1])
 
 
 # ---------------------------------------------------------------------------------------------

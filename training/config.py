@@ -79,6 +79,9 @@ class TrainConfig:
                                          "rows (growing/draining windows)", "progressive")
     clean_start_fraction: float = _f(0.0, "progressive: fraction of batches from the table with a clean chunk from "
                                      "the first call (extending a given video)", "progressive")
+    progressive_context_sigma: float = _f(0.0, "progressive: noise the clean chunk at a sigma drawn log-uniformly "
+                                          "up to this (0: clean, as PA-VDM); sample with the same "
+                                          "--context-sigma", "progressive")
     # -- optimisation
     max_steps: int = _f(1000, "optimizer steps to train (a resumed run counts from its checkpoint)", "optim")
     batch_size: int = _f(1, "videos per process per micro-batch", "optim")

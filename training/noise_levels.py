@@ -23,6 +23,14 @@ between the table's integer steps (``sigma^(1/rho)`` linear in the level) and gi
 Overlapped conditioning (Sec. 3.4): a row with a clean chunk gets that chunk in front, clean, at
 the sampler's ``clean_sigma`` (``sigmas[S-1]``, the smallest positive sigma) and not shifted; the
 trainer masks it out of the loss.
+
+Context noise (``context_sigma`` > 0, not in PA-VDM): the clean chunk instead goes in *noised*, at a
+sigma drawn per video log-uniformly in ``[clean_sigma, context_sigma]``. At sampling time the chunk
+in front is the model's own output, not a real frame; a model that only ever saw real frames there
+copies their flaws forward and they compound over hundreds of frames (exposure bias). Seeing the
+context through noise of a known level teaches it to trust the context only as far as that level
+says, and the sampler's ``context_sigma`` gives its own frames the same treatment (the noise
+augmentation of GameNGen, Valevski et al. 2024 Sec. 3.2.1, and of SVD's own image condition).
 """
 
 from __future__ import annotations
@@ -103,7 +111,9 @@ class ProgressiveNoise:
     ``row`` in order. ``table_levels [B, N]``: every noisy frame's level exactly as in the row
     (each chunk's level repeated over its frames); ``shift [B]``: delta in levels; ``levels``:
     ``clamp(table_levels + shift, 0, S-1)``; ``sigma [B, conditioning + N]``: what the model gets
-    (clean frames at ``clean_sigma``); ``conditioning_frames``: bool mask of the clean frames.
+    (clean frames at ``clean_sigma``, or at their context sigma); ``conditioning_frames``: bool mask
+    of the clean frames; ``conditioning_noised``: whether those frames go in as ``x0 + sigma * noise``
+    (context noise) rather than exactly ``x0``.
     """
 
     row: ProgressiveRow
@@ -113,6 +123,7 @@ class ProgressiveNoise:
     conditioning: int
     sigma: torch.Tensor
     conditioning_frames: torch.Tensor
+    conditioning_noised: bool = False
 
     @property
     def frames(self) -> int:
@@ -131,6 +142,7 @@ class ProgressiveLevels:
     rolling rows. With probability ``clean_start_fraction`` the table is the one with a clean
     chunk from the first call (the sampler's "extend this video" start, ``clean_start=True``).
     One row serves a whole batch (so its videos have equal length); the shift is per video.
+    ``context_sigma`` > 0: the clean chunk goes in noised (module docstring, "Context noise").
     """
 
     def __init__(
@@ -143,6 +155,7 @@ class ProgressiveLevels:
         shift_scale: float = PAVDM_SHIFT_SCALE,
         variable_length_fraction: float = 0.5,
         clean_start_fraction: float = 0.0,
+        context_sigma: float = 0.0,
     ):
         for name, value in (("variable_length_fraction", variable_length_fraction),
                             ("clean_start_fraction", clean_start_fraction)):
@@ -150,12 +163,16 @@ class ProgressiveLevels:
                 raise ValueError(f"{name} must be a probability in [0, 1]; found {value}")
         if shift_scale < 0:
             raise ValueError(f"shift_scale must be >= 0 (0 disables the shift); found {shift_scale}")
+        self.sigmas = get_sigmas_karras(steps, sigma_min, sigma_max, dtype=torch.float64)
+        if context_sigma != 0.0 and not context_sigma > self.clean_sigma:
+            raise ValueError(f"context_sigma must be 0 (clean context) or above the smallest sampler sigma "
+                             f"{self.clean_sigma:.4g}; found {context_sigma}")
+        self.context_sigma = float(context_sigma)
         self.tables = {
             clean_start: progressive_table(window, chunk, steps, frames=window + chunk, clean_start=clean_start)
             for clean_start in (False, True)
         }
         self.window, self.chunk, self.steps = window, chunk, steps
-        self.sigmas = get_sigmas_karras(steps, sigma_min, sigma_max, dtype=torch.float64)
         self.shift_scale = shift_scale
         self.variable_length_fraction = variable_length_fraction
         self.clean_start_fraction = clean_start_fraction
@@ -196,11 +213,21 @@ class ProgressiveLevels:
         table_levels, shift, levels = self.levels_for_row(row, batch, generator)
         conditioning = self.chunk if row.clean_chunk else 0
         noisy_sigma = level_to_sigma(levels, self.sigmas).float()
-        clean = torch.full((batch, conditioning), self.clean_sigma, dtype=torch.float32)
+        clean = self.context_sigmas(batch, generator)[:, None].expand(batch, conditioning)
         mask = torch.zeros(batch, conditioning + levels.shape[1], dtype=torch.bool)
         mask[:, :conditioning] = True
         return ProgressiveNoise(row, table_levels, shift, levels, conditioning,
-                                torch.cat([clean, noisy_sigma], dim=1), mask)
+                                torch.cat([clean, noisy_sigma], dim=1), mask,
+                                conditioning_noised=self.context_sigma > 0 and conditioning > 0)
+
+    def context_sigmas(self, batch: int, generator: torch.Generator) -> torch.Tensor:
+        """The clean chunk's sigma per video ``[B]`` float32: ``clean_sigma``, or with context noise
+        log-uniform in ``[clean_sigma, context_sigma]`` (every scale of "how far to trust it" equally)."""
+        if self.context_sigma == 0.0:
+            return torch.full((batch,), self.clean_sigma, dtype=torch.float32)
+        low, high = torch.tensor([self.clean_sigma, self.context_sigma], dtype=torch.float64).log()
+        draw = torch.rand(batch, generator=generator, dtype=torch.float64)
+        return torch.exp(low + (high - low) * draw).float()
 
     def window_frames(self, noise: ProgressiveNoise, clip_frames: int) -> slice:
         """Which frames of a training clip (frame 0 = the conditioning image) form the window.

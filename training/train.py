@@ -246,12 +246,13 @@ def batch_loss(denoiser, batch: Batch, config: TrainConfig, progressive, generat
 
     latents = batch.latents
     count, frames = latents.shape[:2]
-    conditioning_frames = None
+    conditioning_frames, noise_conditioning = None, False
     cond = batch.cond
     if progressive is not None:
         levels = progressive.sample(count, generator)
         latents = latents[:, progressive.window_frames(levels, frames)]
         sigma, conditioning_frames = levels.sigma, levels.conditioning_frames
+        noise_conditioning = levels.conditioning_noised
         if levels.conditioning == 0 and batch.start_cond is not None:
             cond = batch.start_cond  # a window that starts a video: conditioned on its own first frame
     else:
@@ -262,7 +263,7 @@ def batch_loss(denoiser, batch: Batch, config: TrainConfig, progressive, generat
     return edm_denoising_loss(
         as_denoiser(denoiser), latents, sigma.to(device), noise.to(device), cond,
         conditioning_frames=None if conditioning_frames is None else conditioning_frames.to(device),
-        weighting=config.loss_weighting,
+        noise_conditioning=noise_conditioning, weighting=config.loss_weighting,
     )
 
 
@@ -646,7 +647,8 @@ def train(config: TrainConfig) -> int:
     if config.progressive:
         progressive = ProgressiveLevels(config.progressive_window, config.progressive_chunk, config.progressive_steps,
                                         config.sigma_min, config.sigma_max, config.progressive_shift,
-                                        config.variable_length_fraction, config.clean_start_fraction)
+                                        config.variable_length_fraction, config.clean_start_fraction,
+                                        config.progressive_context_sigma)
 
     progress = Progress()
     if resume_from is not None:
