@@ -49,16 +49,22 @@ def sampling_inputs() -> dict:
     }
 
 
+CONTEXT_SIGMA_INPUT = ("FLOAT", {"default": 0.0, "min": 0.0, "max": 10.0, "step": 0.01, "round": 0.001, "tooltip": (
+    "progressive: give the finished chunk in front of the window to the model noised at this sigma. Only for "
+    "models fine-tuned with training/train.py --progressive-context-sigma; 0 gives it clean, as PA-VDM does.")})
+
 PREFIX_INPUT = ("LATENT", {"tooltip": "Frames of a video to extend (LongVid Encode Frames); the output starts "
                                       "with them."})
 
 
 def validate_sampling(node_cls, frames=None, mode=None, window=None, chunk=None, steps=None, cfg=None,
-                      min_cfg=None, seed=None) -> str | bool:
+                      min_cfg=None, seed=None, context_sigma=None) -> str | bool:
     return first_problem(
         check_widgets(node_cls, frames=frames, mode=mode, window=window, chunk=chunk, steps=steps, cfg=cfg,
-                      min_cfg=min_cfg, seed=seed),
+                      min_cfg=min_cfg, seed=seed, context_sigma=context_sigma),
         check_window(window, chunk, steps) if mode == PROGRESSIVE else None,
+        (f"context_sigma is {context_sigma}, but context noise is for the progressive mode only; found mode "
+         f"{mode!r}: set it to 0 or use progressive") if context_sigma and mode not in (None, PROGRESSIVE) else None,
     )
 
 
@@ -109,9 +115,10 @@ def _prefix_latents(prefix, frame_hw, device) -> torch.Tensor | None:
 
 
 def start_sampling(model, cond, frames, mode, window, chunk, steps, cfg, min_cfg, seed, prefix=None,
-                   node_cls=None) -> SamplingRun:
+                   node_cls=None, context_sigma=0.0) -> SamplingRun:
     """Validate everything, then set up (not yet run) the sampler with progress and cancel wired in."""
-    raise_if(validate_sampling(node_cls or LongVidSample, frames, mode, window, chunk, steps, cfg, min_cfg, seed))
+    raise_if(validate_sampling(node_cls or LongVidSample, frames, mode, window, chunk, steps, cfg, min_cfg, seed,
+                               context_sigma))
     device = model.device
     keyframes = [(start, c.to(device)) for start, c in cond]
     frame_hw = tuple(keyframes[0][1].concat_latent.shape[-2:])
@@ -140,7 +147,8 @@ def start_sampling(model, cond, frames, mode, window, chunk, steps, cfg, min_cfg
     runtime.throw_if_interrupted()
     generator = generate.iter_sampling(
         mode, svd.denoise, keyframes, total, (1, 4, *frame_hw), window=window, chunk=chunk, steps=steps, cfg=cfg,
-        min_cfg=min_cfg, seed=seed, prefix=prefix_latents, callback=on_call, device=device)
+        min_cfg=min_cfg, seed=seed, prefix=prefix_latents, context_sigma=context_sigma or None, callback=on_call,
+        device=device)
     return SamplingRun(plan, total, prefix_latents, generator)
 
 
@@ -158,16 +166,18 @@ class LongVidSample:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": sampling_inputs(), "optional": {"prefix": PREFIX_INPUT}}
+        # context_sigma last: a workflow saved before it existed keeps its widget values in place
+        return {"required": sampling_inputs(), "optional": {"prefix": PREFIX_INPUT, "context_sigma": CONTEXT_SIGMA_INPUT}}
 
     @classmethod
     def VALIDATE_INPUTS(cls, frames=None, mode=None, window=None, chunk=None, steps=None, cfg=None, min_cfg=None,
-                        seed=None):
-        return validate_sampling(cls, frames, mode, window, chunk, steps, cfg, min_cfg, seed)
+                        seed=None, context_sigma=None):
+        return validate_sampling(cls, frames, mode, window, chunk, steps, cfg, min_cfg, seed, context_sigma)
 
-    def sample(self, model, cond, frames, mode, window, chunk, steps, cfg, min_cfg, seed, prefix=None):
+    def sample(self, model, cond, frames, mode, window, chunk, steps, cfg, min_cfg, seed, prefix=None,
+               context_sigma=0.0):
         with torch.no_grad():
             run = start_sampling(model, cond, frames, mode, window, chunk, steps, cfg, min_cfg, seed, prefix,
-                                 node_cls=type(self))
+                                 node_cls=type(self), context_sigma=context_sigma)
             latents = samplers.collect_frames(run.new_frames, run.total_frames, run.prefix)
         return ({"samples": (latents[0] / VAE_SCALE).cpu()},)

@@ -13,7 +13,7 @@ from longvid_core.vae import DEFAULT_DECODE_CHUNK, VAE_SCALE, decode
 from longvid_core.video_io import DEFAULT_CRF, write_latent_video
 
 from . import runtime
-from .sampling import PREFIX_INPUT, sampling_inputs, start_sampling, validate_sampling
+from .sampling import CONTEXT_SIGMA_INPUT, PREFIX_INPUT, sampling_inputs, start_sampling, validate_sampling
 from .validation import check_widgets, first_problem, raise_if
 
 
@@ -181,23 +181,26 @@ class LongVidSampleToVideo:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {**sampling_inputs(), **video_inputs()},
-                "optional": {"prefix": PREFIX_INPUT, "output_path": OUTPUT_PATH_INPUT}}
+                # context_sigma last: a workflow saved before it existed keeps its widget values in place
+                "optional": {"prefix": PREFIX_INPUT, "output_path": OUTPUT_PATH_INPUT,
+                             "context_sigma": CONTEXT_SIGMA_INPUT}}
 
     @classmethod
     def VALIDATE_INPUTS(cls, frames=None, mode=None, window=None, chunk=None, steps=None, cfg=None, min_cfg=None,
-                        seed=None, frame_rate=None, crf=None, decode_window=None, overlap=None, output_path=None):
+                        seed=None, frame_rate=None, crf=None, decode_window=None, overlap=None, output_path=None,
+                        context_sigma=None):
         return first_problem(
-            validate_sampling(cls, frames, mode, window, chunk, steps, cfg, min_cfg, seed),
+            validate_sampling(cls, frames, mode, window, chunk, steps, cfg, min_cfg, seed, context_sigma),
             check_widgets(cls, frame_rate=frame_rate, crf=crf, decode_window=decode_window, overlap=overlap),
             check_decode(decode_window, overlap), check_output_path(output_path))
 
     def sample_to_video(self, model, cond, frames, mode, window, chunk, steps, cfg, min_cfg, seed, filename_prefix,
-                        frame_rate, crf, decode_window, overlap, prefix=None, output_path=""):
+                        frame_rate, crf, decode_window, overlap, prefix=None, output_path="", context_sigma=0.0):
         raise_if(self.VALIDATE_INPUTS(frames, mode, window, chunk, steps, cfg, min_cfg, seed, frame_rate, crf,
-                                      decode_window, overlap, output_path))
+                                      decode_window, overlap, output_path, context_sigma))
         with torch.no_grad():
             run = start_sampling(model, cond, frames, mode, window, chunk, steps, cfg, min_cfg, seed, prefix,
-                                 node_cls=type(self))
+                                 node_cls=type(self), context_sigma=context_sigma)
             svd = model.prepare("unet", "vae")
             path, ui_entry = _target(filename_prefix, output_path)
 

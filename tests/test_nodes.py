@@ -271,6 +271,8 @@ def test_prefix_of_another_size_is_refused(model):
     ("LongVidSampleToVideo", dict(mode="progressive", window=8, chunk=3, steps=8), "use window 6 or 9"),
     ("LongVidSample", dict(mode="sideways"), r"mode: 'sideways' is not one of \['progressive'"),
     ("LongVidSample", dict(frames=0), "frames is 0; the smallest allowed is 1"),
+    ("LongVidSample", dict(mode="full_sequence", context_sigma=0.3), "context noise is for the progressive mode only"),
+    ("LongVidSampleToVideo", dict(context_sigma=-1.0), "context_sigma is -1.0; the smallest allowed is 0.0"),
     ("LongVidCondition", dict(width=1000, height=576), r"width \(1000\) must be a multiple of 64.*use 960 or 1024"),
     ("LongVidEncodeFrames", dict(width=512, height=100), r"height \(100\) must be a multiple of 64.*use 64 or 128"),
     ("LongVidCondition", dict(keyframe_starts="0, soon"), "not a whole frame number.*'0, 48, 96'"),
@@ -284,6 +286,25 @@ def test_impossible_settings_are_refused_at_validation_saying_what_to_change(nod
     result = NODES[node_id].VALIDATE_INPUTS(**values)
     assert isinstance(result, str)
     assert re.search(message, result), result
+
+
+def test_context_sigma_widget_reaches_the_progressive_sampler_and_zero_means_clean(model, monkeypatch):
+    from longvid_core import samplers
+
+    seen = []
+    real = samplers.iter_progressive
+
+    def recording(*args, **kwargs):
+        seen.append(kwargs["context_sigma"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(samplers, "iter_progressive", recording)
+    cond, _ = condition(model)
+    clean = sample(model, cond)["samples"]
+    args = [SMALL[k] for k in ("mode", "window", "chunk", "steps", "cfg", "min_cfg", "seed")]
+    noised = NODES["LongVidSample"]().sample(model, cond, 6, *args, context_sigma=0.3)[0]["samples"]
+    assert seen == [None, 0.3]
+    assert clean.shape == noised.shape and not torch.equal(clean, noised)  # the chunk in front went in noised
 
 
 def test_replacement_modes_do_not_need_the_progressive_arithmetic():
