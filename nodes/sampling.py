@@ -167,7 +167,8 @@ class LongVidSample:
     @classmethod
     def INPUT_TYPES(cls):
         # context_sigma last: a workflow saved before it existed keeps its widget values in place
-        return {"required": sampling_inputs(), "optional": {"prefix": PREFIX_INPUT, "context_sigma": CONTEXT_SIGMA_INPUT}}
+        return {"required": sampling_inputs(),
+                "optional": {"prefix": PREFIX_INPUT, "context_sigma": CONTEXT_SIGMA_INPUT}}
 
     @classmethod
     def VALIDATE_INPUTS(cls, frames=None, mode=None, window=None, chunk=None, steps=None, cfg=None, min_cfg=None,

@@ -12,3 +12,20 @@ def one_cpu_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def context_sigmas_seen(monkeypatch):
+    """The ``context_sigma`` of every progressive sampler run started during the test, in order
+    (the real sampler still runs)."""
+    from longvid_core import samplers
+
+    seen = []
+    real = samplers.iter_progressive
+
+    def recording(*args, **kwargs):
+        seen.append(kwargs["context_sigma"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(samplers, "iter_progressive", recording)
+    return seen

@@ -49,28 +49,19 @@ def test_image_input_modes_and_frames_folder(tmp_path, capsys):
     assert f"{mode}: 6 frames 16x16" in capsys.readouterr().out
 
 
-def test_context_sigma_comes_from_the_flag_else_the_model_file_else_clean(tmp_path, monkeypatch):
+def test_context_sigma_comes_from_the_flag_else_the_model_file_else_clean(tmp_path, context_sigmas_seen):
     from safetensors.torch import load_file, save_file
 
-    from longvid_core import samplers
     from longvid_core.cli import DEFAULTS_KEY
 
     svd = write_tiny_sgm(tmp_path / "tiny.safetensors")
     trained = tmp_path / "trained_with_context_noise.safetensors"
     save_file(load_file(svd), trained, metadata={DEFAULTS_KEY: json.dumps({"context_sigma": 0.2})})
-    seen = []
-    real = samplers.iter_progressive
-
-    def recording(*args, **kwargs):
-        seen.append(kwargs["context_sigma"])
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(samplers, "iter_progressive", recording)
     small = ["--width", "16", "--height", "16", "--frames", "4", "--window", "2", "--chunk", "2", "--steps", "2",
              "--quiet"]
     for model, extra in ((svd, []), (trained, []), (trained, ["--context-sigma", "0.5"])):
         assert main(["generate", "--svd", str(model), "--out", str(tmp_path / "v.mp4"), *small, *extra]) == 0
-    assert seen == [None, 0.2, 0.5]
+    assert context_sigmas_seen == [None, 0.2, 0.5]
 
 
 @pytest.fixture(scope="module")

@@ -288,22 +288,12 @@ def test_impossible_settings_are_refused_at_validation_saying_what_to_change(nod
     assert re.search(message, result), result
 
 
-def test_context_sigma_widget_reaches_the_progressive_sampler_and_zero_means_clean(model, monkeypatch):
-    from longvid_core import samplers
-
-    seen = []
-    real = samplers.iter_progressive
-
-    def recording(*args, **kwargs):
-        seen.append(kwargs["context_sigma"])
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(samplers, "iter_progressive", recording)
+def test_context_sigma_widget_reaches_the_progressive_sampler_and_zero_means_clean(model, context_sigmas_seen):
     cond, _ = condition(model)
     clean = sample(model, cond)["samples"]
     args = [SMALL[k] for k in ("mode", "window", "chunk", "steps", "cfg", "min_cfg", "seed")]
     noised = NODES["LongVidSample"]().sample(model, cond, 6, *args, context_sigma=0.3)[0]["samples"]
-    assert seen == [None, 0.3]
+    assert context_sigmas_seen == [None, 0.3]
     assert clean.shape == noised.shape and not torch.equal(clean, noised)  # the chunk in front went in noised
 
 
