@@ -78,7 +78,7 @@ def generate(model, settings: dict, mode: str, frames: int, seed: int, image: to
         stream = iter_sampling(mode, model.denoise, cond, frames, (1, 4, *cond.concat_latent.shape[-2:]),
                                window=settings["window"], chunk=settings["chunk"], steps=settings["steps"],
                                cfg=settings["cfg"], min_cfg=settings["min_cfg"], seed=seed,
-                               context_sigma=settings.get("context_sigma"))
+                               context_sigma=settings["context_sigma"])
         latents = torch.stack([latent for _, latent in stream], dim=1)
         return decode(model, settings, latents)
 

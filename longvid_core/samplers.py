@@ -321,17 +321,14 @@ def iter_progressive(
     conds = _KeyframeConds(cond)
     window_scales = linear_cfg_ramp(chunk + window, min_cfg, cfg).tolist()
     use_cfg = any(s != 1.0 for s in window_scales[chunk:])
-    if context_sigma is not None:
-        if clean_sigma is not None:
-            raise ValueError("give clean_sigma (clean context) or context_sigma (noised context), not both")
-        if not context_sigma > 0:
-            raise ValueError(f"context_sigma must be > 0 (the model takes ln(sigma)); got {context_sigma}")
+    if context_sigma is not None and clean_sigma is not None:
+        raise ValueError("give clean_sigma (clean context) or context_sigma (noised context), not both")
+    front_sigma = (_clean_sigma(sigmas, clean_sigma) if context_sigma is None
+                   else _positive_sigma("context_sigma", context_sigma))
     progress = _Progress(callback, len(table), table.frames)
     return _progressive_frames(
         denoise, conds, table, sigmas, frame_shape, seed, prefix_tail, prefix_frames,
-        window_scales if use_cfg else None,
-        float(context_sigma) if context_sigma is not None else _clean_sigma(sigmas, clean_sigma),
-        context_sigma is not None, progress, dtype, device,
+        window_scales if use_cfg else None, front_sigma, context_sigma is not None, progress, dtype, device,
     )
 
 
@@ -700,12 +697,14 @@ def _prepare_sigmas(sigmas, device) -> torch.Tensor:
     return sigmas.to(device) if device is not None and isinstance(sigmas, torch.Tensor) else sigmas
 
 
+def _positive_sigma(name: str, value: float) -> float:
+    if not value > 0:
+        raise ValueError(f"{name} must be > 0 (the model takes ln(sigma)); got {value}")
+    return float(value)
+
+
 def _clean_sigma(sigmas: torch.Tensor, clean_sigma: float | None) -> float:
-    if clean_sigma is None:
-        return sigmas[-2].item()
-    if not clean_sigma > 0:
-        raise ValueError(f"clean_sigma must be > 0 (the model takes ln(sigma)); got {clean_sigma}")
-    return float(clean_sigma)
+    return sigmas[-2].item() if clean_sigma is None else _positive_sigma("clean_sigma", clean_sigma)
 
 
 def _check_frame_shape(frame_shape) -> tuple[int, ...]:
