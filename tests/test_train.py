@@ -255,7 +255,7 @@ def _fresh_extension_parameters(base):
 # Progressive mode, still-image batches, latent cache, gradient checkpointing, full mode
 
 
-def test_progressive_run_with_stills_cache_and_checkpointing(dataset):
+def test_progressive_run_with_stills_cache_and_checkpointing(dataset, capsys):
     output, cache = dataset[0] / "progressive", dataset[0] / "cache"
     args = run_args(dataset, output, "--mode", "exvideo,progressive", "--frames", "0", "--progressive-window", "4",
                     "--progressive-chunk", "2", "--progressive-steps", "4", "--image-batch-fraction", "0.5",
@@ -265,6 +265,9 @@ def test_progressive_run_with_stills_cache_and_checkpointing(dataset):
     assert len(records) == 2 and all(0 < r["loss"] < 100 for r in records)
     assert records[-1]["still_batches"] == 1  # seed 0 makes the first micro-batch a still, the second a video
     assert len(list(cache.rglob("*.safetensors"))) == 1  # the video clip was encoded once and cached
+    # fixed clip starts: 3 videos x 1 clip of 6 of their 10 frames; 2 steps x 1 clip over 3 clips
+    assert ("data: --cache-dir fixes clip starts: 3 distinct clips (3 videos x 1) use 18 of 30 source frames "
+            "(60%); 2 steps see each clip about 1 times") in capsys.readouterr().out
 
 
 def test_full_mode_saves_a_whole_model(dataset):

@@ -267,6 +267,20 @@ def test_clip_pixels_order_and_motion(tmp_path):
     assert data.motion_bucket_from_score(1.0) == 127
 
 
+def test_fixed_clip_coverage_counts_the_clips_and_source_frames_a_cached_run_can_see(tmp_path):
+    """With --cache-dir clip starts are fixed, so the trainer reports how much of the data a run can
+    ever see (one clip per video = only each video's first frames)."""
+    write_synthetic_video(tmp_path / "v.mp4", frames=12, height=16, width=16, seed=4)
+    (info,), _ = data.index_videos(data.find_videos(tmp_path)[0], frames=4, stride=1)
+    cache = data.LatentCache(tmp_path / "cache", "base")
+    coverage = lambda spec, clips, cache=cache: data.ClipDataset(  # noqa: E731
+        [info, info], spec, seed=0, clips_per_video=clips, cache=cache).fixed_clip_coverage()
+    assert coverage(data.ClipSpec(4, 1, 16, 16), 1) == (2, 8, 24)  # frames 0-3 of each video
+    assert coverage(data.ClipSpec(4, 1, 16, 16), 3) == (6, 24, 24)  # starts 0, 4, 8
+    assert coverage(data.ClipSpec(4, 2, 16, 16), 2) == (4, 16, 24)  # starts 0, 5; every other frame
+    assert coverage(data.ClipSpec(4, 1, 16, 16), 1, cache=None) is None  # random starts: all of it
+
+
 def test_sample_order_is_a_seeded_permutation_split_over_processes():
     videos = [data.VideoInfo(data.VideoEntry(Path(f"v{i}.mp4")), 10, 30.0, 16, 16) for i in range(5)]
     dataset = data.ClipDataset(videos, data.ClipSpec(4, 1, 16, 16), seed=3)

@@ -606,6 +606,14 @@ def prepare_data(config: TrainConfig, accelerator, log: Log):
                                  f"vae_fp32={config.vae_fp32}:{config.precision}")
     spec = data.ClipSpec(frames, config.frame_stride, config.height, config.width)
     dataset = data.ClipDataset(usable, spec, config.seed, config.clips_per_video, cache, config.condition_frame)
+    coverage = dataset.fixed_clip_coverage()
+    if coverage is not None:
+        clips, covered, total = coverage
+        visits = config.max_steps * needed * config.grad_accum / clips
+        log.info(f"data: --cache-dir fixes clip starts: {clips} distinct clips ({len(usable)} videos x "
+                 f"{config.clips_per_video}) use {covered} of {total} source frames ({100 * covered / total:.0f}%); "
+                 f"{config.max_steps} steps see each clip about {visits:.0f} times"
+                 + (" (raise --clips-per-video or add videos to see more of them)" if covered < total / 2 else ""))
     images = data.find_images(config.image_dir) if config.image_dir and config.image_batch_fraction > 0 else None
     return dataset, cache, images
 
