@@ -34,5 +34,5 @@ PROGRESSIVE=(--base "$(latest "$OUT/run_full")" --output-dir "$OUT/run_progressi
              --progressive-window 8 --progressive-chunk 2 --progressive-steps 16 --lr-warmup-steps 30
              --condition-frame video --progressive-context-sigma 1.0 --save-every 250 "${COMMON[@]}")
 launch training/train.py "${PROGRESSIVE[@]}" --max-steps 4000 --learning-rate 2e-4
-launch training/train.py "${PROGRESSIVE[@]}" --max-steps 5000 --learning-rate 5e-5 --resume latest
+launch training/train.py "${PROGRESSIVE[@]}" --max-steps 7500 --learning-rate 5e-5 --resume latest
 python tools/small_model/bundle.py --model "$(latest "$OUT/run_progressive")"
