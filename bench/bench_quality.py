@@ -8,12 +8,14 @@ metrics that need no downloaded weights (``longvid_core.video_metrics``):
 - seam: frame-difference at window boundaries over the median difference (1 = no seam);
 - persistence: fraction of (shape, frame) pairs in which a first-frame shape is still there, with
   its colour and roughly its size (the generator knows what should be in the frame);
+- form: of those, the fraction that still has its own outline (disc, square or diamond) rather
+  than another kind's, e.g. a square gone round;
 - speed / jitter: how far those shapes' centres move per frame, and how jerkily (px/frame and
   px/frame^2; compare with the first row: bounces and overlaps make true motion jitter a little).
 
 The first rows score the scene's true continuation (rendered by the generator), as it is and
-after a round trip through the model's VAE: the ceilings for persistence, which are below 1 because
-shapes pass behind one another (and the VAE loses some detail).
+after a round trip through the model's VAE: the ceilings for persistence and form, which are below 1
+because shapes pass behind one another (and the VAE loses some detail).
 
     python bench/bench_quality.py [--frames 240] [--seeds 0 1 2 3]
 """
@@ -37,7 +39,7 @@ from longvid_core.decoding import decode_window_or_default  # noqa: E402
 from longvid_core.frames import encode_frames  # noqa: E402
 from longvid_core.generate import FULL_SEQUENCE, MODES, PROGRESSIVE, iter_sampling  # noqa: E402
 from longvid_core.synthetic import random_scene, render, shape_areas  # noqa: E402
-from longvid_core.video_metrics import drift, seam_score, shape_motion, shape_persistence  # noqa: E402
+from longvid_core.video_metrics import drift, seam_score, shape_form, shape_motion, shape_persistence  # noqa: E402
 
 
 GROUND_TRUTH = "ground truth (true motion)"
@@ -67,6 +69,7 @@ def run(model, settings: dict, mode: str, frames: int, seed: int):
     metrics = drift(video)
     metrics["seam"] = seam_score(video, boundaries(mode, frames, settings["window"], settings["chunk"]))
     metrics["persistence"] = shape_persistence(video, colors, shape_areas(scene))
+    metrics["form"] = shape_form(video, colors, shape_areas(scene), [s.kind for s in scene.shapes])
     metrics.update(shape_motion(video, colors, shape_areas(scene)))
     return metrics
 
@@ -110,7 +113,7 @@ def main(argv=None) -> int:
     model = load_svd(args.svd)
     print(f"model {args.svd.name}; {args.frames} frames; window {settings['window']} chunk {settings['chunk']} "
           f"steps {settings['steps']}; context sigma {settings['context_sigma']}; seeds {args.seeds}")
-    print(f"{'mode':<28}{'colour drift':>13}{'contrast drift':>15}{'seam':>7}{'persistence':>12}{'speed':>7}"
+    print(f"{'mode':<28}{'colour drift':>13}{'contrast drift':>15}{'seam':>7}{'persistence':>12}{'form':>6}{'speed':>7}"
           f"{'jitter':>7}{'s/video':>9}")
     results = {}
     for mode in [GROUND_TRUTH, VAE_ROUND_TRIP, *args.modes]:
@@ -121,14 +124,15 @@ def main(argv=None) -> int:
         mean = {k: mean_of_measured([r[k] for r in rows]) for k in rows[0]}
         results[mode] = mean
         print(f"{mode:<28}{mean['colour_drift']:>13.3f}{mean['contrast_drift']:>15.3f}{mean['seam']:>7.2f}"
-              f"{mean['persistence']:>12.2f}{mean['speed']:>7.2f}{mean['jitter']:>7.2f}{seconds:>9.1f}", flush=True)
+              f"{mean['persistence']:>12.2f}{mean['form']:>6.2f}{mean['speed']:>7.2f}{mean['jitter']:>7.2f}{seconds:>9.1f}", flush=True)
     if PROGRESSIVE in results:
         base = results[PROGRESSIVE]
         for mode, r in results.items():
             if mode in MODES and mode != PROGRESSIVE:
                 print(f"ratio {mode} / progressive: colour drift "
                       f"{r['colour_drift'] / max(base['colour_drift'], 1e-6):.2f}, seam {r['seam'] / base['seam']:.2f}, "
-                      f"persistence {r['persistence'] / max(base['persistence'], 1e-6):.2f}")
+                      f"persistence {r['persistence'] / max(base['persistence'], 1e-6):.2f}, "
+                      f"form {r['form'] / max(base['form'], 1e-6):.2f}")
     return 0
 
 

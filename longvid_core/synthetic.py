@@ -84,19 +84,37 @@ def random_scene(seed: int, height: int = 64, width: int = 64, max_shapes: int =
     return Scene(height, width, background, tuple(shapes))
 
 
+# A shape of radius r covers the pixels whose shape_distance from its centre is below r. The scales
+# give the three kinds of one radius nearly the same area (pi, 3.02 and 3.13 r^2).
+_DISTANCE_SCALE = {"disc": 1.0, "square": 1.15, "diamond": 0.8}
+_AREA_PER_RADIUS_SQUARED = {"disc": torch.pi, "square": 4 / 1.15**2, "diamond": 2 / 0.8**2}
+
+
+def shape_distance(kind: str, dx: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
+    """Distance from a shape's centre in its kind's own norm (disc: L2, square: Linf, diamond: L1)."""
+    if kind not in _DISTANCE_SCALE:
+        raise ValueError(f"expected a shape kind in {SHAPE_KINDS}; found {kind!r}")
+    if kind == "disc":
+        dist = torch.sqrt(dx**2 + dy**2)
+    elif kind == "square":
+        dist = torch.maximum(dx.abs(), dy.abs())
+    else:
+        dist = dx.abs() + dy.abs()
+    return dist * _DISTANCE_SCALE[kind]
+
+
+def radius_for_area(kind: str, area: float) -> float:
+    """The radius at which a shape of ``kind`` covers ``area`` pixels (continuous, no anti-aliasing)."""
+    return (max(area, 0.0) / _AREA_PER_RADIUS_SQUARED[kind]) ** 0.5
+
+
 def shape_masks(scene: Scene, frame: int, softness: float = 0.75) -> torch.Tensor:
     """Soft coverage ``[S, H, W]`` in 0..1 of every shape at ``frame``."""
     ys = torch.arange(scene.height, dtype=torch.float32)[:, None] + 0.5
     xs = torch.arange(scene.width, dtype=torch.float32)[None, :] + 0.5
     masks = []
     for shape, (cx, cy) in zip(scene.shapes, scene.positions(frame)):
-        dx, dy = xs - cx, ys - cy
-        if shape.kind == "disc":
-            dist = torch.sqrt(dx**2 + dy**2)
-        elif shape.kind == "square":
-            dist = torch.maximum(dx.abs(), dy.abs()) * 1.15
-        else:  # diamond
-            dist = (dx.abs() + dy.abs()) * 0.8
+        dist = shape_distance(shape.kind, xs - cx, ys - cy)
         masks.append(torch.sigmoid((shape.radius - dist) / softness))
     return torch.stack(masks) if masks else torch.zeros(0, scene.height, scene.width)
 

@@ -1,10 +1,14 @@
 """Quality metrics on synthetic videos whose right answers are known."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 
-from longvid_core.synthetic import BACKGROUNDS, PALETTE, Scene, Shape, random_scene, render, shape_areas
-from longvid_core.video_metrics import drift, frame_differences, seam_score, shape_motion, shape_persistence
+from longvid_core.synthetic import (BACKGROUNDS, PALETTE, SHAPE_KINDS, Scene, Shape, radius_for_area, random_scene,
+                                    render, shape_areas)
+from longvid_core.video_metrics import (drift, frame_differences, seam_score, shape_form, shape_motion,
+                                        shape_persistence)
 
 
 @pytest.fixture(scope="module")
@@ -91,3 +95,39 @@ def test_shape_motion_measures_speed_and_jitter():
     assert w["speed"] == pytest.approx(1.0, abs=0.1) and w["jitter"] == pytest.approx(2.0, abs=0.2)
     gone = torch.tensor(scene.background).expand(20, 32, 32, 3).clone()
     assert torch.isnan(torch.tensor(shape_motion(gone, colors, areas)["speed"]))
+
+
+def test_shape_form_tells_the_three_kinds_apart_and_scores_blurred_corners_low():
+    # the three kinds side by side, never overlapping: each is recognised in every frame
+    shapes = tuple(Shape(kind, PALETTE[i], 5.0, 5.5 + 10.5 * i, 8.0, 0.0, 0.5)
+                   for i, kind in enumerate(SHAPE_KINDS))
+    scene = Scene(32, 32, BACKGROUNDS[1], shapes)
+    video = render(scene, 30)
+    colors, areas = _truth(scene)
+    assert shape_form(video, colors, areas, SHAPE_KINDS) == 1.0
+    # told the wrong kind for every shape, no pair matches
+    assert shape_form(video, colors, areas, ("square", "diamond", "disc")) == 0.0
+    # the same scene with every shape drawn as a disc of the same size (what a blurring decoder
+    # makes of squares and diamonds): only the real disc keeps its form
+    blobs = render(Scene(32, 32, BACKGROUNDS[1], tuple(replace(s_, kind="disc") for s_ in shapes)), 30)
+    assert shape_persistence(blobs, colors, areas) == 1.0  # still there, with colour and size ...
+    assert shape_form(blobs, colors, areas, SHAPE_KINDS) == pytest.approx(1 / 3)  # ... but two lost form
+    # shapes never present count nothing
+    gone = torch.tensor(scene.background).expand(30, 32, 32, 3).clone()
+    assert torch.isnan(torch.tensor(shape_form(gone, colors, areas, SHAPE_KINDS)))
+    with pytest.raises(ValueError, match="one shape kind per colour"):
+        shape_form(video, colors, areas, SHAPE_KINDS[:2])
+    with pytest.raises(ValueError, match="expected shape kinds in"):
+        shape_form(video, colors, areas, ("disc", "square", "star"))
+
+
+def test_ground_truth_keeps_its_form(scene_video):
+    scene, video = scene_video
+    colors, areas = _truth(scene)
+    assert shape_form(video, colors, areas, [s.kind for s in scene.shapes]) > 0.9
+
+
+def test_radius_for_area_inverts_the_rendered_area():
+    for kind in SHAPE_KINDS:
+        scene = Scene(64, 64, BACKGROUNDS[0], (Shape(kind, PALETTE[0], 11.0, 32.0, 32.0, 0.0, 0.0),))
+        assert radius_for_area(kind, shape_areas(scene)[0]) == pytest.approx(11.0, rel=0.05)
