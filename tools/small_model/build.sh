@@ -19,6 +19,10 @@ python -c "from longvid_core.synthetic import write_dataset; write_dataset('$OUT
 # and with 32 channels (one per group) flat colours are hard to reproduce
 python tools/small_model/train_vae.py --out "$OUT/vae.safetensors" --steps 1500 --channels 64 64 64 --seed 11
 python tools/small_model/assemble_base.py --vae "$OUT/vae.safetensors" --out "$OUT/base.safetensors"
+# the decoder alone for 2,000 more steps (held-out L1 0.031 -> 0.012, squares stay square more
+# often); the encoder, and so the latent space the UNet learns below, is unchanged
+python tools/small_model/train_vae.py --decoder-from "$OUT/vae.safetensors" --out "$OUT/vae_decoder.safetensors" \
+    --steps 2000 --lr 3e-4 --seed 21
 
 COMMON=(--data-dir "$OUT/videos" --frames 10 --height 32 --width 32 --cache-dir "$OUT/cache" --fps 8
         --motion-bucket-id 127 --noise-aug-strength 0.02 --batch-size 4 --weight-decay 0 --ema-decay 0.99
@@ -35,4 +39,4 @@ PROGRESSIVE=(--base "$(latest "$OUT/run_full")" --output-dir "$OUT/run_progressi
              --condition-frame video --progressive-context-sigma 1.0 --save-every 250 "${COMMON[@]}")
 launch training/train.py "${PROGRESSIVE[@]}" --max-steps 4000 --learning-rate 2e-4
 launch training/train.py "${PROGRESSIVE[@]}" --max-steps 7500 --learning-rate 5e-5 --resume latest
-python tools/small_model/bundle.py --model "$(latest "$OUT/run_progressive")"
+python tools/small_model/bundle.py --model "$(latest "$OUT/run_progressive")" --vae "$OUT/vae_decoder.safetensors"
