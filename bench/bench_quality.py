@@ -113,8 +113,8 @@ def main(argv=None) -> int:
     model = load_svd(args.svd)
     print(f"model {args.svd.name}; {args.frames} frames; window {settings['window']} chunk {settings['chunk']} "
           f"steps {settings['steps']}; context sigma {settings['context_sigma']}; seeds {args.seeds}")
-    print(f"{'mode':<28}{'colour drift':>13}{'contrast drift':>15}{'seam':>7}{'persistence':>12}{'form':>6}{'speed':>7}"
-          f"{'jitter':>7}{'s/video':>9}")
+    print(f"{'mode':<28}{'colour drift':>13}{'contrast drift':>15}{'seam':>7}{'persistence':>12}{'form':>6}"
+          f"{'speed':>7}{'jitter':>7}{'s/video':>9}")
     results = {}
     for mode in [GROUND_TRUTH, VAE_ROUND_TRIP, *args.modes]:
         rows, started = [], time.perf_counter()
@@ -124,7 +124,8 @@ def main(argv=None) -> int:
         mean = {k: mean_of_measured([r[k] for r in rows]) for k in rows[0]}
         results[mode] = mean
         print(f"{mode:<28}{mean['colour_drift']:>13.3f}{mean['contrast_drift']:>15.3f}{mean['seam']:>7.2f}"
-              f"{mean['persistence']:>12.2f}{mean['form']:>6.2f}{mean['speed']:>7.2f}{mean['jitter']:>7.2f}{seconds:>9.1f}", flush=True)
+              f"{mean['persistence']:>12.2f}{mean['form']:>6.2f}{mean['speed']:>7.2f}{mean['jitter']:>7.2f}"
+              f"{seconds:>9.1f}", flush=True)
     if PROGRESSIVE in results:
         base = results[PROGRESSIVE]
         for mode, r in results.items():

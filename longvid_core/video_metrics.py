@@ -102,6 +102,17 @@ def _colour_masks(frames: torch.Tensor, colors, areas, tolerance: float, keep: f
         yield near, (count >= keep * area) & (count <= area / keep)
 
 
+def _centres(near: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Pixel count ``[F]`` and centre ``x, y`` ``[F]`` (pixel centres at +0.5, as the generator
+    renders them) of the masks ``near`` ``[F, H, W]``; an empty mask's centre is 0."""
+    weight = near.float()
+    count = weight.sum(dim=(1, 2))
+    ys = torch.arange(near.shape[1], dtype=torch.float32)[:, None] + 0.5
+    xs = torch.arange(near.shape[2], dtype=torch.float32)[None, :] + 0.5
+    total = count.clamp_min(1)
+    return count, (weight * xs).sum(dim=(1, 2)) / total, (weight * ys).sum(dim=(1, 2)) / total
+
+
 def shape_form(frames: torch.Tensor, colors: Sequence[Sequence[float]], areas: Sequence[float],
                kinds: Sequence[str], tolerance: float = 0.3, keep: float = 0.5) -> float:
     """Fraction of present (shape, frame) pairs (as in :func:`shape_persistence`) whose colour's
@@ -113,23 +124,21 @@ def shape_form(frames: torch.Tensor, colors: Sequence[Sequence[float]], areas: S
     frames = _check_frames(frames)
     if len(kinds) != len(colors):
         raise ValueError(f"expected one shape kind per colour; found {len(kinds)} kinds, {len(colors)} colours")
-    ys = torch.arange(frames.shape[1], dtype=torch.float32)[None, :, None]
-    xs = torch.arange(frames.shape[2], dtype=torch.float32)[None, None, :]
+    ys = torch.arange(frames.shape[1], dtype=torch.float32)[None, :, None] + 0.5
+    xs = torch.arange(frames.shape[2], dtype=torch.float32)[None, None, :] + 0.5
     matched, counted = 0, 0
     for kind, (near, present) in zip(kinds, _colour_masks(frames, colors, areas, tolerance, keep)):
         if kind not in SHAPE_KINDS:
             raise ValueError(f"expected shape kinds in {SHAPE_KINDS}; found {kind!r}")
-        near, count = near[present], near[present].flatten(1).sum(dim=1).float()
-        if not count.numel():
+        near = near[present]
+        if not near.shape[0]:
             continue
-        weight = near.float()
-        # pixel centres, as the generator renders them
-        cx = ((weight * (xs + 0.5)).sum(dim=(1, 2)) / count)[:, None, None]
-        cy = ((weight * (ys + 0.5)).sum(dim=(1, 2)) / count)[:, None, None]
+        count, cx, cy = _centres(near)
+        cx, cy = cx[:, None, None], cy[:, None, None]
         iou = {}
         for k in SHAPE_KINDS:
             radius = torch.tensor([radius_for_area(k, float(c)) for c in count])[:, None, None]
-            outline = shape_distance(k, xs + 0.5 - cx, ys + 0.5 - cy) < radius
+            outline = shape_distance(k, xs - cx, ys - cy) < radius
             iou[k] = (outline & near).flatten(1).sum(1) / (outline | near).flatten(1).sum(1).clamp_min(1)
         others = torch.stack([iou[k] for k in SHAPE_KINDS if k != kind]).amax(dim=0)
         matched += int((iou[kind] > others).sum())
@@ -144,13 +153,10 @@ def shape_motion(frames: torch.Tensor, colors: Sequence[Sequence[float]], areas:
     which a shape is present (as in :func:`shape_persistence`). Shapes never present count
     nothing; with no measurable shape at all both are NaN."""
     frames = _check_frames(frames)
-    ys = torch.arange(frames.shape[1], dtype=torch.float32)[:, None]
-    xs = torch.arange(frames.shape[2], dtype=torch.float32)[None, :]
     speeds, jitters = [], []
     for near, present in _colour_masks(frames, colors, areas, tolerance, keep):
-        weight = near.float()
-        total = weight.sum(dim=(1, 2)).clamp_min(1)
-        centre = torch.stack([(weight * xs).sum(dim=(1, 2)) / total, (weight * ys).sum(dim=(1, 2)) / total], dim=-1)
+        _, cx, cy = _centres(near)
+        centre = torch.stack([cx, cy], dim=-1)
         step = centre[1:] - centre[:-1]
         both = present[1:] & present[:-1]
         speeds.append(step.norm(dim=-1)[both])

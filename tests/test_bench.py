@@ -23,8 +23,7 @@ def test_bench_quality_prints_every_row_and_column(capsys):
     assert header == ["mode", "colour", "drift", "contrast", "drift", "seam", "persistence", "form", "speed",
                       "jitter", "s/video"]
     rows = {line[:28].strip(): [float(v) for v in line[28:].split()] for line in lines[2:6]}
-    assert list(rows) == [bench.GROUND_TRUTH, bench.VAE_ROUND_TRIP, "progressive",
-                          "full_sequence"]
+    assert list(rows) == [bench.GROUND_TRUTH, bench.VAE_ROUND_TRIP, "progressive", "full_sequence"]
     # scene 3 is one square: the true frames keep it whole, in its form, moving
     truth = dict(zip(["colour_drift", "contrast_drift", "seam", "persistence", "form", "speed", "jitter"],
                      rows[bench.GROUND_TRUTH]))
