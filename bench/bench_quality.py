@@ -65,12 +65,12 @@ def run(model, settings: dict, mode: str, frames: int, seed: int):
             video = decode(model, settings, encode_frames(model.vae, render(scene, frames)))
     else:
         video = generate(model, settings, mode, frames, seed, image)
-    colors = [s.color for s in scene.shapes]
+    colors, areas = [s.color for s in scene.shapes], shape_areas(scene)
     metrics = drift(video)
     metrics["seam"] = seam_score(video, boundaries(mode, frames, settings["window"], settings["chunk"]))
-    metrics["persistence"] = shape_persistence(video, colors, shape_areas(scene))
-    metrics["form"] = shape_form(video, colors, shape_areas(scene), [s.kind for s in scene.shapes])
-    metrics.update(shape_motion(video, colors, shape_areas(scene)))
+    metrics["persistence"] = shape_persistence(video, colors, areas)
+    metrics["form"] = shape_form(video, colors, areas, [s.kind for s in scene.shapes])
+    metrics.update(shape_motion(video, colors, areas))
     return metrics
 
 
