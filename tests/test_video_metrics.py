@@ -5,8 +5,8 @@ from dataclasses import replace
 import pytest
 import torch
 
-from longvid_core.synthetic import (BACKGROUNDS, PALETTE, SHAPE_KINDS, Scene, Shape, radius_for_area, random_scene,
-                                    render, shape_areas)
+from longvid_core.synthetic import (BACKGROUNDS, MIN_RADIUS, PALETTE, RADIUS_SPREAD, SHAPE_KINDS, Scene, Shape,
+                                    radius_for_area, random_scene, render, shape_areas)
 from longvid_core.video_metrics import (drift, frame_differences, seam_score, shape_form, shape_motion,
                                         shape_persistence)
 
@@ -131,3 +131,10 @@ def test_radius_for_area_inverts_the_rendered_area():
     for kind in SHAPE_KINDS:
         scene = Scene(64, 64, BACKGROUNDS[0], (Shape(kind, PALETTE[0], 11.0, 32.0, 32.0, 0.0, 0.0),))
         assert radius_for_area(kind, shape_areas(scene)[0]) == pytest.approx(11.0, rel=0.05)
+
+
+def test_random_scene_draws_radii_over_its_whole_range():
+    radii = [s.radius for seed in range(200) for s in random_scene(seed, 32, 48).shapes]
+    # the radius is a fraction of the frame's smaller side (32 here)
+    assert min(radii) >= MIN_RADIUS * 32 and max(radii) < (MIN_RADIUS + RADIUS_SPREAD) * 32
+    assert max(radii) - min(radii) > 0.8 * RADIUS_SPREAD * 32
