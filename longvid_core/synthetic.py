@@ -112,10 +112,17 @@ def radius_for_area(kind: str, area: float) -> float:
     return (max(area, 0.0) / _AREA_PER_RADIUS_SQUARED[kind]) ** 0.5
 
 
+def pixel_centres(height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pixel-centre coordinates ``xs [1, W]`` and ``ys [H, 1]`` (pixel i covers [i, i+1), centre
+    i + 0.5): where shapes are rendered, and so where the metrics measure them."""
+    ys = torch.arange(height, dtype=torch.float32)[:, None] + 0.5
+    xs = torch.arange(width, dtype=torch.float32)[None, :] + 0.5
+    return xs, ys
+
+
 def shape_masks(scene: Scene, frame: int, softness: float = 0.75) -> torch.Tensor:
     """Soft coverage ``[S, H, W]`` in 0..1 of every shape at ``frame``."""
-    ys = torch.arange(scene.height, dtype=torch.float32)[:, None] + 0.5
-    xs = torch.arange(scene.width, dtype=torch.float32)[None, :] + 0.5
+    xs, ys = pixel_centres(scene.height, scene.width)
     masks = []
     for shape, (cx, cy) in zip(scene.shapes, scene.positions(frame)):
         dist = shape_distance(shape.kind, xs - cx, ys - cy)

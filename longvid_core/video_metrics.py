@@ -26,7 +26,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .synthetic import SHAPE_KINDS, radius_for_area, shape_distance
+from .synthetic import SHAPE_KINDS, pixel_centres, radius_for_area, shape_distance
 
 
 def _check_frames(frames: torch.Tensor) -> torch.Tensor:
@@ -102,19 +102,12 @@ def _colour_masks(frames: torch.Tensor, colors, areas, tolerance: float, keep: f
         yield near, (count >= keep * area) & (count <= area / keep)
 
 
-def _pixel_grid(height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pixel-centre coordinates ``xs [1, W]`` and ``ys [H, 1]`` (at +0.5, as the generator renders)."""
-    ys = torch.arange(height, dtype=torch.float32)[:, None] + 0.5
-    xs = torch.arange(width, dtype=torch.float32)[None, :] + 0.5
-    return xs, ys
-
-
 def _centres(near: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Pixel count ``[F]`` and centre ``x, y`` ``[F]`` (pixel centres at +0.5, as the generator
     renders them) of the masks ``near`` ``[F, H, W]``; an empty mask's centre is 0."""
     weight = near.float()
     count = weight.sum(dim=(1, 2))
-    xs, ys = _pixel_grid(near.shape[1], near.shape[2])
+    xs, ys = pixel_centres(near.shape[1], near.shape[2])
     total = count.clamp_min(1)
     return count, (weight * xs).sum(dim=(1, 2)) / total, (weight * ys).sum(dim=(1, 2)) / total
 
@@ -130,7 +123,7 @@ def shape_form(frames: torch.Tensor, colors: Sequence[Sequence[float]], areas: S
     frames = _check_frames(frames)
     if len(kinds) != len(colors):
         raise ValueError(f"expected one shape kind per colour; found {len(kinds)} kinds, {len(colors)} colours")
-    xs, ys = _pixel_grid(frames.shape[1], frames.shape[2])
+    xs, ys = pixel_centres(frames.shape[1], frames.shape[2])
     matched, counted = 0, 0
     for kind, (near, present) in zip(kinds, _colour_masks(frames, colors, areas, tolerance, keep)):
         if kind not in SHAPE_KINDS:
