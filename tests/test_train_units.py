@@ -219,6 +219,48 @@ def test_batch_loss_gives_the_clean_chunk_clean_or_with_context_noise(context_si
 # Data
 
 
+def test_conditioning_dropout_gives_dropped_clips_the_samplers_unconditional_branch():
+    from training.config import TrainConfig
+    from training.train import Batch, batch_loss, drop_conditioning
+
+    count = 4000
+    cond = SVDCond(torch.randn(count, 1, 8) + 3, torch.randn(count, 4, 2, 2) + 3, torch.randn(count, 3))
+    dropped = drop_conditioning(cond, 0.1, torch.Generator().manual_seed(0))
+    gone = (dropped.image_embeds == 0).flatten(1).all(1)
+    negative = cond.negative()
+    # a dropped clip gets exactly SVDCond.negative() (what guided_denoise runs as uncond), the rest their own
+    assert torch.equal(dropped.image_embeds[gone], negative.image_embeds[gone])
+    assert torch.equal(dropped.concat_latent[gone], negative.concat_latent[gone])
+    assert torch.equal(dropped.image_embeds[~gone], cond.image_embeds[~gone])
+    assert torch.equal(dropped.concat_latent[~gone], cond.concat_latent[~gone])
+    assert torch.equal(dropped.added_time_ids, cond.added_time_ids)
+    assert 0.08 < gone.float().mean().item() < 0.12  # 10 % of 4,000 clips: 400 +- 19 (binomial sd)
+    # per-frame conditioning (--condition-frame video) is dropped per clip across all its frames
+    per_frame = SVDCond(torch.ones(6, 5, 1, 8), torch.ones(6, 5, 4, 2, 2), torch.zeros(6, 3))
+    dropped = drop_conditioning(per_frame, 0.5, torch.Generator().manual_seed(1))
+    clip_gone = (dropped.concat_latent == 0).flatten(1)
+    assert torch.equal(clip_gone.all(1), clip_gone.any(1))
+    assert torch.equal((dropped.image_embeds == 0).flatten(1).all(1), clip_gone.all(1))
+
+    # batch_loss applies it after drawing sigma and noise, so the noise stays what it was without dropout
+    latents = torch.randn(2, 3, 4, 2, 2)
+    seen = []
+
+    def denoiser(x, sigma, image_embeds, concat_latent, added_time_ids):
+        seen.append((x, concat_latent))
+        return torch.zeros_like(x)
+
+    small = SVDCond(torch.ones(2, 1, 8), torch.ones(2, 4, 2, 2), torch.zeros(2, 3))
+    for fraction in (0.0, 0.99):
+        config = TrainConfig(base="b", output_dir="o", data_dir="d", mode="full", frames=3, height=16, width=16,
+                             conditioning_dropout=fraction)
+        batch_loss(denoiser, Batch(latents, small, "video"), config, None, torch.Generator().manual_seed(3))
+    assert torch.equal(seen[0][0], seen[1][0])
+    assert (seen[0][1] == 1).all() and (seen[1][1] == 0).all()
+    with pytest.raises(ValueError, match="--conditioning-dropout must be in"):
+        TrainConfig(base="b", output_dir="o", data_dir="d", mode="full", conditioning_dropout=1.0).check()
+
+
 def test_unreadable_short_and_missing_videos_are_skipped_with_a_reason(tmp_path):
     write_synthetic_video(tmp_path / "good.mp4", frames=9, height=16, width=16)
     write_synthetic_video(tmp_path / "short.webm", frames=3, height=16, width=16)

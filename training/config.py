@@ -57,6 +57,9 @@ class TrainConfig:
                                    "trains with 0)", "data")
     image_dir: str = _f("", "folder of still images for joint image-video batches (default: first frames of the "
                         "videos)", "data")
+    conditioning_dropout: float = _f(0.0, "fraction of clips trained unconditionally: image embedding and concat "
+                                     "latent zeroed as in the sampler's unconditional branch, so that --cfg > 1 "
+                                     "has a trained branch to guide away from (0: never)", "data")
     image_batch_fraction: float = _f(0.0, "fraction of batches that are still images (LaVie Sec. 3.1 joint "
                                      "training): F copies of one image, motion bucket from its (zero) motion",
                                      "data")
@@ -163,6 +166,8 @@ class TrainConfig:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1; found {getattr(self, name)}")
         if self.height % 8 or self.width % 8:
             raise ValueError(f"--height/--width must be multiples of 8 (SVD's VAE); found {self.height}x{self.width}")
+        if not 0.0 <= self.conditioning_dropout < 1.0:
+            raise ValueError(f"--conditioning-dropout must be in [0, 1); found {self.conditioning_dropout}")
         if not 0.0 <= self.image_batch_fraction <= 1.0:
             raise ValueError(f"--image-batch-fraction must be in [0, 1]; found {self.image_batch_fraction}")
         if not (self.ema_decay == 0.0 or 0.0 < self.ema_decay < 1.0):

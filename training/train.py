@@ -260,11 +260,34 @@ def batch_loss(denoiser, batch: Batch, config: TrainConfig, progressive, generat
                               config.sigma_min, config.sigma_max)[:, None].expand(count, frames)
     noise = torch.randn(latents.shape, generator=generator, dtype=torch.float32)
     device = latents.device
+    if config.conditioning_dropout > 0:
+        cond = drop_conditioning(cond, config.conditioning_dropout, generator)
     return edm_denoising_loss(
         as_denoiser(denoiser), latents, sigma.to(device), noise.to(device), cond,
         conditioning_frames=None if conditioning_frames is None else conditioning_frames.to(device),
         noise_conditioning=noise_conditioning, weighting=config.loss_weighting,
     )
+
+
+def drop_conditioning(cond, fraction: float, generator):
+    """``cond`` with each clip's image embedding and concat latent zeroed with probability ``fraction``.
+
+    Zeroing both is exactly the sampler's unconditional branch (``SVDCond.negative``), so a model
+    trained this way has an unconditional prediction for classifier-free guidance to move away from
+    (Ho & Salimans 2022, Sec. 3.2: one network, conditioning dropped at random). Time ids stay.
+    """
+    from dataclasses import replace
+
+    import torch
+
+    dropped = torch.rand(cond.batch_size, generator=generator) < fraction
+
+    def zero_dropped(values):
+        kept = (~dropped).to(values.device).view(-1, *([1] * (values.dim() - 1)))
+        return values * kept.to(values.dtype)
+
+    return replace(cond, image_embeds=zero_dropped(cond.image_embeds),
+                   concat_latent=zero_dropped(cond.concat_latent))
 
 
 def as_denoiser(module):
