@@ -334,7 +334,8 @@ def test_sample_order_is_a_seeded_permutation_split_over_processes():
 
 @pytest.mark.parametrize("condition_frame", ["clip", "video"])
 def test_condition_frame_picks_the_picture_each_clip_is_conditioned_on_and_the_cache_keeps_it(tmp_path,
-                                                                                              condition_frame):
+                                                                                              condition_frame,
+                                                                                              monkeypatch):
     """``--condition-frame video``: a clip from the middle of a video is conditioned on the video's
     first frame (as every window of a long rolling sample is), not on its own; cached entries keep
     that picture and have keys of their own."""
@@ -373,6 +374,19 @@ def test_condition_frame_picks_the_picture_each_clip_is_conditioned_on_and_the_c
     if condition_frame == "clip":
         assert fresh.start_cond is None
     else:
+        # encoded on first use only: a batch that draws a row with a clean chunk never pays for it
+        import training.train as train_module
+
+        calls = []
+        real_encode = train_module.encode_condition
+        monkeypatch.setattr(train_module, "encode_condition", lambda *args: calls.append(args) or real_encode(*args))
+        lazy = video_batch(model, config, reloaded, cache, torch.device("cpu"), micro_step=0)
+        before = len(calls)
+        start = lazy.start_cond
+        assert len(calls) == before + 2  # samples 1 and 2 start later in the video than frame 0
+        assert lazy.start_cond is start and len(calls) == before + 2
+        monkeypatch.undo()
+        assert torch.equal(start.concat_latent, fresh.start_cond.concat_latent)
         for k, sample in enumerate(samples):
             own = model.encode_image(sample.pixels[0][None].float() / 255.0, fps=7, motion_bucket_id=127,
                                      noise_aug_strength=0.0)

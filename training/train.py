@@ -29,9 +29,9 @@ import json
 import math
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 if __package__ in (None, ""):  # run as a file: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -144,7 +144,15 @@ class Batch:
     # --condition-frame video: each clip's own first frame as cond, for progressive rows without a clean
     # chunk. Those windows start a video (PA-VDM Sec. 3.2 initialization), and the sampler starts every
     # video from the image it is conditioned on; only later windows see a far-back conditioning image.
-    start_cond: SVDCond | None = None
+    # Encoded on first use (``start_cond``): only the batches that draw such a row need it.
+    encode_start_cond: Callable[[], SVDCond] | None = None
+    _start_cond: SVDCond | None = field(default=None, repr=False)
+
+    @property
+    def start_cond(self) -> SVDCond | None:
+        if self._start_cond is None and self.encode_start_cond is not None:
+            self._start_cond = self.encode_start_cond()
+        return self._start_cond
 
 
 def conditioning_values(config: TrainConfig, fps: float, score: float) -> tuple[int, int]:
@@ -204,9 +212,14 @@ def video_batch(model, config: TrainConfig, samples, cache, device, micro_step: 
         conds.append(cond.to(device))
         if config.condition_frame == "video" and config.progressive:  # only progressive rows start videos
             start_conds.append(cond.to(device) if sample.conditioned_on_own_first_frame else
-                               encode_condition(model, config, sample.first_frame, fps_id, bucket, seed).to(device))
-    return Batch(torch.stack(latents), SVDCond.cat(conds), "video",
-                 SVDCond.cat(start_conds) if start_conds else None)
+                               (sample.first_frame, fps_id, bucket, seed))
+
+    def encode_start_cond() -> SVDCond:
+        with torch.no_grad():
+            return SVDCond.cat([c if isinstance(c, SVDCond) else encode_condition(model, config, *c).to(device)
+                                for c in start_conds])
+
+    return Batch(torch.stack(latents), SVDCond.cat(conds), "video", encode_start_cond if start_conds else None)
 
 
 def still_batch(model, config: TrainConfig, stills, device, micro_step: int) -> Batch:
