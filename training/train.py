@@ -29,7 +29,8 @@ import json
 import math
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property, partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -146,13 +147,10 @@ class Batch:
     # video from the image it is conditioned on; only later windows see a far-back conditioning image.
     # Encoded on first use (``start_cond``): only the batches that draw such a row need it.
     encode_start_cond: Callable[[], SVDCond] | None = None
-    _start_cond: SVDCond | None = field(default=None, repr=False)
 
-    @property
+    @cached_property
     def start_cond(self) -> SVDCond | None:
-        if self._start_cond is None and self.encode_start_cond is not None:
-            self._start_cond = self.encode_start_cond()
-        return self._start_cond
+        return None if self.encode_start_cond is None else self.encode_start_cond()
 
 
 def conditioning_values(config: TrainConfig, fps: float, score: float) -> tuple[int, int]:
@@ -211,13 +209,12 @@ def video_batch(model, config: TrainConfig, samples, cache, device, micro_step: 
         latents.append(clip_latents)
         conds.append(cond.to(device))
         if config.condition_frame == "video" and config.progressive:  # only progressive rows start videos
-            start_conds.append(cond.to(device) if sample.conditioned_on_own_first_frame else
-                               (sample.first_frame, fps_id, bucket, seed))
+            start_conds.append(partial(lambda c: c, cond) if sample.conditioned_on_own_first_frame else
+                               partial(encode_condition, model, config, sample.first_frame, fps_id, bucket, seed))
 
     def encode_start_cond() -> SVDCond:
         with torch.no_grad():
-            return SVDCond.cat([c if isinstance(c, SVDCond) else encode_condition(model, config, *c).to(device)
-                                for c in start_conds])
+            return SVDCond.cat([make().to(device) for make in start_conds])
 
     return Batch(torch.stack(latents), SVDCond.cat(conds), "video", encode_start_cond if start_conds else None)
 
@@ -294,13 +291,13 @@ def drop_conditioning(cond, fraction: float, generator):
     import torch
 
     dropped = torch.rand(cond.batch_size, generator=generator) < fraction
+    negative = cond.negative()
 
-    def zero_dropped(values):
-        kept = (~dropped).to(values.device).view(-1, *([1] * (values.dim() - 1)))
-        return values * kept.to(values.dtype)
+    def pick(values, unconditional):
+        return torch.where(dropped.to(values.device).view(-1, *([1] * (values.dim() - 1))), unconditional, values)
 
-    return replace(cond, image_embeds=zero_dropped(cond.image_embeds),
-                   concat_latent=zero_dropped(cond.concat_latent))
+    return replace(cond, image_embeds=pick(cond.image_embeds, negative.image_embeds),
+                   concat_latent=pick(cond.concat_latent, negative.concat_latent))
 
 
 def as_denoiser(module):
