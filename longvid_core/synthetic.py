@@ -147,6 +147,20 @@ def render(scene: Scene, frames: int, start: int = 0) -> torch.Tensor:
     return out
 
 
+def kind_coverage(scene: Scene, frames: int, start: int = 0) -> torch.Tensor:
+    """Visible coverage ``[F, K, H, W]`` of each shape kind (``SHAPE_KINDS`` order), composited like
+    :func:`render` (later shapes on top), so it says which kind every pixel shows; background is
+    ``1 - sum``. For training a latent space that carries a shape's kind (``train_vae.py``)."""
+    out = torch.zeros(frames, len(SHAPE_KINDS), scene.height, scene.width)
+    for i in range(frames):
+        cover = out[i]
+        for shape, mask in zip(scene.shapes, shape_masks(scene, start + i)):
+            one_hot = torch.zeros(len(SHAPE_KINDS), 1, 1)
+            one_hot[SHAPE_KINDS.index(shape.kind)] = 1.0
+            cover.mul_(1 - mask).add_(one_hot * mask)
+    return out
+
+
 def write_dataset(folder, videos: int, frames: int, size: int = 64, fps: int = 8, seed: int = 0) -> list:
     """Write ``videos`` random scenes as mp4 files (H.264) plus ``metadata.json``; returns paths."""
     import json

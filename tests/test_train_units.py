@@ -467,3 +467,28 @@ def test_checkpoint_folders_latest_pointer_and_pruning(tmp_path):
     with pytest.raises(FileNotFoundError, match="expected a checkpoint folder"):
         checkpointing.resolve_resume(tmp_path, str(tmp_path / "nowhere"))
     assert json.loads((root / "step-00000005" / "trainer_state" / "state.json").read_text())["step"] == 5
+
+
+def test_vae_kind_code_reads_kinds_only_from_a_latent_that_carries_them():
+    import importlib.util
+
+    from longvid_core.synthetic import kind_coverage, random_scene
+
+    path = Path(__file__).resolve().parents[1] / "tools" / "small_model" / "train_vae.py"
+    spec = importlib.util.spec_from_file_location("train_vae_for_test", path)
+    train_vae = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train_vae)
+    cover = torch.cat([kind_coverage(random_scene(seed, 32, 32), 2) for seed in range(4)])
+    code = train_vae.KindCode(latent_channels=4, sharpness=3.0)
+    classes = code.classes(cover, 8)  # [N, 4, 8, 8]: background + three kinds per latent pixel
+    assert classes.shape == (8, 4, 8, 8) and torch.allclose(classes.sum(1), torch.ones(8, 8, 8))
+    with torch.no_grad():
+        code.read_out.copy_(torch.eye(4))
+    carrying, accuracy = code(classes * 3 - 1, cover)  # a latent whose channels are the classes
+    blind, _ = code(torch.randn(8, 4, 8, 8, generator=torch.Generator().manual_seed(0)), cover)
+    assert accuracy == 1.0 and float(carrying) < 0.5 * float(blind)
+    # the read-out's rows are normalised and the latent is taken in units of its own sd:
+    # scaling either changes nothing, so the code must be large next to the rest of the latent
+    with torch.no_grad():
+        code.read_out.mul_(7.0)
+    assert torch.allclose(code(10 * (classes * 3 - 1), cover)[0], carrying, atol=1e-5)

@@ -26,7 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from longvid_core.checkpoint_io import atomic_save_safetensors  # noqa: E402
-from longvid_core.synthetic import random_scene, render  # noqa: E402
+from longvid_core.synthetic import SHAPE_KINDS, kind_coverage, random_scene, render  # noqa: E402
 from longvid_core.vae import VAE_SCALE, build_vae  # noqa: E402
 
 SMALL_VAE = dict(
@@ -39,13 +39,59 @@ SMALL_VAE = dict(
 )
 
 
-def batch_of_clips(step: int, clips: int, frames: int, size: int, seed: int) -> torch.Tensor:
-    out = []
+def batch_of_clips(step: int, clips: int, frames: int, size: int, seed: int, kinds: bool = False):
+    """Frames ``[clips*frames, 3, H, W]`` in -1..1; with ``kinds`` also each pixel's visible kind
+    coverage ``[clips*frames, K, H, W]`` (``synthetic.kind_coverage``)."""
+    out, cover = [], []
     for c in range(clips):
         scene_seed = seed * 1_000_003 + step * clips + c
         start = (scene_seed * 7919) % 97
-        out.append(render(random_scene(scene_seed, size, size), frames, start=start))
-    return torch.cat(out).permute(0, 3, 1, 2) * 2 - 1  # [clips*frames, 3, H, W] in -1..1
+        scene = random_scene(scene_seed, size, size)
+        out.append(render(scene, frames, start=start))
+        if kinds:
+            cover.append(kind_coverage(scene, frames, start=start))
+    x = torch.cat(out).permute(0, 3, 1, 2) * 2 - 1
+    return (x, torch.cat(cover)) if kinds else x
+
+
+class KindCode(torch.nn.Module):
+    """Auxiliary loss that makes the latent carry each shape's kind as a per-location code.
+
+    Why: at 8x8 latents a shape spans about two latent pixels, so its outline (disc, square,
+    diamond) lives in small sub-pixel patterns that the small UNet smooths away window after window
+    (tools/small_model/README.md, "How the recipe got here"), while colour, a per-location value,
+    survives. Here a linear classifier reads every latent pixel (the latent mean in units of its own
+    standard deviation) and must tell background and the three kinds apart (soft cross-entropy
+    against the pixel-averaged visible coverage). Its rows have unit norm and a fixed
+    ``sharpness``, so confident answers need the classes to lie about 1/sharpness latent standard
+    deviations apart or more: kind is carried as plainly as colour and the decoder can draw the outline
+    from it. Only the encoder and this read-out see the loss; the read-out is not saved."""
+
+    def __init__(self, latent_channels: int, sharpness: float):
+        super().__init__()
+        self.read_out = torch.nn.Parameter(torch.randn(1 + len(SHAPE_KINDS), latent_channels))
+        self.bias = torch.nn.Parameter(torch.zeros(1 + len(SHAPE_KINDS)))
+        self.sharpness = sharpness
+
+    def classes(self, cover: torch.Tensor, latent_size: int) -> torch.Tensor:
+        """Background and kind fractions ``[N, 1+K, h, w]`` per latent pixel."""
+        cover = torch.nn.functional.avg_pool2d(cover, cover.shape[-1] // latent_size)
+        return torch.cat([1 - cover.sum(1, keepdim=True), cover], dim=1)
+
+    def logits(self, latent_mean: torch.Tensor) -> torch.Tensor:
+        rows = self.read_out / self.read_out.norm(dim=1, keepdim=True)
+        z = latent_mean / latent_mean.std()  # scale-free: the latent scale is folded away later
+        return self.sharpness * torch.einsum("nlhw,cl->nchw", z, rows) + self.bias[:, None, None]
+
+    def forward(self, latent_mean: torch.Tensor, cover: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """(soft cross-entropy, accuracy on latent pixels that mostly show a shape)."""
+        target = self.classes(cover, latent_mean.shape[-1])
+        logits = self.logits(latent_mean)
+        loss = -(target * torch.log_softmax(logits, dim=1)).sum(1).mean()
+        label = target.argmax(1)
+        shape = label > 0
+        accuracy = float((logits.argmax(1)[shape] == label[shape]).float().mean()) if shape.any() else float("nan")
+        return loss, accuracy
 
 
 def fold_latent_scale(vae, k: float) -> None:
@@ -72,6 +118,10 @@ def main(argv=None) -> int:
     p.add_argument("--channels", type=int, nargs="+", default=list(SMALL_VAE["block_out_channels"]),
                    help="block_out_channels; diffusers' temporal decoder normalises its last layer in 32 "
                         "groups, so more channels there keep more of each frame's absolute colour")
+    p.add_argument("--kind-code", type=float, default=0.0,
+                   help="weight of the auxiliary loss that makes latents carry each shape's kind (KindCode); 0: off")
+    p.add_argument("--kind-sharpness", type=float, default=3.0,
+                   help="KindCode's fixed logit scale: classes must lie about 1/sharpness latent sds apart")
     p.add_argument("--decoder-from", type=Path, default=None,
                    help="fine-tune only the decoder of this trained VAE: the encoder, and so the latent space "
                         "a UNet was trained in, stays exactly as it is")
@@ -95,23 +145,33 @@ def main(argv=None) -> int:
         vae.quant_conv.weight.copy_(torch.eye(channels).reshape(channels, channels, 1, 1))
         vae.quant_conv.bias.zero_()
     vae.quant_conv.requires_grad_(False)
-    opt = torch.optim.AdamW([p for p in vae.parameters() if p.requires_grad], lr=args.lr, weight_decay=0.0)
+    kind_code = KindCode(config["latent_channels"], args.kind_sharpness) if args.kind_code > 0 else None
+    if kind_code is not None and args.decoder_from is not None:
+        raise SystemExit("--kind-code shapes the encoder's latents; --decoder-from keeps the encoder fixed")
+    params = [p for p in vae.parameters() if p.requires_grad] + (list(kind_code.parameters()) if kind_code else [])
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.steps, pct_start=0.05)
     started = time.perf_counter()
     for step in range(args.steps):
-        x = batch_of_clips(step, args.clips, args.frames, args.size, args.seed)
+        if kind_code is not None:
+            x, cover = batch_of_clips(step, args.clips, args.frames, args.size, args.seed, kinds=True)
+        else:
+            x = batch_of_clips(step, args.clips, args.frames, args.size, args.seed)
         posterior = vae.encode(x).latent_dist
         recon = vae.decode(posterior.sample(), num_frames=args.frames).sample
         rec_loss = (recon - x).abs().mean() + ((recon - x) ** 2).mean()
         loss = rec_loss + (args.kl * posterior.kl().mean() if args.decoder_from is None else 0.0)
+        kind_loss, kind_acc = kind_code(posterior.mean, cover) if kind_code is not None else (torch.zeros(()), 0.0)
+        loss = loss + args.kind_code * kind_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
         if step % 25 == 0 or step == args.steps - 1:
             rate = (step + 1) / (time.perf_counter() - started)
-            print(f"step {step:5d}  recon {rec_loss.item():.4f}  latent std {posterior.mean.std().item():.3f}  "
+            print(f"step {step:5d}  recon {rec_loss.item():.4f}  kind {kind_loss.item():.3f} acc {kind_acc:.2f}  "
+                  f"latent std {posterior.mean.std().item():.3f}  "
                   f"{rate:.2f} steps/s", flush=True)
 
     vae.eval()
