@@ -135,30 +135,31 @@ def shape_areas(scene: Scene, frame: int = 0) -> list[float]:
     return [float((m > 0.5).sum()) for m in shape_masks(scene, frame)]
 
 
-def render(scene: Scene, frames: int, start: int = 0) -> torch.Tensor:
-    """Frames ``[F, H, W, 3]`` in 0..1 (ComfyUI's IMAGE layout); later shapes are drawn on top."""
-    out = torch.empty(frames, scene.height, scene.width, 3)
-    background = torch.tensor(scene.background)
+def _composite(scene: Scene, frames: int, start: int, base: torch.Tensor, paints: list[torch.Tensor]) -> torch.Tensor:
+    """Per-pixel values ``[F, H, W, C]``: ``base`` with every shape's ``paint`` laid over it by its
+    soft mask, later shapes on top (what a frame shows, or which kind it shows)."""
+    out = torch.empty(frames, scene.height, scene.width, base.shape[0])
     for i in range(frames):
-        img = background.expand(scene.height, scene.width, 3).clone()
-        for shape, mask in zip(scene.shapes, shape_masks(scene, start + i)):
-            img = img * (1 - mask[..., None]) + torch.tensor(shape.color) * mask[..., None]
+        img = base.expand(scene.height, scene.width, base.shape[0]).clone()
+        for paint, mask in zip(paints, shape_masks(scene, start + i)):
+            img = img * (1 - mask[..., None]) + paint * mask[..., None]
         out[i] = img
     return out
+
+
+def render(scene: Scene, frames: int, start: int = 0) -> torch.Tensor:
+    """Frames ``[F, H, W, 3]`` in 0..1 (ComfyUI's IMAGE layout); later shapes are drawn on top."""
+    return _composite(scene, frames, start, torch.tensor(scene.background),
+                      [torch.tensor(shape.color) for shape in scene.shapes])
 
 
 def kind_coverage(scene: Scene, frames: int, start: int = 0) -> torch.Tensor:
     """Visible coverage ``[F, K, H, W]`` of each shape kind (``SHAPE_KINDS`` order), composited like
     :func:`render` (later shapes on top), so it says which kind every pixel shows; background is
     ``1 - sum``. For training a latent space that carries a shape's kind (``train_vae.py``)."""
-    out = torch.zeros(frames, len(SHAPE_KINDS), scene.height, scene.width)
-    for i in range(frames):
-        cover = out[i]
-        for shape, mask in zip(scene.shapes, shape_masks(scene, start + i)):
-            one_hot = torch.zeros(len(SHAPE_KINDS), 1, 1)
-            one_hot[SHAPE_KINDS.index(shape.kind)] = 1.0
-            cover.mul_(1 - mask).add_(one_hot * mask)
-    return out
+    kinds = torch.eye(len(SHAPE_KINDS))
+    paints = [kinds[SHAPE_KINDS.index(shape.kind)] for shape in scene.shapes]
+    return _composite(scene, frames, start, torch.zeros(len(SHAPE_KINDS)), paints).permute(0, 3, 1, 2)
 
 
 def write_dataset(folder, videos: int, frames: int, size: int = 64, fps: int = 8, seed: int = 0) -> list:
