@@ -484,7 +484,6 @@ def test_vae_kind_code_reads_kinds_only_from_a_latent_that_carries_them():
     assert classes.shape == (8, 4, 8, 8) and torch.allclose(classes.sum(1), torch.ones(8, 8, 8))
     with torch.no_grad():
         code.read_out.copy_(torch.eye(4))
-    with torch.no_grad():
         carrying, accuracy = code(classes * 3 - 1, cover)  # a latent whose channels are the classes
         blind, _ = code(torch.randn(8, 4, 8, 8, generator=torch.Generator().manual_seed(0)), cover)
         assert accuracy == 1.0 and float(carrying) < 0.5 * float(blind)

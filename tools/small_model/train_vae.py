@@ -40,8 +40,8 @@ SMALL_VAE = dict(
 
 
 def batch_of_clips(step: int, clips: int, frames: int, size: int, seed: int, kinds: bool = False):
-    """Frames ``[clips*frames, 3, H, W]`` in -1..1; with ``kinds`` also each pixel's visible kind
-    coverage ``[clips*frames, K, H, W]`` (``synthetic.kind_coverage``)."""
+    """Frames ``[clips*frames, 3, H, W]`` in -1..1 and, with ``kinds``, each pixel's visible kind
+    coverage ``[clips*frames, K, H, W]`` (``synthetic.kind_coverage``; else ``None``)."""
     out, cover = [], []
     for c in range(clips):
         scene_seed = seed * 1_000_003 + step * clips + c
@@ -51,7 +51,7 @@ def batch_of_clips(step: int, clips: int, frames: int, size: int, seed: int, kin
         if kinds:
             cover.append(kind_coverage(scene, frames, start=start))
     x = torch.cat(out).permute(0, 3, 1, 2) * 2 - 1
-    return (x, torch.cat(cover)) if kinds else x
+    return x, (torch.cat(cover) if kinds else None)
 
 
 class KindCode(torch.nn.Module):
@@ -153,16 +153,14 @@ def main(argv=None) -> int:
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.steps, pct_start=0.05)
     started = time.perf_counter()
     for step in range(args.steps):
-        if kind_code is not None:
-            x, cover = batch_of_clips(step, args.clips, args.frames, args.size, args.seed, kinds=True)
-        else:
-            x = batch_of_clips(step, args.clips, args.frames, args.size, args.seed)
+        x, cover = batch_of_clips(step, args.clips, args.frames, args.size, args.seed, kinds=kind_code is not None)
         posterior = vae.encode(x).latent_dist
         recon = vae.decode(posterior.sample(), num_frames=args.frames).sample
         rec_loss = (recon - x).abs().mean() + ((recon - x) ** 2).mean()
         loss = rec_loss + (args.kl * posterior.kl().mean() if args.decoder_from is None else 0.0)
-        kind_loss, kind_acc = kind_code(posterior.mean, cover) if kind_code is not None else (torch.zeros(()), 0.0)
-        loss = loss + args.kind_code * kind_loss
+        if kind_code is not None:
+            kind_loss, kind_acc = kind_code(posterior.mean, cover)
+            loss = loss + args.kind_code * kind_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -170,13 +168,13 @@ def main(argv=None) -> int:
         sched.step()
         if step % 25 == 0 or step == args.steps - 1:
             rate = (step + 1) / (time.perf_counter() - started)
-            print(f"step {step:5d}  recon {rec_loss.item():.4f}  kind {kind_loss.item():.3f} acc {kind_acc:.2f}  "
-                  f"latent std {posterior.mean.std().item():.3f}  "
+            kind = f"kind {kind_loss.item():.3f} acc {kind_acc:.2f}  " if kind_code is not None else ""
+            print(f"step {step:5d}  recon {rec_loss.item():.4f}  {kind}latent std {posterior.mean.std().item():.3f}  "
                   f"{rate:.2f} steps/s", flush=True)
 
     vae.eval()
     with torch.no_grad():
-        x = batch_of_clips(10**6, 8, args.frames, args.size, args.seed + 1)
+        x, _ = batch_of_clips(10**6, 8, args.frames, args.size, args.seed + 1)
         latent_std = vae.encode(x).latent_dist.mode().std().item()
     k = 1.0 / (VAE_SCALE * latent_std) if args.decoder_from is None else 1.0  # the latent space is kept
     fold_latent_scale(vae, k)
