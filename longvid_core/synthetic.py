@@ -162,6 +162,15 @@ def kind_coverage(scene: Scene, frames: int, start: int = 0) -> torch.Tensor:
     return _composite(scene, frames, start, torch.zeros(len(SHAPE_KINDS)), paints).permute(0, 3, 1, 2)
 
 
+def colour_coverage(scene: Scene, frames: int, start: int = 0) -> torch.Tensor:
+    """Visible coverage ``[F, len(PALETTE), H, W]`` of each palette colour, composited like
+    :func:`render`; background is ``1 - sum``. For training a latent space that carries a shape's
+    colour as a plain per-location code (``train_vae.py --colour-code``)."""
+    colours = torch.eye(len(PALETTE))
+    paints = [colours[PALETTE.index(shape.color)] for shape in scene.shapes]
+    return _composite(scene, frames, start, torch.zeros(len(PALETTE)), paints).permute(0, 3, 1, 2)
+
+
 def write_dataset(folder, videos: int, frames: int, size: int = 64, fps: int = 8, seed: int = 0) -> list:
     """Write ``videos`` random scenes as mp4 files (H.264) plus ``metadata.json``; returns paths."""
     import json

@@ -491,3 +491,27 @@ def test_vae_kind_code_reads_kinds_only_from_a_latent_that_carries_them():
         # scaling either changes nothing, so the code must be large next to the rest of the latent
         code.read_out.mul_(7.0)
         assert torch.allclose(code(10 * (classes * 3 - 1), cover)[0], carrying, atol=1e-5)
+
+
+def test_vae_colour_code_reads_palette_colours_with_the_same_read_out():
+    import importlib.util
+
+    from longvid_core.synthetic import PALETTE, colour_coverage, random_scene
+
+    path = Path(__file__).resolve().parents[1] / "tools" / "small_model" / "train_vae.py"
+    spec = importlib.util.spec_from_file_location("train_vae_for_test", path)
+    train_vae = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train_vae)
+    cover = torch.cat([colour_coverage(random_scene(seed, 32, 32), 2) for seed in range(4)])
+    code = train_vae.KindCode(latent_channels=1 + len(PALETTE), sharpness=3.0, kinds=len(PALETTE))
+    classes = code.classes(cover, 8)  # background + six colours per latent pixel
+    assert classes.shape == (8, 1 + len(PALETTE), 8, 8) and torch.allclose(classes.sum(1), torch.ones(8, 8, 8))
+    with torch.no_grad():
+        code.read_out.copy_(torch.eye(1 + len(PALETTE)))
+        carrying, accuracy = code(classes * 3 - 1, cover)
+        blind, _ = code(torch.randn(8, 1 + len(PALETTE), 8, 8, generator=torch.Generator().manual_seed(0)), cover)
+    assert accuracy == 1.0 and float(carrying) < 0.5 * float(blind)
+    # batches carry both coverages when both codes are on, aligned with the frames
+    x, kinds, colours = train_vae.batch_of_clips(0, 2, 3, 32, 0, kinds=True, colours=True)
+    assert x.shape == (6, 3, 32, 32) and kinds.shape == (6, 3, 32, 32) and colours.shape == (6, len(PALETTE), 32, 32)
+    assert torch.allclose(kinds.sum(1), colours.sum(1), atol=1e-5)  # the same pixels show some shape

@@ -26,7 +26,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from longvid_core.checkpoint_io import atomic_save_safetensors  # noqa: E402
-from longvid_core.synthetic import SHAPE_KINDS, kind_coverage, random_scene, render  # noqa: E402
+from longvid_core.synthetic import (  # noqa: E402
+    PALETTE, SHAPE_KINDS, colour_coverage, kind_coverage, random_scene, render)
 from longvid_core.vae import VAE_SCALE, build_vae  # noqa: E402
 
 SMALL_VAE = dict(
@@ -39,19 +40,23 @@ SMALL_VAE = dict(
 )
 
 
-def batch_of_clips(step: int, clips: int, frames: int, size: int, seed: int, kinds: bool = False):
-    """Frames ``[clips*frames, 3, H, W]`` in -1..1 and, with ``kinds``, each pixel's visible kind
-    coverage ``[clips*frames, K, H, W]`` (``synthetic.kind_coverage``; else ``None``)."""
-    out, cover = [], []
+def batch_of_clips(step: int, clips: int, frames: int, size: int, seed: int, kinds: bool = False,
+                   colours: bool = False):
+    """Frames ``[clips*frames, 3, H, W]`` in -1..1, with ``kinds`` each pixel's visible kind
+    coverage ``[clips*frames, K, H, W]`` (``synthetic.kind_coverage``; else ``None``) and with
+    ``colours`` its visible palette-colour coverage (``synthetic.colour_coverage``; else ``None``)."""
+    out, kind_cover, colour_cover = [], [], []
     for c in range(clips):
         scene_seed = seed * 1_000_003 + step * clips + c
         start = (scene_seed * 7919) % 97
         scene = random_scene(scene_seed, size, size)
         out.append(render(scene, frames, start=start))
         if kinds:
-            cover.append(kind_coverage(scene, frames, start=start))
+            kind_cover.append(kind_coverage(scene, frames, start=start))
+        if colours:
+            colour_cover.append(colour_coverage(scene, frames, start=start))
     x = torch.cat(out).permute(0, 3, 1, 2) * 2 - 1
-    return x, (torch.cat(cover) if kinds else None)
+    return x, (torch.cat(kind_cover) if kinds else None), (torch.cat(colour_cover) if colours else None)
 
 
 class KindCode(torch.nn.Module):
@@ -69,10 +74,12 @@ class KindCode(torch.nn.Module):
     (tools/small_model/README.md): the sampled form rose from 0.12 to 0.43 but colours were kept
     worse, so build.sh leaves it off."""
 
-    def __init__(self, latent_channels: int, sharpness: float):
+    def __init__(self, latent_channels: int, sharpness: float, kinds: int = len(SHAPE_KINDS)):
         super().__init__()
-        self.read_out = torch.nn.Parameter(torch.randn(1 + len(SHAPE_KINDS), latent_channels))
-        self.bias = torch.nn.Parameter(torch.zeros(1 + len(SHAPE_KINDS)))
+        # ``kinds`` classes besides background: the three shape kinds, or the palette's colours
+        # for the colour code (``--colour-code``, same read-out on a coverage of colours)
+        self.read_out = torch.nn.Parameter(torch.randn(1 + kinds, latent_channels))
+        self.bias = torch.nn.Parameter(torch.zeros(1 + kinds))
         self.sharpness = sharpness
 
     def classes(self, cover: torch.Tensor, latent_size: int) -> torch.Tensor:
@@ -124,6 +131,9 @@ def main(argv=None) -> int:
                    help="weight of the auxiliary loss that makes latents carry each shape's kind (KindCode); 0: off")
     p.add_argument("--kind-sharpness", type=float, default=3.0,
                    help="KindCode's fixed logit scale: classes must lie about 1/sharpness latent sds apart")
+    p.add_argument("--colour-code", type=float, default=0.0,
+                   help="weight of the same auxiliary loss on each latent pixel's palette colour (KindCode with "
+                        "the palette as classes), so that colour is carried as plainly as kind; 0: off")
     p.add_argument("--decoder-from", type=Path, default=None,
                    help="fine-tune only the decoder of this trained VAE: the encoder, and so the latent space "
                         "a UNet was trained in, stays exactly as it is")
@@ -148,14 +158,19 @@ def main(argv=None) -> int:
         vae.quant_conv.bias.zero_()
     vae.quant_conv.requires_grad_(False)
     kind_code = KindCode(config["latent_channels"], args.kind_sharpness) if args.kind_code > 0 else None
-    if kind_code is not None and args.decoder_from is not None:
-        raise SystemExit("--kind-code shapes the encoder's latents; --decoder-from keeps the encoder fixed")
-    params = [p for p in vae.parameters() if p.requires_grad] + (list(kind_code.parameters()) if kind_code else [])
+    colour_code = (KindCode(config["latent_channels"], args.kind_sharpness, kinds=len(PALETTE))
+                   if args.colour_code > 0 else None)
+    if (kind_code is not None or colour_code is not None) and args.decoder_from is not None:
+        raise SystemExit("--kind-code and --colour-code shape the encoder's latents; --decoder-from keeps the "
+                         "encoder fixed")
+    params = [p for p in vae.parameters() if p.requires_grad]
+    params += [p for code in (kind_code, colour_code) if code is not None for p in code.parameters()]
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.steps, pct_start=0.05)
     started = time.perf_counter()
     for step in range(args.steps):
-        x, cover = batch_of_clips(step, args.clips, args.frames, args.size, args.seed, kinds=kind_code is not None)
+        x, cover, colour_cover = batch_of_clips(step, args.clips, args.frames, args.size, args.seed,
+                                                kinds=kind_code is not None, colours=colour_code is not None)
         posterior = vae.encode(x).latent_dist
         recon = vae.decode(posterior.sample(), num_frames=args.frames).sample
         rec_loss = (recon - x).abs().mean() + ((recon - x) ** 2).mean()
@@ -163,6 +178,9 @@ def main(argv=None) -> int:
         if kind_code is not None:
             kind_loss, kind_acc = kind_code(posterior.mean, cover)
             loss = loss + args.kind_code * kind_loss
+        if colour_code is not None:
+            colour_loss, colour_acc = colour_code(posterior.mean, colour_cover)
+            loss = loss + args.colour_code * colour_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -171,12 +189,13 @@ def main(argv=None) -> int:
         if step % 25 == 0 or step == args.steps - 1:
             rate = (step + 1) / (time.perf_counter() - started)
             kind = f"kind {kind_loss.item():.3f} acc {kind_acc:.2f}  " if kind_code is not None else ""
+            kind += f"colour {colour_loss.item():.3f} acc {colour_acc:.2f}  " if colour_code is not None else ""
             print(f"step {step:5d}  recon {rec_loss.item():.4f}  {kind}latent std {posterior.mean.std().item():.3f}  "
                   f"{rate:.2f} steps/s", flush=True)
 
     vae.eval()
     with torch.no_grad():
-        x, _ = batch_of_clips(10**6, 8, args.frames, args.size, args.seed + 1)
+        x, _, _ = batch_of_clips(10**6, 8, args.frames, args.size, args.seed + 1)
         latent_std = vae.encode(x).latent_dist.mode().std().item()
     k = 1.0 / (VAE_SCALE * latent_std) if args.decoder_from is None else 1.0  # the latent space is kept
     fold_latent_scale(vae, k)
