@@ -515,3 +515,29 @@ def test_vae_colour_code_reads_palette_colours_with_the_same_read_out():
     x, kinds, colours = train_vae.batch_of_clips(0, 2, 3, 32, 0, kinds=True, colours=True)
     assert x.shape == (6, 3, 32, 32) and kinds.shape == (6, 3, 32, 32) and colours.shape == (6, len(PALETTE), 32, 32)
     assert torch.allclose(kinds.sum(1), colours.sum(1), atol=1e-5)  # the same pixels show some shape
+
+
+def test_train_vae_starts_from_a_trained_vae_and_keeps_the_encoder_when_told(tmp_path):
+    import importlib.util
+
+    from longvid_core.checkpoint_io import open_tensors
+
+    path = Path(__file__).resolve().parents[1] / "tools" / "small_model" / "train_vae.py"
+    spec = importlib.util.spec_from_file_location("train_vae_for_test", path)
+    train_vae = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train_vae)
+    tiny = ["--steps", "1", "--clips", "1", "--frames", "2", "--size", "16"]
+    first, decoder_only, both_codes = (tmp_path / f"{name}.safetensors" for name in "abc")
+    assert train_vae.main(["--out", str(first), "--channels", "32", "32", *tiny]) == 0
+    assert train_vae.main(["--out", str(decoder_only), "--decoder-from", str(first), *tiny]) == 0
+    assert train_vae.main(["--out", str(both_codes), "--init-from", str(first), "--kind-code", "1",
+                           "--colour-code", "1", *tiny]) == 0
+    a, b, c = open_tensors(first), open_tensors(decoder_only), open_tensors(both_codes)
+    assert a.metadata["config"] == b.metadata["config"] == c.metadata["config"]
+    encoder = [k for k in a if k.startswith("encoder.")]
+    assert encoder and all(torch.equal(a[k], b[k]) for k in encoder)  # --decoder-from: latent space kept
+    assert any(not torch.equal(a[k], b[k]) for k in a if k.startswith("decoder."))
+    assert any(not torch.equal(a[k], c[k]) for k in encoder)  # --init-from trains the encoder on
+    with pytest.raises(SystemExit, match="give one of them"):
+        train_vae.main(["--out", str(tmp_path / "d.safetensors"), "--init-from", str(first),
+                        "--decoder-from", str(first), *tiny])

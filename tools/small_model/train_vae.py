@@ -72,7 +72,10 @@ class KindCode(torch.nn.Module):
     deviations apart or more: kind is carried as plainly as colour and the decoder can draw the outline
     from it. Only the encoder and this read-out see the loss; the read-out is not saved. Measured
     (tools/small_model/README.md): the sampled form rose from 0.12 to 0.43 but colours were kept
-    worse, so build.sh leaves it off."""
+    worse, so build.sh leaves it off. Half the weight (0.5) learned the code as well and sampled the
+    same. With ``--colour-code`` as well (weight 1 each) the two did not both take in four latent
+    channels: from scratch the kind read-out stayed at chance while colour reached 0.97, and added
+    to the kind-coded VAE (``--init-from``, 1,000 steps) the colour code drove kind back to chance."""
 
     def __init__(self, latent_channels: int, sharpness: float, kinds: int = len(SHAPE_KINDS)):
         super().__init__()
@@ -137,19 +140,27 @@ def main(argv=None) -> int:
     p.add_argument("--decoder-from", type=Path, default=None,
                    help="fine-tune only the decoder of this trained VAE: the encoder, and so the latent space "
                         "a UNet was trained in, stays exactly as it is")
+    p.add_argument("--init-from", type=Path, default=None,
+                   help="start every weight from this trained VAE (its config too) and train on, e.g. to add "
+                        "--colour-code to a latent space that already carries --kind-code; the latent scale is "
+                        "folded again at the end")
     args = p.parse_args(argv)
+    if args.init_from is not None and args.decoder_from is not None:
+        raise SystemExit("--init-from trains every weight, --decoder-from only the decoder: give one of them")
 
     torch.manual_seed(args.seed)
     config = dict(SMALL_VAE, block_out_channels=tuple(args.channels),
                   down_block_types=("DownEncoderBlock2D",) * len(args.channels))
-    if args.decoder_from is not None:
+    start_from = args.decoder_from or args.init_from
+    if start_from is not None:
         from longvid_core.checkpoint_io import open_tensors
 
-        trained = open_tensors(args.decoder_from)
+        trained = open_tensors(start_from)
         config = json.loads(trained.metadata["config"])
     vae = build_vae(config).train()
-    if args.decoder_from is not None:
+    if start_from is not None:
         vae.load_state_dict({k: trained[k] for k in trained}, strict=True)
+    if args.decoder_from is not None:
         vae.encoder.requires_grad_(False)
     # SVD's SGM layout has no quant_conv: it must stay the identity to be representable there
     with torch.no_grad():
