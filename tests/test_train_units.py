@@ -469,15 +469,21 @@ def test_checkpoint_folders_latest_pointer_and_pruning(tmp_path):
     assert json.loads((root / "step-00000005" / "trainer_state" / "state.json").read_text())["step"] == 5
 
 
-def test_vae_kind_code_reads_kinds_only_from_a_latent_that_carries_them():
+def _train_vae_module():
+    """tools/small_model/train_vae.py as a module (it is a script, not part of the package)."""
     import importlib.util
-
-    from longvid_core.synthetic import kind_coverage, random_scene
 
     path = Path(__file__).resolve().parents[1] / "tools" / "small_model" / "train_vae.py"
     spec = importlib.util.spec_from_file_location("train_vae_for_test", path)
     train_vae = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(train_vae)
+    return train_vae
+
+
+def test_vae_kind_code_reads_kinds_only_from_a_latent_that_carries_them():
+    from longvid_core.synthetic import kind_coverage, random_scene
+
+    train_vae = _train_vae_module()
     cover = torch.cat([kind_coverage(random_scene(seed, 32, 32), 2) for seed in range(4)])
     code = train_vae.KindCode(latent_channels=4, sharpness=3.0)
     classes = code.classes(cover, 8)  # [N, 4, 8, 8]: background + three kinds per latent pixel
@@ -494,14 +500,9 @@ def test_vae_kind_code_reads_kinds_only_from_a_latent_that_carries_them():
 
 
 def test_vae_colour_code_reads_palette_colours_with_the_same_read_out():
-    import importlib.util
-
     from longvid_core.synthetic import PALETTE, colour_coverage, random_scene
 
-    path = Path(__file__).resolve().parents[1] / "tools" / "small_model" / "train_vae.py"
-    spec = importlib.util.spec_from_file_location("train_vae_for_test", path)
-    train_vae = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(train_vae)
+    train_vae = _train_vae_module()
     cover = torch.cat([colour_coverage(random_scene(seed, 32, 32), 2) for seed in range(4)])
     code = train_vae.KindCode(latent_channels=1 + len(PALETTE), sharpness=3.0, kinds=len(PALETTE))
     classes = code.classes(cover, 8)  # background + six colours per latent pixel
@@ -518,14 +519,9 @@ def test_vae_colour_code_reads_palette_colours_with_the_same_read_out():
 
 
 def test_train_vae_starts_from_a_trained_vae_and_keeps_the_encoder_when_told(tmp_path):
-    import importlib.util
-
     from longvid_core.checkpoint_io import open_tensors
 
-    path = Path(__file__).resolve().parents[1] / "tools" / "small_model" / "train_vae.py"
-    spec = importlib.util.spec_from_file_location("train_vae_for_test", path)
-    train_vae = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(train_vae)
+    train_vae = _train_vae_module()
     tiny = ["--steps", "1", "--clips", "1", "--frames", "2", "--size", "16"]
     first, decoder_only, both_codes = (tmp_path / f"{name}.safetensors" for name in "abc")
     assert train_vae.main(["--out", str(first), "--channels", "32", "32", *tiny]) == 0
