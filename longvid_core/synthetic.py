@@ -157,18 +157,22 @@ def kind_coverage(scene: Scene, frames: int, start: int = 0) -> torch.Tensor:
     """Visible coverage ``[F, K, H, W]`` of each shape kind (``SHAPE_KINDS`` order), composited like
     :func:`render` (later shapes on top), so it says which kind every pixel shows; background is
     ``1 - sum``. For training a latent space that carries a shape's kind (``train_vae.py``)."""
-    kinds = torch.eye(len(SHAPE_KINDS))
-    paints = [kinds[SHAPE_KINDS.index(shape.kind)] for shape in scene.shapes]
-    return _composite(scene, frames, start, torch.zeros(len(SHAPE_KINDS)), paints).permute(0, 3, 1, 2)
+    return _coverage(scene, frames, start, [SHAPE_KINDS.index(shape.kind) for shape in scene.shapes],
+                     len(SHAPE_KINDS))
 
 
 def colour_coverage(scene: Scene, frames: int, start: int = 0) -> torch.Tensor:
     """Visible coverage ``[F, len(PALETTE), H, W]`` of each palette colour, composited like
     :func:`render`; background is ``1 - sum``. For training a latent space that carries a shape's
     colour as a plain per-location code (``train_vae.py --colour-code``)."""
-    colours = torch.eye(len(PALETTE))
-    paints = [colours[PALETTE.index(shape.color)] for shape in scene.shapes]
-    return _composite(scene, frames, start, torch.zeros(len(PALETTE)), paints).permute(0, 3, 1, 2)
+    return _coverage(scene, frames, start, [PALETTE.index(shape.color) for shape in scene.shapes], len(PALETTE))
+
+
+def _coverage(scene: Scene, frames: int, start: int, labels: list[int], classes: int) -> torch.Tensor:
+    """``[F, classes, H, W]``: each shape painted one-hot at its label, composited like :func:`render`."""
+    one_hot = torch.eye(classes)
+    paints = [one_hot[label] for label in labels]
+    return _composite(scene, frames, start, torch.zeros(classes), paints).permute(0, 3, 1, 2)
 
 
 def write_dataset(folder, videos: int, frames: int, size: int = 64, fps: int = 8, seed: int = 0) -> list:
