@@ -469,15 +469,19 @@ def test_checkpoint_folders_latest_pointer_and_pruning(tmp_path):
     assert json.loads((root / "step-00000005" / "trainer_state" / "state.json").read_text())["step"] == 5
 
 
-def _train_vae_module():
-    """tools/small_model/train_vae.py as a module (it is a script, not part of the package)."""
+def _small_model_script(name: str):
+    """tools/small_model/<name>.py as a module (the scripts are not part of the package)."""
     import importlib.util
 
-    path = Path(__file__).resolve().parents[1] / "tools" / "small_model" / "train_vae.py"
-    spec = importlib.util.spec_from_file_location("train_vae_for_test", path)
-    train_vae = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(train_vae)
-    return train_vae
+    path = Path(__file__).resolve().parents[1] / "tools" / "small_model" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"{name}_for_test", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script
+
+
+def _train_vae_module():
+    return _small_model_script("train_vae")
 
 
 def test_vae_kind_code_reads_kinds_only_from_a_latent_that_carries_them():
@@ -537,3 +541,40 @@ def test_train_vae_starts_from_a_trained_vae_and_keeps_the_encoder_when_told(tmp
     with pytest.raises(SystemExit, match="give one of them"):
         train_vae.main(["--out", str(tmp_path / "d.safetensors"), "--init-from", str(first),
                         "--decoder-from", str(first), *tiny])
+
+
+def test_image_encoder_is_trained_on_each_colours_kind_and_assembled_into_the_base(tmp_path):
+    from longvid_core.checkpoint_io import open_tensors
+    from longvid_core.loading import load_svd
+    from longvid_core.synthetic import PALETTE, SHAPE_KINDS, random_scene
+
+    train_image_encoder = _small_model_script("train_image_encoder")
+    images, covers, labels = train_image_encoder.pictures_and_kinds(3, 4, 32)
+    assert images.shape == (4, 32, 32, 3) and covers.shape == (4, 1 + len(SHAPE_KINDS), 32, 32)
+    assert torch.allclose(covers.sum(1), torch.ones(4, 32, 32), atol=1e-5)
+    assert torch.equal(images, (images * 255).round() / 255)  # 8-bit, as frames decoded from video
+    for n in range(4):  # the label of every palette colour: absent (0), or 1 + its shape's kind
+        scene = random_scene(3 * 1_000_003 + n, 32, 32)
+        expected = [0] * len(PALETTE)
+        for shape in scene.shapes:
+            expected[PALETTE.index(shape.color)] = 1 + SHAPE_KINDS.index(shape.kind)
+        assert labels[n].tolist() == expected
+
+    tower, tower_on = tmp_path / "tower.safetensors", tmp_path / "tower_on.safetensors"
+    assert train_image_encoder.main(["--out", str(tower), "--steps", "2", "--batch", "2"]) == 0
+    assert train_image_encoder.main(["--out", str(tower_on), "--init-from", str(tower), "--steps", "1",
+                                     "--batch", "2"]) == 0
+    trained = open_tensors(tower_on)
+    assert int(trained.metadata["steps"]) == 1 and 0 <= float(trained.metadata["kind_accuracy_present_colours"]) <= 1
+
+    vae = tmp_path / "vae.safetensors"
+    assert _train_vae_module().main(["--out", str(vae), "--channels", "32", "32", "--steps", "1", "--clips", "1",
+                                     "--frames", "2", "--size", "16"]) == 0
+    assemble_base = _small_model_script("assemble_base")
+    base = tmp_path / "base.safetensors"
+    assert assemble_base.main(["--vae", str(vae), "--out", str(base), "--image-encoder", str(tower_on)]) == 0
+    encoder = load_svd(base).image_encoder
+    assert all(torch.equal(value, trained[key]) for key, value in encoder.state_dict().items() if key in trained)
+    assert len([k for k in trained]) > 10
+    with pytest.raises(ValueError, match="expected a tower written by train_image_encoder.py"):
+        assemble_base.main(["--vae", str(vae), "--out", str(base), "--image-encoder", str(vae)])
