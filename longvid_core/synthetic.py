@@ -168,6 +168,14 @@ def colour_coverage(scene: Scene, frames: int, start: int = 0) -> torch.Tensor:
     return _coverage(scene, frames, start, [PALETTE.index(shape.color) for shape in scene.shapes], len(PALETTE))
 
 
+def coverage_fractions(cover: torch.Tensor, grid: int) -> torch.Tensor:
+    """A coverage ``[N, K, H, W]`` (:func:`kind_coverage`, :func:`colour_coverage`) averaged over a
+    ``grid`` x ``grid`` of cells, with the background's share in front: ``[N, 1+K, grid, grid]``
+    fractions that sum to one per cell (the class targets of a latent pixel or an image patch)."""
+    cover = torch.nn.functional.adaptive_avg_pool2d(cover, grid)
+    return torch.cat([1 - cover.sum(1, keepdim=True), cover], dim=1)
+
+
 def _coverage(scene: Scene, frames: int, start: int, labels: list[int], classes: int) -> torch.Tensor:
     """``[F, classes, H, W]``: each shape painted one-hot at its label, composited like :func:`render`."""
     one_hot = torch.eye(classes)

@@ -30,7 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from longvid_core.checkpoint_io import atomic_save_safetensors, open_tensors  # noqa: E402
 from longvid_core.image_encoder import build_image_encoder, clip_preprocess  # noqa: E402
-from longvid_core.synthetic import PALETTE, SHAPE_KINDS, kind_coverage, random_scene, render  # noqa: E402
+from longvid_core.synthetic import (  # noqa: E402
+    PALETTE, SHAPE_KINDS, coverage_fractions, kind_coverage, random_scene, render)
 from longvid_core.tiny import TINY_CLIP  # noqa: E402
 
 CLASSES = 1 + len(SHAPE_KINDS)  # per palette colour (and per patch): none, or one of the kinds
@@ -50,8 +51,7 @@ def pictures_and_kinds(seed: int, count: int, size: int, frames: int = 64):
         covers.append(kind_coverage(scene, 1, start=start)[0])
         for shape in scene.shapes:
             labels[n, PALETTE.index(shape.color)] = 1 + SHAPE_KINDS.index(shape.kind)
-    covers = torch.stack(covers)
-    return torch.stack(images), torch.cat([1 - covers.sum(1, keepdim=True), covers], 1), labels
+    return torch.stack(images), coverage_fractions(torch.stack(covers), size), labels
 
 
 def main(argv=None) -> int:
@@ -93,15 +93,15 @@ def main(argv=None) -> int:
     held_images, _, held_labels = pictures_and_kinds(10_000 + args.seed, 512, args.size)
     held_pixels = clip_preprocess(held_images)
 
-    def logits(pixels):
-        return head(encoder(pixel_values=pixels).image_embeds).view(-1, len(PALETTE), CLASSES)
+    def colour_logits(embeds):
+        return head(embeds).view(-1, len(PALETTE), CLASSES)
 
     start = time.time()
     for step in range(1, args.steps + 1):
         images, covers, labels = pictures_and_kinds(args.seed * 7 + step, args.batch, args.size)
         out = encoder(pixel_values=clip_preprocess(images))
-        colour_logits = head(out.image_embeds).view(-1, len(PALETTE), CLASSES)
-        colour_loss = torch.nn.functional.cross_entropy(colour_logits.flatten(0, 1), labels.flatten())
+        colour_loss = torch.nn.functional.cross_entropy(colour_logits(out.image_embeds).flatten(0, 1),
+                                                        labels.flatten())
         patch_logits = patch_head(out.last_hidden_state[:, 1:]).transpose(1, 2).reshape(-1, CLASSES, grid, grid)
         patch_target = torch.nn.functional.adaptive_avg_pool2d(covers, grid)  # kind coverage of each patch
         patch_loss = torch.nn.functional.cross_entropy(patch_logits, patch_target)
@@ -114,7 +114,7 @@ def main(argv=None) -> int:
         if step % 100 == 0 or step == args.steps:
             with torch.no_grad():
                 encoder.eval()
-                pred = logits(held_pixels).argmax(-1)
+                pred = colour_logits(encoder(pixel_values=held_pixels).image_embeds).argmax(-1)
                 encoder.train()
             present = held_labels > 0
             print(f"step {step}: colour loss {colour_loss.item():.4f} patch loss {patch_loss.item():.4f} "
@@ -124,8 +124,8 @@ def main(argv=None) -> int:
 
     encoder.eval()
     with torch.no_grad():
-        pred = logits(held_pixels).argmax(-1)
         embeds = encoder(pixel_values=held_pixels).image_embeds
+        pred = colour_logits(embeds).argmax(-1)
         # Unit RMS embedding: the UNet's cross-attention keys and values start from a sensible scale.
         rms = embeds.pow(2).mean().sqrt()
         encoder.visual_projection.weight.div_(rms)

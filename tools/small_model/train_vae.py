@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from longvid_core.checkpoint_io import atomic_save_safetensors  # noqa: E402
 from longvid_core.synthetic import (  # noqa: E402
-    PALETTE, SHAPE_KINDS, colour_coverage, kind_coverage, random_scene, render)
+    PALETTE, SHAPE_KINDS, colour_coverage, coverage_fractions, kind_coverage, random_scene, render)
 from longvid_core.vae import VAE_SCALE, build_vae  # noqa: E402
 
 SMALL_VAE = dict(
@@ -87,8 +87,7 @@ class KindCode(torch.nn.Module):
 
     def classes(self, cover: torch.Tensor, latent_size: int) -> torch.Tensor:
         """Background and kind fractions ``[N, 1+K, h, w]`` per latent pixel."""
-        cover = torch.nn.functional.avg_pool2d(cover, cover.shape[-1] // latent_size)
-        return torch.cat([1 - cover.sum(1, keepdim=True), cover], dim=1)
+        return coverage_fractions(cover, latent_size)
 
     def logits(self, latent_mean: torch.Tensor) -> torch.Tensor:
         rows = self.read_out / self.read_out.norm(dim=1, keepdim=True)
