@@ -25,21 +25,20 @@ BENCH_FRAMES=${BENCH_FRAMES:-240}
 DEVICE_FLAGS=${DEVICE_FLAGS:-}
 mkdir -p "$DIR"
 
+# shellcheck source=tools/small_model/recipe.sh
+source tools/small_model/recipe.sh  # build.sh's dataset and training flags
 if [ ! -f "$DIR/videos/metadata.json" ]; then
-    python -c "from longvid_core.synthetic import write_dataset; write_dataset('$DIR/videos', $SCENES, 64, size=32, fps=8, seed=1)"
+    write_recipe_dataset "$DIR/videos" "$SCENES"
 fi
 # build.sh's progressive stage (the UNet, its VAE and CLIP tower come with the shipped file), with
 # the batch and learning rate a GPU affords; a step count no budget reaches, the clock stops it
 set +e
+# shellcheck disable=SC2086  # DEVICE_FLAGS is empty or --cpu
 timeout --signal=TERM "$TRAIN_SECONDS" python training/train.py \
     --base longvid_core/assets/longvid_small.safetensors --output-dir "$DIR/run_progressive" \
-    --mode full,progressive --progressive-window 8 --progressive-chunk 2 --progressive-steps 16 \
-    --condition-frame video --progressive-context-sigma 1.0 --learning-rate "$LR" --lr-warmup-steps 30 \
-    --max-steps 1000000 --save-every "$SAVE_EVERY" --log-every 100 \
-    --data-dir "$DIR/videos" --frames 10 --height 32 --width 32 --cache-dir "$DIR/cache" --fps 8 \
-    --motion-bucket-id 127 --noise-aug-strength 0.02 --batch-size "$BATCH" --weight-decay 0 --ema-decay 0.99 \
-    --precision fp32 --no-gradient-checkpointing --clips-per-video 4 --num-workers "$WORKERS" \
-    $DEVICE_FLAGS 2>&1 | tee "$DIR/train.log"
+    "${RECIPE_PROGRESSIVE[@]}" --learning-rate "$LR" --max-steps 1000000 --save-every "$SAVE_EVERY" \
+    --data-dir "$DIR/videos" --cache-dir "$DIR/cache" --batch-size "$BATCH" --num-workers "$WORKERS" \
+    --log-every 100 "${RECIPE_CLIPS[@]}" $DEVICE_FLAGS 2>&1 | tee "$DIR/train.log"
 status=${PIPESTATUS[0]}
 set -e
 if [ "$status" -ne 0 ] && [ "$status" -ne 124 ]; then
