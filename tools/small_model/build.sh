@@ -10,10 +10,9 @@ NPROC=${NPROC:-2}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}  # tiny tensors: one thread per process avoids oversubscription
 mkdir -p "$OUT"
 launch() { python -m torch.distributed.run --nproc_per_node "$NPROC" --master_port "${MASTER_PORT:-29611}" "$@"; }
-latest() { echo "$1/checkpoints/$(cat "$1/checkpoints/latest")/model_ema.safetensors"; }
 
 # shellcheck source=tools/small_model/recipe.sh
-source tools/small_model/recipe.sh  # the dataset and the training flags, shared with gpu_long_run.sh
+source tools/small_model/recipe.sh  # the dataset, the training flags and latest(), shared with gpu_long_run.sh
 write_recipe_dataset "$OUT/videos"
 # 64 channels at every level: diffusers' temporal decoder normalises its last layer in 32 groups,
 # and with 32 channels (one per group) flat colours are hard to reproduce

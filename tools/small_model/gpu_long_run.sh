@@ -2,7 +2,7 @@
 # The open question of README.md here ("Next candidates"): does far more progressive training than
 # a CPU session gives bring squares' and diamonds' corners back? One prepared run for a single GPU:
 # build.sh's dataset (same seed), the shipped file's UNet trained further in the progressive stage
-# with the recipe's flags at 5e-4 and 16 times the CPU run's batch, for a wall-clock budget; then
+# with the recipe's flags at 5e-4 and batch 64 (build.sh: 2 x 4), for a wall-clock budget; then
 # the newest checkpoint is bundled and scored by bench/bench_quality.py (progressive, 240 frames).
 #
 #   bash tools/small_model/gpu_long_run.sh                  # on a GPU; about 10 minutes in all
@@ -26,7 +26,7 @@ DEVICE_FLAGS=${DEVICE_FLAGS:-}
 mkdir -p "$DIR"
 
 # shellcheck source=tools/small_model/recipe.sh
-source tools/small_model/recipe.sh  # build.sh's dataset and training flags
+source tools/small_model/recipe.sh  # build.sh's dataset, training flags and latest()
 if [ ! -f "$DIR/videos/metadata.json" ]; then
     write_recipe_dataset "$DIR/videos" "$SCENES"
 fi
@@ -49,8 +49,8 @@ if [ ! -f "$DIR/run_progressive/checkpoints/latest" ]; then
     echo "no checkpoint was finished within TRAIN_SECONDS=$TRAIN_SECONDS; raise it or lower SAVE_EVERY" >&2
     exit 1
 fi
-newest="$DIR/run_progressive/checkpoints/$(cat "$DIR/run_progressive/checkpoints/latest")"
-python tools/small_model/bundle.py --model "$newest/model_ema.safetensors" --out "$DIR/longvid_small_long.safetensors"
+newest=$(latest "$DIR/run_progressive")
+python tools/small_model/bundle.py --model "$newest" --out "$DIR/longvid_small_long.safetensors"
 # shellcheck disable=SC2086  # BENCH_SEEDS is a list
 python bench/bench_quality.py --svd "$DIR/longvid_small_long.safetensors" --modes progressive \
     --frames "$BENCH_FRAMES" --seeds $BENCH_SEEDS | tee "$DIR/bench.txt"

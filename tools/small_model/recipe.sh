@@ -3,6 +3,9 @@
 # flags. Source it from the repository root. The data and cache folders, batch size, device and
 # logging are each script's own.
 
+# the EMA weights of a run's newest finished checkpoint (a run folder of training/train.py)
+latest() { echo "$1/checkpoints/$(cat "$1/checkpoints/latest")/model_ema.safetensors"; }
+
 # 2,000 scenes of 64 frames (or $2); with the latent cache clip starts are fixed, so 4 clips per
 # video (starts 0, 18, 36, 54) give 8,000 distinct 10-frame clips
 write_recipe_dataset() {
