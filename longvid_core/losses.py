@@ -101,14 +101,23 @@ def edm_denoising_loss(
                 f"found {tuple(conditioning_frames.shape)}"
             )
         counted = ~conditioning_frames
+    if not counted.any():
+        raise ValueError("every frame is a conditioning frame: nothing to compute a loss on")
+    x = noisy_input(x0.float(), sigma, noise.float(), conditioning_frames, noise_conditioning)
+    return weighted_x0_loss(denoise(x, sigma, cond), x0, sigma, counted, weighting)
+
+
+def weighted_x0_loss(denoised: torch.Tensor, x0: torch.Tensor, sigma: torch.Tensor, counted: torch.Tensor,
+                     weighting: str = "edm") -> DenoisingLoss:
+    """Mean over the ``counted [B, F]`` frames of ``loss_weight(sigma) * mean((denoised - x0)^2)``, in
+    float32: the loss of :func:`edm_denoising_loss` for a prediction made from any noisy input (the
+    rollout batches of ``training/rollout.py`` give the model its own sampler state, not ``x0 + noise``)."""
     frames_counted = int(counted.sum().item())
     if frames_counted == 0:
         raise ValueError("every frame is a conditioning frame: nothing to compute a loss on")
-    x = noisy_input(x0.float(), sigma, noise.float(), conditioning_frames, noise_conditioning)
-    denoised = denoise(x, sigma, cond).float()
-    error = (denoised - x0.float()).square().mean(dim=(2, 3, 4))
+    error = (denoised.float() - x0.float()).square().mean(dim=(2, 3, 4))
     weighted = loss_weight(sigma, weighting) * error * counted
     return DenoisingLoss(loss=weighted.sum() / frames_counted, per_frame=weighted.detach(), frames=frames_counted)
 
 
-__all__ = ["LOSS_WEIGHTINGS", "loss_weight", "noisy_input", "DenoisingLoss", "edm_denoising_loss"]
+__all__ = ["LOSS_WEIGHTINGS", "loss_weight", "noisy_input", "DenoisingLoss", "edm_denoising_loss", "weighted_x0_loss"]

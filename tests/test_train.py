@@ -270,6 +270,19 @@ def test_progressive_run_with_stills_cache_and_checkpointing(dataset, capsys):
             "(60%); 2 steps see each clip about 1 times") in capsys.readouterr().out
 
 
+def test_rollout_batches_train_through_the_wrapped_model(dataset):
+    output = dataset[0] / "rollout"
+    args = run_args(dataset, output, "--mode", "full,progressive", "--frames", "0", "--progressive-window", "4",
+                    "--progressive-chunk", "2", "--progressive-steps", "4", "--progressive-rollout-fraction", "1",
+                    "--progressive-rollout-periods", "1", "--max-steps", "2", "--ema-decay", "0")
+    assert train.main(args) == 0
+    records = [r for r in log_records(output) if "loss" in r]
+    assert len(records) == 2 and all(0 < r["loss"] < 100 for r in records)
+    trained = load_svd(output / CHECKPOINTS / "step-00000002" / "model.safetensors").sgm_state_dict()
+    plain = open_tensors(dataset[1])
+    assert any(not torch.equal(trained[k], plain[k]) for k in trained if k.startswith("model.diffusion_model."))
+
+
 def test_full_mode_saves_a_whole_model(dataset):
     output = dataset[0] / "full"
     args = run_args(dataset, output, "--mode", "full", "--frames", "2", "--max-steps", "1", "--ema-decay", "0")

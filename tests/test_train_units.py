@@ -573,3 +573,112 @@ def test_image_encoder_is_trained_on_each_colours_kind_and_assembled_into_the_ba
     assert all(torch.equal(state[key], trained[key]) for key in trained)  # every trained tensor, as written
     with pytest.raises(ValueError, match="expected a tower written by train_image_encoder.py"):
         assemble_base.main(["--vae", str(vae), "--out", str(base), "--image-encoder", str(vae)])
+
+
+# ---------------------------------------------------------------------------------------------
+# Rollout batches
+
+
+def _oracle_rollout(periods, window=6, chunk=2, steps=6):
+    """Rollout with a denoiser that returns the true frames of its window (the window always ends
+    at the clip's last frame in these rows); records each call's sigmas and grad mode."""
+    from training.rollout import rollout_loss
+
+    levels = ProgressiveLevels(window, chunk, steps)
+    gen = torch.Generator().manual_seed(0)
+    latents = torch.randn(2, chunk + window, 4, 2, 2, generator=gen, dtype=torch.float64)
+    noise = torch.randn(latents.shape, generator=gen, dtype=torch.float64)
+    cond = SVDCond(torch.zeros(2, 1, 8), torch.zeros(2, 4, 2, 2), torch.zeros(2, 3))
+    calls = []
+
+    def oracle(x, sigma, c):
+        calls.append((x.clone(), sigma.clone(), torch.is_grad_enabled()))
+        return latents[:, -x.shape[1]:].clone().requires_grad_(torch.is_grad_enabled())
+
+    loss = rollout_loss(oracle, latents, cond, levels, periods, noise)
+    return levels, latents, noise, calls, loss
+
+
+@pytest.mark.parametrize("periods", [1, 2])
+def test_rollout_runs_the_samplers_rows_from_noised_true_frames_then_trains_one_call(periods):
+    levels, latents, noise, calls, loss = _oracle_rollout(periods)
+    table = progressive_table(6, 2, 6, frames=8)
+    rows = list(table)
+    first = [r.call for r in rows if r.stage == ROLLING and r.clean_chunk][0]
+    expected = rows[first:first + periods * table.chunk_spacing + 1]
+    sigmas = levels.sigmas
+    assert len(calls) == len(expected) == periods * 2 + 1
+    for (x, sigma, grad), row in zip(calls, expected):
+        # the sampler's row: clean chunk in front at clean_sigma, each chunk at its table level
+        want = [levels.clean_sigma] * 2 + [float(sigmas[lv]) for lv in row.levels for _ in range(2)]
+        assert torch.allclose(sigma, torch.tensor(want, dtype=torch.float32).expand(2, -1))
+        # an exact denoiser keeps every noisy frame on x0 + sigma * noise (Euler on the true x0), and
+        # the finished chunk in front is the true frames
+        frames = [i for m in row.chunks for i in table.chunk_frames(m)]
+        start = frames[0] - 2
+        assert torch.allclose(x[:, :2], latents[:, start:start + 2])
+        assert torch.allclose(x[:, 2:], latents[:, frames] + torch.tensor(
+            [float(sigmas[lv]) for lv in row.levels for _ in range(2)], dtype=torch.float64)[:, None, None, None]
+            * noise[:, frames])
+        assert grad == (row is expected[-1])  # only the trained call carries gradients
+    assert float(loss.loss.detach()) == 0.0 and loss.frames == 2 * len(expected[-1].levels) * 2
+
+
+def test_rollout_context_is_the_models_own_output_and_the_loss_asks_for_the_truth():
+    from training.rollout import rollout_loss, rollout_rows, rollout_state
+
+    levels = ProgressiveLevels(6, 2, 6)
+    latents = torch.randn(1, 8, 4, 2, 2, generator=torch.Generator().manual_seed(1))
+    noise = torch.randn(latents.shape, generator=torch.Generator().manual_seed(2))
+    cond = SVDCond(torch.zeros(1, 1, 8), torch.zeros(1, 4, 2, 2), torch.zeros(1, 3))
+
+    def zeros(x, sigma, c):
+        return torch.zeros_like(x)
+
+    context, noisy, row = rollout_state(zeros, latents, cond, levels, 1, noise)
+    assert context.abs().max() < 1e-6  # Euler to sigma 0 lands on the prediction (up to float32 rounding)
+    assert row == rollout_rows(levels, 1)[1] and row.first_chunk == 2 and noisy.shape[1] == 4
+    loss = rollout_loss(zeros, latents, cond, levels, 1, noise, weighting="unit")
+    # unit weighting: the mean squared true latent over the loss row's frames (4..7), context left out
+    assert torch.allclose(loss.loss, latents[:, 4:].square().mean())
+    with pytest.raises(ValueError, match=r"rollout periods must be in \[1, 2\]"):
+        rollout_rows(levels, 3)
+    with pytest.raises(ValueError, match="a rollout needs clips of chunk \\+ window = 8 frames; found 6"):
+        rollout_state(zeros, latents[:, :6], cond, levels, 1, noise[:, :6])
+
+
+def test_batch_loss_takes_the_rollout_fraction_of_video_batches_and_checks_its_settings():
+    from training.config import TrainConfig
+    from training.train import Batch, batch_loss
+
+    latents = torch.randn(2, 8, 4, 2, 2)
+    cond = SVDCond(torch.zeros(2, 1, 8), torch.zeros(2, 4, 2, 2), torch.zeros(2, 3))
+    levels = ProgressiveLevels(6, 2, 6)
+    calls = []
+
+    def denoiser(x, sigma, image_embeds, concat_latent, added_time_ids):
+        calls.append(torch.is_grad_enabled())
+        return torch.zeros_like(x)
+
+    def run(fraction, kind="video", seed=0):
+        calls.clear()
+        config = TrainConfig(base="b", output_dir="o", data_dir="d", mode="full,progressive", height=16, width=16,
+                             progressive_window=6, progressive_chunk=2, progressive_steps=6,
+                             progressive_rollout_fraction=fraction)
+        config.check()
+        batch_loss(denoiser, Batch(latents, cond, kind), config, levels, torch.Generator().manual_seed(seed))
+        return len(calls)
+
+    assert run(0.0) == 1 and run(1.0, kind="image") == 1  # stills are never rolled out
+    assert run(1.0) in (3, 5) and calls == [False] * (len(calls) - 1) + [True]
+    rolled = [run(0.5, seed=s) > 1 for s in range(40)]
+    assert 8 < sum(rolled) < 32
+    base = dict(base="b", output_dir="o", data_dir="d", height=16, width=16, progressive_window=6,
+                progressive_chunk=2, progressive_steps=6)
+    with pytest.raises(ValueError, match="add progressive to --mode"):
+        TrainConfig(mode="full", progressive_rollout_fraction=0.5, **base).check()
+    with pytest.raises(ValueError, match=r"--progressive-rollout-periods must be in \[1, 2\].*found 3"):
+        TrainConfig(mode="full,progressive", progressive_rollout_fraction=0.5, progressive_rollout_periods=3,
+                    **base).check()
+    with pytest.raises(ValueError, match=r"--progressive-rollout-fraction must be in \[0, 1\]; found 1.5"):
+        TrainConfig(mode="full,progressive", progressive_rollout_fraction=1.5, **base).check()

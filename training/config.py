@@ -85,6 +85,12 @@ class TrainConfig:
     progressive_context_sigma: float = _f(0.0, "progressive: noise the clean chunk at a sigma drawn log-uniformly "
                                           "up to this (0: clean, as PA-VDM); sample with the same "
                                           "--context-sigma", "progressive")
+    progressive_rollout_fraction: float = _f(0.0, "progressive: fraction of batches that first run the sampler "
+                                             "over the window from noised true frames, then take the loss "
+                                             "against the true frames (training/rollout.py)", "progressive")
+    progressive_rollout_periods: int = _f(2, "progressive rollouts: run the sampler for 1 to this many periods "
+                                          "(drawn uniformly; each finishes one chunk) before the loss",
+                                          "progressive")
     # -- optimisation
     max_steps: int = _f(1000, "optimizer steps to train (a resumed run counts from its checkpoint)", "optim")
     batch_size: int = _f(1, "videos per process per micro-batch", "optim")
@@ -168,6 +174,17 @@ class TrainConfig:
             raise ValueError(f"--height/--width must be multiples of 8 (SVD's VAE); found {self.height}x{self.width}")
         if not 0.0 <= self.conditioning_dropout < 1.0:
             raise ValueError(f"--conditioning-dropout must be in [0, 1); found {self.conditioning_dropout}")
+        if not 0.0 <= self.progressive_rollout_fraction <= 1.0:
+            raise ValueError(f"--progressive-rollout-fraction must be in [0, 1]; found "
+                             f"{self.progressive_rollout_fraction}")
+        if self.progressive_rollout_fraction > 0:
+            if not self.progressive:
+                raise ValueError("--progressive-rollout-fraction runs the progressive sampler; add progressive "
+                                 "to --mode")
+            most = self.progressive_window // self.progressive_chunk - 1
+            if not 1 <= self.progressive_rollout_periods <= most:
+                raise ValueError(f"--progressive-rollout-periods must be in [1, {most}] (window / chunk - 1: one "
+                                 f"noisy chunk is left for the loss); found {self.progressive_rollout_periods}")
         if not 0.0 <= self.image_batch_fraction <= 1.0:
             raise ValueError(f"--image-batch-fraction must be in [0, 1]; found {self.image_batch_fraction}")
         if not (self.ema_decay == 0.0 or 0.0 < self.ema_decay < 1.0):

@@ -248,7 +248,8 @@ def still_batch(model, config: TrainConfig, stills, device, micro_step: int) -> 
 
 
 def batch_loss(denoiser, batch: Batch, config: TrainConfig, progressive, generator):
-    """EDM denoising loss of ``batch``: sigma per video, or progressive levels per frame."""
+    """EDM denoising loss of ``batch``: sigma per video, or progressive levels per frame, or (a
+    ``--progressive-rollout-fraction`` of video batches) after a rollout of the sampler itself."""
     import torch
 
     from longvid_core.losses import edm_denoising_loss
@@ -258,6 +259,10 @@ def batch_loss(denoiser, batch: Batch, config: TrainConfig, progressive, generat
     count, frames = latents.shape[:2]
     conditioning_frames, noise_conditioning = None, False
     cond = batch.cond
+    # Drawn only when rollouts are on, so that runs without them replay exactly as before.
+    if progressive is not None and config.progressive_rollout_fraction > 0 and batch.kind == "video" and \
+            bool(torch.rand((), generator=generator) < config.progressive_rollout_fraction):
+        return rollout_batch_loss(denoiser, batch, config, progressive, generator)
     if progressive is not None:
         levels = progressive.sample(count, generator)
         latents = latents[:, progressive.window_frames(levels, frames)]
@@ -277,6 +282,21 @@ def batch_loss(denoiser, batch: Batch, config: TrainConfig, progressive, generat
         conditioning_frames=None if conditioning_frames is None else conditioning_frames.to(device),
         noise_conditioning=noise_conditioning, weighting=config.loss_weighting,
     )
+
+
+def rollout_batch_loss(denoiser, batch: Batch, config: TrainConfig, progressive, generator):
+    """The loss after the model has run the sampler over the clip (``training/rollout.py``)."""
+    import torch
+
+    from training.rollout import rollout_loss
+
+    periods = 1 + int(torch.randint(0, config.progressive_rollout_periods, (), generator=generator))
+    noise = torch.randn(batch.latents.shape, generator=generator, dtype=torch.float32)
+    cond = batch.cond
+    if config.conditioning_dropout > 0:
+        cond = drop_conditioning(cond, config.conditioning_dropout, generator)
+    return rollout_loss(as_denoiser(denoiser), batch.latents.float(), cond, progressive, periods,
+                        noise.to(batch.latents.device), weighting=config.loss_weighting)
 
 
 def drop_conditioning(cond, fraction: float, generator):
