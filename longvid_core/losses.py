@@ -101,8 +101,6 @@ def edm_denoising_loss(
                 f"found {tuple(conditioning_frames.shape)}"
             )
         counted = ~conditioning_frames
-    if not counted.any():
-        raise ValueError("every frame is a conditioning frame: nothing to compute a loss on")
     x = noisy_input(x0.float(), sigma, noise.float(), conditioning_frames, noise_conditioning)
     return weighted_x0_loss(denoise(x, sigma, cond), x0, sigma, counted, weighting)
 

@@ -158,6 +158,9 @@ def test_conditioning_frames_go_in_clean_and_do_not_count():
                                 conditioning_frames=mask, weighting="unit")
     assert torch.equal(seen["x"][:, :2], x0[:, :2]) and not torch.equal(seen["x"][:, 2:], x0[:, 2:])
     assert result.frames == 2 and result.loss.item() == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="every frame is a conditioning frame"):
+        edm_denoising_loss(denoise, x0, torch.full((1, 4), 1.0), noise, cond,
+                           conditioning_frames=torch.ones(1, 4, dtype=torch.bool))
 
 
 def test_noised_conditioning_frames_go_in_at_their_sigma_and_still_do_not_count():

@@ -115,7 +115,7 @@ def rollout_loss(denoise, latents: torch.Tensor, cond, progressive, periods: int
     target = torch.cat([latents[:, table.chunk_frames(row.first_chunk - 1)], latents[:, frames]], dim=1)
     counted = torch.ones(batch, target.shape[1], dtype=torch.bool, device=latents.device)
     counted[:, :size] = False
-    denoised = denoise(torch.cat([context, noisy], dim=1).detach(), sigma, cond)
+    denoised = denoise(torch.cat([context, noisy], dim=1), sigma, cond)  # the state carries no gradients
     return weighted_x0_loss(denoised, target, sigma, counted, weighting)
 
 
