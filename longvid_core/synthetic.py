@@ -25,7 +25,7 @@ PALETTE = (
 BACKGROUNDS = ((0.10, 0.10, 0.12), (0.92, 0.92, 0.90), (0.25, 0.22, 0.35))
 # Shape radius as a fraction of the frame's smaller side. At 32x32 (the bundled model's 8x8
 # latents) the small end is hard on the VAE: on scenes 100-159 its round trip keeps the outline of
-# radius-0.14 shapes in 0.37 of frames, of radius-0.20 shapes in 0.93 (tools/small_model/README.md).
+# radius-0.14 shapes in 0.37 of frames, of radius-0.20 shapes in 0.93.
 MIN_RADIUS, RADIUS_SPREAD = 0.13, 0.08  # radii in [0.13, 0.21)
 
 
@@ -137,7 +137,7 @@ def shape_areas(scene: Scene, frame: int = 0) -> list[float]:
 
 def _composite(scene: Scene, frames: int, start: int, base: torch.Tensor, paints: list[torch.Tensor]) -> torch.Tensor:
     """Per-pixel values ``[F, H, W, C]``: ``base`` with every shape's ``paint`` laid over it by its
-    soft mask, later shapes on top (what a frame shows, or which kind it shows)."""
+    soft mask, later shapes on top."""
     out = torch.empty(frames, scene.height, scene.width, base.shape[0])
     for i in range(frames):
         img = base.expand(scene.height, scene.width, base.shape[0]).clone()
@@ -151,36 +151,6 @@ def render(scene: Scene, frames: int, start: int = 0) -> torch.Tensor:
     """Frames ``[F, H, W, 3]`` in 0..1 (ComfyUI's IMAGE layout); later shapes are drawn on top."""
     return _composite(scene, frames, start, torch.tensor(scene.background),
                       [torch.tensor(shape.color) for shape in scene.shapes])
-
-
-def kind_coverage(scene: Scene, frames: int, start: int = 0) -> torch.Tensor:
-    """Visible coverage ``[F, K, H, W]`` of each shape kind (``SHAPE_KINDS`` order), composited like
-    :func:`render` (later shapes on top), so it says which kind every pixel shows; background is
-    ``1 - sum``. For training a latent space that carries a shape's kind (``train_vae.py``)."""
-    return _coverage(scene, frames, start, [SHAPE_KINDS.index(shape.kind) for shape in scene.shapes],
-                     len(SHAPE_KINDS))
-
-
-def colour_coverage(scene: Scene, frames: int, start: int = 0) -> torch.Tensor:
-    """Visible coverage ``[F, len(PALETTE), H, W]`` of each palette colour, composited like
-    :func:`render`; background is ``1 - sum``. For training a latent space that carries a shape's
-    colour as a plain per-location code (``train_vae.py --colour-code``)."""
-    return _coverage(scene, frames, start, [PALETTE.index(shape.color) for shape in scene.shapes], len(PALETTE))
-
-
-def coverage_fractions(cover: torch.Tensor, grid: int) -> torch.Tensor:
-    """A coverage ``[N, K, H, W]`` (:func:`kind_coverage`, :func:`colour_coverage`) averaged over a
-    ``grid`` x ``grid`` of cells, with the background's share in front: ``[N, 1+K, grid, grid]``
-    fractions that sum to one per cell (the class targets of a latent pixel or an image patch)."""
-    cover = torch.nn.functional.adaptive_avg_pool2d(cover, grid)
-    return torch.cat([1 - cover.sum(1, keepdim=True), cover], dim=1)
-
-
-def _coverage(scene: Scene, frames: int, start: int, labels: list[int], classes: int) -> torch.Tensor:
-    """``[F, classes, H, W]``: each shape painted one-hot at its label, composited like :func:`render`."""
-    one_hot = torch.eye(classes)
-    paints = [one_hot[label] for label in labels]
-    return _composite(scene, frames, start, torch.zeros(classes), paints).permute(0, 3, 1, 2)
 
 
 def write_dataset(folder, videos: int, frames: int, size: int = 64, fps: int = 8, seed: int = 0) -> list:

@@ -138,38 +138,3 @@ def test_random_scene_draws_radii_over_its_whole_range():
     # the radius is a fraction of the frame's smaller side (32 here)
     assert min(radii) >= MIN_RADIUS * 32 and max(radii) < (MIN_RADIUS + RADIUS_SPREAD) * 32
     assert max(radii) - min(radii) > 0.8 * RADIUS_SPREAD * 32
-
-
-def test_colour_coverage_composites_like_render():
-    from longvid_core.synthetic import colour_coverage, render, shape_masks
-
-    scene = Scene(32, 32, BACKGROUNDS[1], (Shape("disc", PALETTE[2], 7.0, 14.0, 16.0, 0.0, 0.0),
-                                           Shape("square", PALETTE[4], 7.0, 18.0, 16.0, 0.0, 0.0)))
-    cover = colour_coverage(scene, 2)
-    assert cover.shape == (2, len(PALETTE), 32, 32)
-    below, above = shape_masks(scene, 0)
-    assert torch.allclose(cover[0, 2], below * (1 - above), atol=1e-6)
-    assert torch.allclose(cover[0, 4], above, atol=1e-6)
-    assert float(cover[0, [0, 1, 3, 5]].abs().max()) == 0.0
-    # painting the palette with the coverage (background where none) gives back the rendered frame
-    palette = torch.tensor(PALETTE)
-    background = (1 - cover.sum(1))[..., None] * torch.tensor(scene.background)
-    painted = torch.einsum("fchw,cr->fhwr", cover, palette) + background
-    assert torch.allclose(painted, render(scene, 2), atol=1e-5)
-
-
-def test_kind_coverage_composites_like_render():
-    from longvid_core.synthetic import kind_coverage, shape_masks
-
-    # a square under a diamond (drawn later, so on top), both overlapping at the centre
-    scene = Scene(32, 32, BACKGROUNDS[0], (Shape("square", PALETTE[0], 7.0, 14.0, 16.0, 0.0, 0.0),
-                                           Shape("diamond", PALETTE[1], 7.0, 18.0, 16.0, 0.0, 0.0)))
-    cover = kind_coverage(scene, 2)
-    assert cover.shape == (2, len(SHAPE_KINDS), 32, 32)
-    assert float(cover.sum(1).max()) <= 1.0 + 1e-6 and float(cover.min()) >= 0.0
-    square, diamond = shape_masks(scene, 0)
-    expected_square = square * (1 - diamond)
-    assert torch.allclose(cover[0, SHAPE_KINDS.index("square")], expected_square, atol=1e-6)
-    assert torch.allclose(cover[0, SHAPE_KINDS.index("diamond")], diamond, atol=1e-6)
-    assert float(cover[0, SHAPE_KINDS.index("disc")].abs().max()) == 0.0
-    assert float(cover[0, SHAPE_KINDS.index("diamond"), 16, 16]) > 0.99  # the top shape owns the overlap

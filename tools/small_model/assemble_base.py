@@ -4,8 +4,7 @@ UNet: SVD's architecture at 64/128 channels (freshly initialised, trained next b
 ``training/train.py``); VAE: the small temporal VAE from ``train_vae.py``; image encoder: a tiny
 CLIP vision tower (ViT, 2 layers) left at its seeded random initialisation — SVD's image
 embedding enters only through cross-attention, and the small model learns its scenes from the
-concatenated first-frame latent and the clean context frames. With ``--image-encoder`` the tower
-is one trained by ``train_image_encoder.py`` instead (its embedding names each colour's shape kind).
+concatenated first-frame latent and the clean context frames.
 
     python tools/small_model/assemble_base.py --vae build/small_model/vae.safetensors --out build/small_model/base.safetensors
 """
@@ -36,8 +35,6 @@ def main(argv=None) -> int:
     p.add_argument("--vae", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--image-encoder", type=Path, default=None,
-                   help="trained tiny CLIP tower from train_image_encoder.py (default: seeded random)")
     args = p.parse_args(argv)
 
     vae_file = open_tensors(args.vae)
@@ -45,15 +42,7 @@ def main(argv=None) -> int:
     vae.load_state_dict({k: vae_file[k] for k in vae_file}, strict=True)
     torch.manual_seed(args.seed)
     unet = LongVidUNet(**SMALL_UNET)
-    if args.image_encoder is None:
-        encoder = build_image_encoder(TINY_CLIP)
-    else:
-        trained = open_tensors(args.image_encoder)
-        if trained.metadata.get("kind") != "longvid-small-image-encoder":
-            raise ValueError(f"{args.image_encoder}: expected a tower written by train_image_encoder.py (metadata "
-                             f"kind 'longvid-small-image-encoder'); found kind {trained.metadata.get('kind')!r}")
-        encoder = build_image_encoder(json.loads(trained.metadata["config"]))
-        encoder.load_state_dict({k: trained[k] for k in trained}, strict=True)
+    encoder = build_image_encoder(TINY_CLIP)
     save_svd(SVDModel(unet.eval(), vae.eval(), encoder.eval()), args.out)
     print(f"wrote {args.out}: UNet {sum(p.numel() for p in unet.parameters()):,}, VAE "
           f"{sum(p.numel() for p in vae.parameters()):,}, image encoder {sum(p.numel() for p in encoder.parameters()):,} parameters")
