@@ -12,7 +12,7 @@ mkdir -p "$OUT"
 launch() { python -m torch.distributed.run --nproc_per_node "$NPROC" --master_port "${MASTER_PORT:-29611}" "$@"; }
 
 # shellcheck source=tools/small_model/recipe.sh
-source tools/small_model/recipe.sh  # the dataset, the training flags and latest(), shared with gpu_long_run.sh
+source tools/small_model/recipe.sh  # the dataset, the UNet's training flags and latest()
 write_recipe_dataset "$OUT/videos"
 # 64 channels at every level: diffusers' temporal decoder normalises its last layer in 32 groups,
 # and with 32 channels (one per group) flat colours are hard to reproduce

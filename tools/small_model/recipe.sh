@@ -1,15 +1,13 @@
-# The small model's recipe, shared by build.sh (the shipped file, on a CPU) and gpu_long_run.sh (its
-# progressive stage trained longer on a GPU), so that both train on the same data with the same
-# flags. Source it from the repository root. The data and cache folders, batch size, device and
-# logging are each script's own.
+# The small model's recipe: its dataset, the UNet's training flags and latest(), sourced by build.sh
+# from the repository root. The data and cache folders, batch size, device and logging are build.sh's.
 
 # the EMA weights of a run's newest finished checkpoint (a run folder of training/train.py)
 latest() { echo "$1/checkpoints/$(cat "$1/checkpoints/latest")/model_ema.safetensors"; }
 
-# 2,000 scenes of 64 frames (or $2); with the latent cache clip starts are fixed, so 4 clips per
+# 2,000 scenes of 64 frames; with the latent cache clip starts are fixed, so 4 clips per
 # video (starts 0, 18, 36, 54) give 8,000 distinct 10-frame clips
 write_recipe_dataset() {
-    python -c "from longvid_core.synthetic import write_dataset; write_dataset('$1', ${2:-2000}, 64, size=32, fps=8, seed=1)"
+    python -c "from longvid_core.synthetic import write_dataset; write_dataset('$1', 2000, 64, size=32, fps=8, seed=1)"
 }
 
 # what every UNet stage trains on: 10-frame 32x32 clips with SVD's conditioning at the sampler's
