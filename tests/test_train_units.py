@@ -16,6 +16,7 @@ from longvid_core.denoiser import edm_preconditioning
 from longvid_core.losses import edm_denoising_loss, loss_weight
 from longvid_core.schedules import INITIALIZATION, ROLLING, TERMINATION, get_sigmas_karras, progressive_table
 from training import checkpointing, data
+from training.latent_cache import LatentCache
 from training.noise_levels import EXVIDEO_GRID_STEPS, ProgressiveLevels, level_to_sigma, sample_sigmas
 from training.smoke import write_synthetic_video
 
@@ -317,7 +318,7 @@ def test_fixed_clip_coverage_counts_the_clips_and_source_frames_a_cached_run_can
     ever see (one clip per video = only each video's first frames)."""
     write_synthetic_video(tmp_path / "v.mp4", frames=12, height=16, width=16, seed=4)
     (info,), _ = data.index_videos(data.find_videos(tmp_path)[0], frames=4, stride=1)
-    cache = data.LatentCache(tmp_path / "cache", "base")
+    cache = LatentCache(tmp_path / "cache", "base")
     coverage = lambda spec, clips, cache=cache: data.ClipDataset(  # noqa: E731
         [info, info], spec, seed=0, clips_per_video=clips, cache=cache).fixed_clip_coverage()
     assert coverage(data.ClipSpec(4, 1, 16, 16), 1) == (2, 8, 24)  # frames 0-3 of each video
@@ -349,7 +350,7 @@ def test_condition_frame_picks_the_picture_each_clip_is_conditioned_on_and_the_c
     path = write_synthetic_video(tmp_path / "v.mp4", frames=12, height=16, width=16, seed=4)
     (info,), _ = data.index_videos(data.find_videos(tmp_path)[0], frames=4, stride=1)
     spec = data.ClipSpec(4, 1, 16, 16)
-    cache = data.LatentCache(tmp_path / "cache", "base")
+    cache = LatentCache(tmp_path / "cache", "base")
     dataset = data.ClipDataset([info], spec, seed=0, clips_per_video=3, cache=cache,
                                condition_frame=condition_frame)
     samples = sorted((dataset[g] for g in range(3)), key=lambda s: s.start)

@@ -19,24 +19,25 @@
 - **Order**: sample ``g`` (counted over all processes) is item ``perm_e[g mod N]`` of epoch
   ``e = g // N`` with ``perm_e`` a permutation seeded by (seed, e); the trainer records how many
   samples it consumed, so a resumed run continues with exactly the next ones.
-- **Cache** (:class:`LatentCache`): the VAE latents of a clip and the CLIP embedding of its first
-  frame can be written once and read back instead of decoding and encoding again.
+- **Cache**: with a :class:`training.latent_cache.LatentCache`, clip starts are fixed and encoded
+  clips are read back from it instead of being decoded again.
 """
 
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 import torch
 
 from .determinism import derive_seed, generator
+
+if TYPE_CHECKING:
+    from .latent_cache import LatentCache
 
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mov")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -267,56 +268,6 @@ def motion_bucket_from_score(score: float) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
-# Cache
-
-
-class LatentCache:
-    """Encoded clips on disk, one safetensors file per clip, keyed by everything that decides the
-    result: the video file (path, size, modification time), the clip (start, frames, stride, size)
-    and the encoder (``identity``: the base checkpoint). Files are written atomically, so an
-    interrupted run leaves no half-written entry."""
-
-    def __init__(self, folder, identity: str):
-        self.folder = Path(folder)
-        self.identity = identity
-
-    def key(self, path, start: int, frames: int, stride: int, height: int, width: int,
-            condition_frame: str = "clip") -> str:
-        stat = os.stat(path)
-        fields = [str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns, start, frames, stride, height, width,
-                  self.identity, 1]
-        if condition_frame != "clip":  # clip-conditioned entries keep the keys they always had
-            fields.append(condition_frame)
-        payload = json.dumps(fields)
-        return hashlib.sha256(payload.encode()).hexdigest()[:32]
-
-    def file(self, key: str) -> Path:
-        return self.folder / key[:2] / f"{key}.safetensors"
-
-    def load(self, key: str) -> dict | None:
-        from safetensors import safe_open
-
-        path = self.file(key)
-        if not path.is_file():
-            return None
-        try:
-            with safe_open(str(path), framework="pt") as fh:
-                entry = {name: fh.get_tensor(name) for name in fh.keys()}
-                meta = fh.metadata() or {}
-        except Exception:
-            return None  # unreadable entries are simply encoded again
-        entry["fps"] = float(meta.get("fps", DEFAULT_FPS))
-        entry["motion_score"] = float(meta.get("motion_score", 0.0))
-        return entry
-
-    def save(self, key: str, tensors: dict[str, torch.Tensor], fps: float, score: float) -> None:
-        from longvid_core.checkpoint_io import atomic_save_safetensors
-
-        atomic_save_safetensors({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, self.file(key),
-                                metadata={"fps": repr(float(fps)), "motion_score": repr(float(score))})
-
-
-# ---------------------------------------------------------------------------------------------
 # Dataset and sampler
 
 
@@ -459,8 +410,8 @@ class ClipDataset(torch.utils.data.Dataset):
                                  self.condition_frame)
             cached = self.cache.load(key)
             if cached is not None:
-                return ClipSample(sample, str(video.path), start, cached.pop("fps"), cached.pop("motion_score"),
-                                  key, cached=cached)
+                return ClipSample(sample, str(video.path), start, cached.pop("fps", DEFAULT_FPS),
+                                  cached.pop("motion_score", 0.0), key, cached=cached)
         pixels = read_clip(video.path, start, spec.frames, spec.stride, spec.height, spec.width)
         condition = None
         if self.condition_frame == "video" and start > 0:
@@ -515,6 +466,6 @@ __all__ = [
     "VIDEO_SUFFIXES", "IMAGE_SUFFIXES", "MOTION_BUCKET_KNOTS", "VideoError", "VideoEntry", "VideoInfo",
     "SkippedVideo", "read_metadata", "find_videos", "probe_video", "index_videos", "source_frames_needed",
     "fit_frame", "read_clip", "load_image", "find_images", "to_signed", "motion_score",
-    "motion_bucket_from_score", "LatentCache", "ClipSpec", "ClipSample", "ClipDataset", "RankBatches",
+    "motion_bucket_from_score", "ClipSpec", "ClipSample", "ClipDataset", "RankBatches",
     "clip_loader", "keep_list", "still_image", "derive_seed",
 ]

@@ -630,6 +630,7 @@ def prepare_data(config: TrainConfig, accelerator, log: Log):
     from accelerate.utils import broadcast_object_list
 
     from training import data
+    from training.latent_cache import LatentCache
 
     frames = config.clip_frames()
     result = [None]
@@ -655,7 +656,7 @@ def prepare_data(config: TrainConfig, accelerator, log: Log):
     if config.cache_dir:
         base = Path(config.base)
         stat = base.stat()
-        cache = data.LatentCache(config.cache_dir, f"{base.resolve()}:{stat.st_size}:{stat.st_mtime_ns}:"
+        cache = LatentCache(config.cache_dir, f"{base.resolve()}:{stat.st_size}:{stat.st_mtime_ns}:"
                                  f"vae_fp32={config.vae_fp32}:{config.precision}")
     spec = data.ClipSpec(frames, config.frame_stride, config.height, config.width)
     dataset = data.ClipDataset(usable, spec, config.seed, config.clips_per_video, cache, config.condition_frame)
