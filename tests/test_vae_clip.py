@@ -1,8 +1,9 @@
 """Temporal VAE and CLIP image encoder: SGM key maps, architecture from shapes, encode/decode.
 
 Tiny random models (a few dozen channels) so everything runs in seconds on a CPU. The real file's
-complete name/shape list (tests/data/svd_xt_keys_shapes.txt, copied from shared/data) is checked against meta-device
-real-size models, which proves the maps for ``svd_xt.safetensors`` without its 9.6 GB.
+complete name/shape list (tests/data/svd_xt_keys_shapes.txt: the tensor names and shapes of the
+released svd_xt.safetensors) is checked against meta-device real-size models, which proves the
+maps for ``svd_xt.safetensors`` without its 9.6 GB.
 """
 
 from __future__ import annotations

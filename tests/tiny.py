@@ -25,7 +25,8 @@ def shapes_of(state) -> dict[str, tuple]:
 
 
 def real_file_shapes(prefix: str = "") -> dict[str, tuple]:
-    """Names and shapes of the real svd_xt.safetensors (tests/data, copied from shared/data)."""
+    """Names and shapes of the real svd_xt.safetensors (tests/data/svd_xt_keys_shapes.txt: the tensor
+    names and shapes of the released file, one per line)."""
     out = {}
     for line in KEYS_SHAPES.read_text().splitlines():
         key, shape = line.split("\t")
