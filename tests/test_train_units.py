@@ -187,7 +187,7 @@ def test_noised_conditioning_frames_go_in_at_their_sigma_and_still_do_not_count(
 @pytest.mark.parametrize("context_sigma", [0.0, 0.8])
 def test_batch_loss_gives_the_clean_chunk_clean_or_with_context_noise(context_sigma):
     from training.config import TrainConfig
-    from training.train import Batch, batch_loss
+    from training.batches import Batch, batch_loss
 
     gen = torch.Generator().manual_seed(0)
     latents = torch.randn(2, 4, 4, 2, 2, generator=gen)
@@ -225,7 +225,7 @@ def test_batch_loss_gives_the_clean_chunk_clean_or_with_context_noise(context_si
 
 def test_conditioning_dropout_gives_dropped_clips_the_samplers_unconditional_branch():
     from training.config import TrainConfig
-    from training.train import Batch, batch_loss, drop_conditioning
+    from training.batches import Batch, batch_loss, drop_conditioning
 
     count = 4000
     cond = SVDCond(torch.randn(count, 1, 8) + 3, torch.randn(count, 4, 2, 2) + 3, torch.randn(count, 3))
@@ -345,7 +345,7 @@ def test_condition_frame_picks_the_picture_each_clip_is_conditioned_on_and_the_c
     that picture and have keys of their own."""
     from longvid_core.tiny import tiny_svd
     from training.config import TrainConfig
-    from training.train import video_batch
+    from training.batches import video_batch
 
     path = write_synthetic_video(tmp_path / "v.mp4", frames=12, height=16, width=16, seed=4)
     (info,), _ = data.index_videos(data.find_videos(tmp_path)[0], frames=4, stride=1)
@@ -379,11 +379,11 @@ def test_condition_frame_picks_the_picture_each_clip_is_conditioned_on_and_the_c
         assert fresh.start_cond is None
     else:
         # encoded on first use only: a batch that draws a row with a clean chunk never pays for it
-        import training.train as train_module
+        import training.batches as batches_module
 
         calls = []
-        real_encode = train_module.encode_condition
-        monkeypatch.setattr(train_module, "encode_condition", lambda *args: calls.append(args) or real_encode(*args))
+        real_encode = batches_module.encode_condition
+        monkeypatch.setattr(batches_module, "encode_condition", lambda *args: calls.append(args) or real_encode(*args))
         lazy = video_batch(model, config, reloaded, cache, torch.device("cpu"), micro_step=0)
         before = len(calls)
         start = lazy.start_cond
@@ -402,7 +402,7 @@ def test_condition_frame_picks_the_picture_each_clip_is_conditioned_on_and_the_c
             return torch.zeros_like(x)
 
         from training.noise_levels import ProgressiveLevels
-        from training.train import batch_loss
+        from training.batches import batch_loss
 
         levels = ProgressiveLevels(window=3, chunk=1, steps=3)
         generator = torch.Generator().manual_seed(0)
@@ -429,7 +429,7 @@ def test_condition_frame_picks_the_picture_each_clip_is_conditioned_on_and_the_c
 def test_still_batch_is_copies_of_one_picture_with_zero_motion():
     from longvid_core.tiny import tiny_svd
     from training.config import TrainConfig
-    from training.train import still_batch
+    from training.batches import still_batch
 
     config = TrainConfig(base="b", output_dir="o", data_dir="d", exvideo_frames=8, frames=5, height=16, width=16)
     picture = torch.randint(0, 256, (16, 16, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
@@ -579,7 +579,7 @@ def test_rollout_context_is_the_models_own_output_and_the_loss_asks_for_the_trut
 
 def test_batch_loss_takes_the_rollout_fraction_of_video_batches_and_checks_its_settings():
     from training.config import TrainConfig
-    from training.train import Batch, batch_loss
+    from training.batches import Batch, batch_loss
 
     latents = torch.randn(2, 8, 4, 2, 2)
     cond = SVDCond(torch.zeros(2, 1, 8), torch.zeros(2, 4, 2, 2), torch.zeros(2, 3))
