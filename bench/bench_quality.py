@@ -29,15 +29,11 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from longvid_core import load_svd  # noqa: E402
-from longvid_core.cli import BUNDLED_MODEL, model_defaults  # noqa: E402
-from longvid_core.decoding import decode_window_or_default  # noqa: E402
+from longvid_core import load_svd, pipeline  # noqa: E402
 from longvid_core.frames import encode_frames  # noqa: E402
-from longvid_core.generate import FULL_SEQUENCE, MODES, PROGRESSIVE, iter_sampling  # noqa: E402
+from longvid_core.pipeline import BUNDLED_MODEL, FULL_SEQUENCE, MODES, PROGRESSIVE  # noqa: E402
 from longvid_core.synthetic import random_scene, render, shape_areas  # noqa: E402
 from longvid_core.video_metrics import drift, seam_score, shape_form, shape_motion, shape_persistence  # noqa: E402
 
@@ -58,13 +54,18 @@ def run(model, settings: dict, mode: str, frames: int, seed: int):
     size = settings["width"]
     scene = random_scene(seed, size, size)
     image = render(scene, 1)
+    sink = pipeline.ImageSink(settings["decode_window"], settings["decode_overlap"])
     if mode == GROUND_TRUTH:
         video = render(scene, frames)
-    elif mode == VAE_ROUND_TRIP:
-        with torch.no_grad():
-            video = decode(model, settings, encode_frames(model.vae, render(scene, frames)))
+    elif mode == VAE_ROUND_TRIP:  # decoded as `longvid generate` decodes
+        video = pipeline.decode_into(model, encode_frames(model.vae, render(scene, frames)), sink)[0]
     else:
-        video = generate(model, settings, mode, frames, seed, image)
+        keyframes, _ = pipeline.condition_images(
+            model, image, size, size, fps=settings["fps"], motion_bucket_id=settings["motion_bucket_id"],
+            noise_aug_strength=settings["noise_aug_strength"], seed=seed)
+        sampling = pipeline.SamplingSettings(frames, mode, settings["window"], settings["chunk"], settings["steps"],
+                                             settings["cfg"], settings["min_cfg"], seed, settings["context_sigma"])
+        video = pipeline.generate(model, keyframes, sampling, sink)[0]
     colors, areas = [s.color for s in scene.shapes], shape_areas(scene)
     metrics = drift(video)
     metrics["seam"] = seam_score(video, boundaries(mode, frames, settings["window"], settings["chunk"]))
@@ -72,25 +73,6 @@ def run(model, settings: dict, mode: str, frames: int, seed: int):
     metrics["form"] = shape_form(video, colors, areas, [s.kind for s in scene.shapes])
     metrics.update(shape_motion(video, colors, areas))
     return metrics
-
-
-def generate(model, settings: dict, mode: str, frames: int, seed: int, image: torch.Tensor) -> torch.Tensor:
-    with torch.no_grad():
-        cond = model.encode_image(image, fps=settings["fps"], motion_bucket_id=settings["motion_bucket_id"],
-                                  noise_aug_strength=settings["noise_aug_strength"], seed=seed)
-        stream = iter_sampling(mode, model.denoise, cond, frames, (1, 4, *cond.concat_latent.shape[-2:]),
-                               window=settings["window"], chunk=settings["chunk"], steps=settings["steps"],
-                               cfg=settings["cfg"], min_cfg=settings["min_cfg"], seed=seed,
-                               context_sigma=settings["context_sigma"])
-        latents = torch.stack([latent for _, latent in stream], dim=1)
-        return decode(model, settings, latents)
-
-
-def decode(model, settings: dict, latents: torch.Tensor) -> torch.Tensor:
-    """As ``longvid generate`` decodes: the model file's decode window and overlap, if it has them."""
-    window, overlap = decode_window_or_default(settings.get("decode_window"), settings.get("decode_overlap"))
-    with torch.no_grad():
-        return model.decode(latents, decode_chunk=window, overlap=overlap)[0].cpu()
 
 
 def mean_of_measured(values: list[float]) -> float:
@@ -107,7 +89,7 @@ def main(argv=None) -> int:
     p.add_argument("--modes", nargs="+", default=list(MODES))
     p.add_argument("--context-sigma", type=float, help="progressive context noise (default: the model file's)")
     args = p.parse_args(argv)
-    settings = model_defaults(args.svd)
+    settings = pipeline.recommended_settings(args.svd)
     if args.context_sigma is not None:
         settings["context_sigma"] = args.context_sigma
     model = load_svd(args.svd)

@@ -7,7 +7,9 @@ Data flows one way: images -> :func:`encode_image` (conditioning) -> a sampler o
 
 from .checkpoint_io import CheckpointError
 from .conditioning import SVDCond
-from .loading import SVDModel, identify_checkpoint, load_svd, save_svd
+from .keymaps.identify import identify_checkpoint
+from .loading import load_svd, save_svd
+from .model import SVDModel
 
 __all__ = ["CheckpointError", "SVDCond", "SVDModel", "identify_checkpoint", "load_svd", "save_svd"]
 

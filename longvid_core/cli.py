@@ -1,28 +1,21 @@
 """``longvid`` — LongVid's command line (also ``python -m longvid_core``).
 
-``longvid generate`` runs the same code as the ComfyUI nodes: load (``load_svd``), first frame
-(an image file, a local text-to-image model, or — with the bundled small model — a synthetic
-scene), conditioning (``encode_image``), a sampler by mode (``generate.iter_sampling``), and
-streaming decode + mp4 writing (``video_io.write_latent_video``), so a long video never sits in
-memory. ``longvid smoke`` is a quick end-to-end check with a tiny random model.
+``longvid generate`` parses its arguments and runs one :mod:`longvid_core.pipeline` run, the same
+code the ComfyUI nodes run: first frame (an image file, a local text-to-image model, or — with
+the bundled small model — a synthetic scene), conditioning, sampling streamed into an mp4.
+``longvid smoke`` is a quick end-to-end check with a tiny random model.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-BUNDLED_MODEL = Path(__file__).resolve().parent / "assets" / "longvid_small.safetensors"
-DEFAULTS_KEY = "longvid.defaults"
-# Settings for real SVD-XT weights (ComfyUI's SVD template and ExVideo's example).
-# decode_window / decode_overlap None: the streaming decoder's defaults (SVD's 14-frame clips)
-SVD_DEFAULTS = dict(width=1024, height=576, frames=240, window=24, chunk=2, steps=24, cfg=2.5, min_cfg=1.0,
-                    fps=6, motion_bucket_id=127, noise_aug_strength=0.02, output_fps=10,
-                    decode_window=None, decode_overlap=None, context_sigma=None)
+from .pipeline import BUNDLED_MODEL, MODES, PROGRESSIVE, recommended_settings
+from .progress import SAMPLING
 
 
 class Progress:
@@ -37,30 +30,21 @@ class Progress:
         self.every = max(1, total // 10)
 
     def __call__(self, progress) -> None:
-        if not self.live and progress.calls_done % self.every and progress.calls_done != self.total:
+        if progress.stage != SAMPLING:
+            return
+        if not self.live and progress.done % self.every and progress.done != self.total:
             return
         elapsed = time.perf_counter() - self.started
-        rate = progress.calls_done / elapsed if elapsed > 0 else 0.0
-        eta = (self.total - progress.calls_done) / rate if rate > 0 else float("nan")
+        rate = progress.done / elapsed if elapsed > 0 else 0.0
+        eta = (self.total - progress.done) / rate if rate > 0 else float("nan")
         start, end = ("\r", "") if self.live else ("", "\n")
-        self.stream.write(f"{start}denoiser calls {progress.calls_done}/{self.total}  frames "
+        self.stream.write(f"{start}denoiser calls {progress.done}/{self.total}  frames "
                           f"{progress.frames_done}/{progress.frames_total}  {elapsed:5.1f}s  eta {eta:5.1f}s {end}")
         self.stream.flush()
 
     def close(self) -> None:
         if self.live:
             self.stream.write("\n")
-
-
-def model_defaults(path: Path) -> dict:
-    """Recommended settings stored in a LongVid model file's metadata, else SVD-XT's."""
-    from .checkpoint_io import open_tensors
-
-    if path.is_file() and path.suffix == ".safetensors":
-        meta = getattr(open_tensors(path), "metadata", {}) or {}
-        if DEFAULTS_KEY in meta:
-            return {**SVD_DEFAULTS, **json.loads(meta[DEFAULTS_KEY])}
-    return dict(SVD_DEFAULTS)
 
 
 def load_image(path: Path):
@@ -119,11 +103,8 @@ def _png_writer(folder: Path):
 def generate(args) -> int:
     import torch
 
-    from . import load_svd
-    from .frames import cover_crop, vae_downscale
-    from .generate import iter_sampling, plan_sampling
+    from . import load_svd, pipeline
     from .loading import resolve_dtype
-    from .video_io import write_latent_video
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -131,11 +112,19 @@ def generate(args) -> int:
     if not svd_path.exists():
         raise FileNotFoundError(f"--svd: no model at {svd_path}" + (
             "" if args.svd else " (the bundled small model is missing: see tools/small_model/README.md)"))
-    settings = model_defaults(svd_path)
+    settings = recommended_settings(svd_path)
     for key in settings:
         value = getattr(args, key, None)
         if value is not None:
             settings[key] = value
+    sampling = pipeline.SamplingSettings(
+        frames=settings["frames"], mode=args.mode, window=settings["window"], chunk=settings["chunk"],
+        steps=settings["steps"], cfg=settings["cfg"], min_cfg=settings["min_cfg"], seed=args.seed,
+        context_sigma=settings["context_sigma"])
+    pipeline.plan_sampling(sampling)  # refuse impossible settings before loading anything
+    sink = pipeline.Mp4Sink(Path(args.out), settings["output_fps"], window=settings["decode_window"],
+                            overlap=settings["decode_overlap"],
+                            on_frames=_png_writer(Path(args.save_frames)) if args.save_frames else None)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = args.dtype or ("fp16" if device.startswith("cuda") else "fp32")
     started = time.perf_counter()
@@ -147,39 +136,25 @@ def generate(args) -> int:
     if args.prompt:  # before the video model is loaded: the two never share the GPU
         image = text_to_image(Path(args.t2i_model), args.prompt, args.negative_prompt, width, height,
                               args.seed, device, steps=args.t2i_steps, dtype=resolve_dtype(dtype), quiet=args.quiet)
-    model = load_svd(svd_path, extension=args.extension, device=device, dtype=dtype)
-    multiple = vae_downscale(model.vae) * 2 ** (len(model.unet.config.block_out_channels) - 1)
-    if width % multiple or height % multiple:
-        raise ValueError(f"--width/--height must be multiples of {multiple} for this model; found {width}x{height}")
-
-    if args.image:
+    elif args.image:
         image = load_image(Path(args.image))
-    elif not args.prompt:
+    else:
         image = synthetic_first_frame(args.seed, width, height)
-    image = cover_crop(image, width, height)
+    model = load_svd(svd_path, extension=args.extension, device=device, dtype=dtype)
+    keyframes, fitted = pipeline.condition_images(
+        model, image, width, height, fps=settings["fps"], motion_bucket_id=settings["motion_bucket_id"],
+        noise_aug_strength=settings["noise_aug_strength"], seed=args.seed)
     if args.save_first_frame:
         from PIL import Image
 
-        Image.fromarray((image[0].numpy() * 255).round().astype("uint8")).save(args.save_first_frame)
-
-    with torch.no_grad():
-        cond = model.encode_image(image.to(device), fps=settings["fps"], motion_bucket_id=settings["motion_bucket_id"],
-                                  noise_aug_strength=settings["noise_aug_strength"], seed=args.seed)
-        mode, frames = args.mode, settings["frames"]
-        window, chunk, steps = settings["window"], settings["chunk"], settings["steps"]
-        plan = plan_sampling(mode, frames, window=window, chunk=chunk, steps=steps)
-        progress = None if args.quiet else Progress(plan.denoiser_calls)
-        stream = iter_sampling(mode, model.denoise, cond, frames, (1, 4, *cond.concat_latent.shape[-2:]),
-                               window=window, chunk=chunk, steps=steps, cfg=settings["cfg"],
-                               min_cfg=settings["min_cfg"], seed=args.seed, context_sigma=settings["context_sigma"],
-                               callback=progress, device=device)
-        written = write_latent_video(model.vae, (latent for _, latent in stream), args.out, settings["output_fps"],
-                                     window=settings["decode_window"], overlap=settings["decode_overlap"],
-                                     on_frames=_png_writer(Path(args.save_frames)) if args.save_frames else None)
-        if progress is not None:
-            progress.close()
-    print(f"{mode}: {written} frames {width}x{height}, window {window}, chunk {chunk}, {steps} steps, "
-          f"{plan.denoiser_calls} denoiser calls, {time.perf_counter() - started:.1f} s")
+        Image.fromarray((fitted[0].numpy() * 255).round().astype("uint8")).save(args.save_first_frame)
+    run = pipeline.prepare_run(model, keyframes, sampling)
+    progress = None if args.quiet else Progress(run.plan.denoiser_calls)
+    written = run.into(sink, progress)
+    if progress is not None:
+        progress.close()
+    print(f"{args.mode}: {written} frames {width}x{height}, window {sampling.window}, chunk {sampling.chunk}, "
+          f"{sampling.steps} steps, {run.plan.denoiser_calls} denoiser calls, {time.perf_counter() - started:.1f} s")
     print(Path(args.out).resolve())
     return 0
 
@@ -187,9 +162,7 @@ def generate(args) -> int:
 def smoke(args) -> int:
     import torch
 
-    from . import load_svd, save_svd
-    from .samplers import plan_progressive, sample_progressive
-    from .schedules import get_sigmas_karras
+    from . import load_svd, pipeline, save_svd
     from .tiny import tiny_svd
 
     started = time.perf_counter()
@@ -199,19 +172,15 @@ def smoke(args) -> int:
         print(f"loaded {path.name}: UNet {sum(p.numel() for p in model.unet.parameters()):,} parameters, "
               f"channels {model.unet.config.block_out_channels}")
     image = torch.rand(1, args.size, args.size, 3, generator=torch.Generator().manual_seed(0))
-    cond = model.encode_image(image, fps=6, motion_bucket_id=127, noise_aug_strength=0.02, seed=0)
-    latent_shape = (1, 4, *cond.concat_latent.shape[-2:])
-    sigmas = get_sigmas_karras(args.steps)
-    plan = plan_progressive(args.frames, window=args.window, chunk=args.chunk, steps=args.steps)
-    with torch.no_grad():
-        latents = sample_progressive(model.denoise, cond, args.frames, latent_shape, sigmas,
-                                     window=args.window, chunk=args.chunk, seed=0)
-        frames = model.decode(latents)
+    keyframes, _ = pipeline.condition_images(model, image, args.size, args.size)
+    settings = pipeline.SamplingSettings(args.frames, window=args.window, chunk=args.chunk, steps=args.steps)
+    run = pipeline.prepare_run(model, keyframes, settings)
+    frames = run.into(pipeline.ImageSink())
     if not torch.isfinite(frames).all():
         print("smoke run FAILED: decoded frames are not finite", file=sys.stderr)
         return 1
     print(f"progressive sampler: {args.frames} frames, window {args.window}, chunk {args.chunk}, "
-          f"{args.steps} steps, {plan.denoiser_calls} denoiser calls")
+          f"{args.steps} steps, {run.plan.denoiser_calls} denoiser calls")
     print(f"decoded video: {tuple(frames.shape)} (B, F, H, W, 3), values in "
           f"[{frames.min().item():.3f}, {frames.max().item():.3f}]")
     print(f"smoke run OK in {time.perf_counter() - started:.1f} s (tiny random model: the frames are noise-like by design)")
@@ -219,8 +188,6 @@ def smoke(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .generate import MODES, PROGRESSIVE
-
     parser = argparse.ArgumentParser(prog="longvid", description="LongVid: long videos with SVD / ExVideo-SVD "
                                      "and progressive rolling sampling.")
     sub = parser.add_subparsers(dest="command", required=True)

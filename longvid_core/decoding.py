@@ -1,21 +1,12 @@
-"""Decoding long videos: overlapping temporal windows, cross-faded, streamed frame by frame.
+"""All of decoding: latents -> frames through SVD's temporal VAE, in overlapping windows, streamed.
 
-SVD's temporal VAE decoder mixes neighbouring frames, so it must see several latents at once, but a
-whole minute at 1024x576 does not fit in memory. Decoding back-to-back chunks bounds memory but
-every chunk border is a hard cut between two independent decodes: that is the flicker users see at
-chunk borders. :class:`StreamingDecoder` decodes windows of ``window`` latents that overlap by
-``overlap`` frames and cross-fades the overlap linearly from the earlier window to the later one,
-so no frame is a hard cut and memory stays bounded by one window.
-
-It is fed one latent at a time (``push``), in order, and hands out finished frames as soon as no
-later window can change them, so it can sit directly behind a sampler generator
-(:func:`longvid_core.samplers.iter_progressive`) and in front of a video writer: a video of any
-length passes through with at most ``window`` latents and ``overlap`` decoded frames held.
-
-Which windows are decoded is :func:`longvid_core.vae.frame_windows` (the one rule, also used by
-:func:`longvid_core.vae.decode`): full windows every ``window - overlap`` frames; the last,
-shorter remainder is decoded as a full-length window ending at the last frame (when ``overlap`` >
-0), so the temporal decoder never sees a tiny clip at the end.
+SVD's temporal decoder mixes neighbouring frames, so it must see several latents at once, but a
+minute at 1024x576 does not fit in memory, and back-to-back chunks leave a hard cut (flicker) at
+every border. One rule, :func:`frame_windows`, says which windows are decoded: ``window`` latents
+every ``window - overlap`` frames, the overlap cross-faded from the earlier window to the later
+one, and a shorter remainder decoded as a full-length window ending at the last frame.
+:class:`StreamingDecoder` follows it one latent at a time (behind a sampler, in front of a
+writer), holding at most one window; :func:`decode` is the same for a whole tensor.
 """
 
 from __future__ import annotations
@@ -24,11 +15,12 @@ from collections import deque
 
 import torch
 
+from .progress import DECODING, Cancelled, Progress, ProgressCallback, report
 from .shapes import check_latents
-from .vae import DEFAULT_DECODE_CHUNK, decode_window
+from .vae import VAE_SCALE, vae_device_dtype
 
-# Frames shared by consecutive decode windows and cross-faded (see the module doc).
-DEFAULT_DECODE_OVERLAP = 4
+DEFAULT_DECODE_WINDOW = 14  # SVD's native clip length; bounds decode memory
+DEFAULT_DECODE_OVERLAP = 4  # frames shared and cross-faded by consecutive windows (at most half a window)
 
 # ComfyUI's fixed latent -> RGB map for SD1.x latents (``latent_formats.SD15.latent_rgb_factors``,
 # applied to model-space, i.e. scaled, latents). SVD's VAE shares SD1.x's latent space, so ComfyUI
@@ -41,11 +33,15 @@ LATENT_RGB_FACTORS = (
 )
 
 
-def decode_window_or_default(window: int | None, overlap: int | None) -> tuple[int, int]:
-    """``(window, overlap)`` with each one not given (``None``: a model file without decode settings,
-    or no command-line override) replaced by the streaming decoder's default (SVD's 14-frame clip)."""
-    return (DEFAULT_DECODE_CHUNK if window is None else window,
-            DEFAULT_DECODE_OVERLAP if overlap is None else overlap)
+def decode_settings(window: int | None = None, overlap: int | None = None) -> tuple[int, int]:
+    """``(window, overlap)``, checked, with each one not given replaced by the default: a window of
+    :data:`DEFAULT_DECODE_WINDOW`, an overlap of :data:`DEFAULT_DECODE_OVERLAP` but at most half
+    the window."""
+    window = DEFAULT_DECODE_WINDOW if window is None else window
+    if overlap is None:
+        overlap = min(DEFAULT_DECODE_OVERLAP, window // 2) if isinstance(window, int) else 0
+    check_decode_window(window, overlap)
+    return window, overlap
 
 
 def check_decode_window(window: int, overlap: int) -> None:
@@ -76,29 +72,54 @@ def latents_to_frames(pixels: torch.Tensor, output_device=None) -> torch.Tensor:
     return frames if output_device is None else frames.to(output_device)
 
 
-class StreamingDecoder:
-    """Decode latents ``[B, 4, h, w]`` pushed one at a time into frames ``[B, n, H, W, 3]`` (0..1).
+def frame_windows(num_frames: int, window: int | None = None, overlap: int | None = None) -> list[tuple[int, int]]:
+    """``[start, end)`` frame ranges decoded together (see the module doc); defaults as
+    :func:`decode_settings`. With ``overlap`` 0 the remainder is a short back-to-back chunk."""
+    window, overlap = decode_settings(window, overlap)
+    stride = window - overlap
+    windows = [(start, start + window) for start in range(0, num_frames - window + 1, stride)]
+    covered = windows[-1][1] if windows else 0
+    if covered < num_frames:
+        start = len(windows) * stride if overlap == 0 else max(0, num_frames - window)
+        windows.append((start, num_frames))
+    return windows
 
-    ``window``: latents decoded together as one clip (bounds memory). ``overlap``: frames shared by
-    consecutive windows and cross-faded (0 = back-to-back chunks, as ComfyUI decodes). Every call of
-    :meth:`push` or :meth:`finish` returns the frames that became final, in order, or ``None``.
-    ``on_window(start, end)`` is called after each window is decoded (progress, interrupts).
+
+@torch.no_grad()
+def decode_window(vae, latents: torch.Tensor) -> torch.Tensor:
+    """Scaled latents ``[B, n, 4, h, w]`` of one window -> frames ``[B, n, 3, H, W]`` in -1..1,
+    decoded as one clip of ``n`` frames (VAE dtype, VAE device)."""
+    batch, frames = latents.shape[:2]
+    device, dtype = vae_device_dtype(vae)
+    z = (latents.to(device=device, dtype=dtype) / VAE_SCALE).flatten(0, 1)
+    pixels = vae.decode(z, num_frames=frames).sample
+    return pixels.unflatten(0, (batch, frames))
+
+
+class StreamingDecoder:
+    """Decode latents ``[B, 4, h, w]`` pushed one at a time into frames ``[B, n, H, W, 3]`` (0..1),
+    window by window as :func:`frame_windows` says.
+
+    :meth:`push` and :meth:`finish` return the frames that became final, in order, or ``None``.
+    ``callback`` gets a :class:`~longvid_core.progress.Progress` (stage ``decoding``, frames
+    decoded so far of ``frames_total``) after each window; returning ``False`` raises
+    :class:`~longvid_core.progress.Cancelled` after that window's frames were handed out.
     """
 
-    def __init__(self, vae, window: int = DEFAULT_DECODE_CHUNK, overlap: int = DEFAULT_DECODE_OVERLAP,
-                 output_device=None, on_window=None):
-        check_decode_window(window, overlap)
+    def __init__(self, vae, window: int | None = None, overlap: int | None = None, output_device=None,
+                 callback: ProgressCallback | None = None, frames_total: int | None = None):
+        self.window, self.overlap = decode_settings(window, overlap)
         self.vae = vae
-        self.window = window
-        self.overlap = overlap
         self.output_device = None if output_device is None else torch.device(output_device)
-        self.on_window = on_window
-        self._latents: deque[torch.Tensor] = deque(maxlen=window)  # the newest `window` latents
+        self.callback = callback
+        self.frames_total = frames_total
+        self._latents: deque[torch.Tensor] = deque(maxlen=self.window)  # the newest `window` latents
         self._pushed = 0  # latents received
         self._window_start = 0  # first frame of the next full window
         self._emitted = 0  # frames handed out
         self._tail: torch.Tensor | None = None  # decoded frames _emitted.. awaiting the next window's blend
         self._finished = False
+        self._cancelled = False
         self.windows: list[tuple[int, int]] = []  # decoded windows, for inspection
 
     @property
@@ -112,6 +133,7 @@ class StreamingDecoder:
         if not isinstance(latent, torch.Tensor) or latent.dim() != 4:
             found = tuple(latent.shape) if isinstance(latent, torch.Tensor) else type(latent).__name__
             raise ValueError(f"latent: expected one frame [batch, channels, height, width]; found {found}")
+        self._raise_if_cancelled()
         self._latents.append(latent)
         self._pushed += 1
         if self._pushed - self._window_start < self.window:
@@ -120,14 +142,9 @@ class StreamingDecoder:
         self._window_start += self.window - self.overlap
         return self._decode(start, end, final=False)
 
-    def push_many(self, latents: torch.Tensor) -> torch.Tensor | None:
-        """Push ``[B, n, 4, h, w]`` frame by frame; returns all frames that became final."""
-        check_latents(latents, "latents")
-        out = [f for f in (self.push(latents[:, i]) for i in range(latents.shape[1])) if f is not None]
-        return torch.cat(out, dim=1) if out else None
-
     def finish(self) -> torch.Tensor | None:
         """The end of the video: decode what is left and return the remaining frames."""
+        self._raise_if_cancelled()
         if self._finished:
             return None
         self._finished = True
@@ -155,9 +172,28 @@ class StreamingDecoder:
         keep = 0 if final else self.overlap
         out, self._tail = new[:, :new.shape[1] - keep], (new[:, new.shape[1] - keep:] if keep else None)
         self._emitted += out.shape[1]
-        if self.on_window is not None:
-            self.on_window(start, end)
+        self._cancelled = report(self.callback, Progress(DECODING, end, self.frames_total, self._emitted,
+                                                         self.frames_total))
         return out
+
+    def _raise_if_cancelled(self) -> None:
+        if self._cancelled:  # the frames of the window that asked were handed out first
+            raise Cancelled(DECODING, self.windows[-1][1], self._emitted)
+
+
+@torch.no_grad()
+def decode(vae, latents: torch.Tensor, window: int | None = None, overlap: int | None = None,
+           output_device=None, callback: ProgressCallback | None = None) -> torch.Tensor:
+    """Scaled latents ``[B, F, 4, h, w]`` -> frames ``[B, F, H, W, 3]`` float32 in 0..1, through
+    :class:`StreamingDecoder` (same windows, same progress); gathered on ``output_device``
+    (default: the latents' device)."""
+    batch, num_frames = check_latents(latents, "latents", channels=vae.config.latent_channels)
+    if num_frames == 0:
+        raise ValueError(f"latents: expected at least one frame; found shape {tuple(latents.shape)}")
+    output_device = latents.device if output_device is None else torch.device(output_device)
+    decoder = StreamingDecoder(vae, window, overlap, output_device, callback, num_frames)
+    pieces = [decoder.push(latents[:, i]) for i in range(num_frames)] + [decoder.finish()]
+    return torch.cat([p for p in pieces if p is not None], dim=1)
 
 
 @torch.no_grad()
@@ -175,6 +211,11 @@ def approximate_rgb(latent: torch.Tensor) -> torch.Tensor:
 
 __all__ = [
     "DEFAULT_DECODE_OVERLAP",
+    "DEFAULT_DECODE_WINDOW",
+    "decode",
+    "decode_settings",
+    "decode_window",
+    "frame_windows",
     "LATENT_RGB_FACTORS",
     "StreamingDecoder",
     "approximate_rgb",

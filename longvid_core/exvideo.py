@@ -39,6 +39,7 @@ from diffusers.models.transformers.transformer_temporal import (
 
 from .checkpoint_io import CheckpointError, atomic_save_safetensors, open_tensors
 from .keymaps import diffsynth
+from .keymaps.identify import identify_checkpoint
 
 SVD_TRAINED_FRAMES = 25  # SVD-XT's training clip length: ids 0..24 are the positions it knows
 PINGPONG_HALF_PERIOD = 20  # ids past 24 reflect between 23 and 4 (period 40), as in the release
@@ -463,8 +464,6 @@ def apply_extension_file(model, path):
     tensors = open_tensors(path, dtype=ref.dtype, device=ref.device)
     layout = extension_layout(tensors)
     if layout is None:
-        from .loading import identify_checkpoint
-
         kind = identify_checkpoint(list(tensors.keys()))
         if kind == "svd":
             kind = "a full SVD checkpoint (load it as the base: load_svd(base, extension=extension_file))"

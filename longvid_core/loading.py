@@ -1,4 +1,4 @@
-"""``load_svd``: SVD weights (SGM single file or diffusers folder) -> one :class:`SVDModel`.
+"""``load_svd``: SVD weights (SGM single file or diffusers folder) -> one :class:`~longvid_core.model.SVDModel`.
 
 Architecture is always read from the tensors (see each key map's ``config_from_shapes``), so a
 tiny test checkpoint loads through the same path as ``svd_xt.safetensors``. Weights are built on
@@ -16,10 +16,10 @@ import torch
 from . import image_encoder as image_encoder_lib
 from . import vae as vae_lib
 from .checkpoint_io import CheckpointError, atomic_save_safetensors, open_tensors
-from .conditioning import SVDCond, encode_image
-from .denoiser import svd_denoise
+from .exvideo import apply_extension_file
 from .keymaps import sgm_clip, sgm_unet, sgm_vae
-from .keymaps.diffsynth import is_diffsynth_extension
+from .keymaps.identify import identify_checkpoint
+from .model import SVDModel
 from .unet import LongVidUNet, config_from_diffusers_shapes
 
 DTYPES = {
@@ -39,83 +39,6 @@ def resolve_dtype(dtype) -> torch.dtype:
         return DTYPES[str(dtype).lower()]
     except KeyError:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)} or a torch.dtype; found {dtype!r}") from None
-
-
-def identify_checkpoint(keys) -> str:
-    """A short name for what a single-file checkpoint holds, judged from its tensor names."""
-    keys = list(keys)
-    has = lambda prefix: any(k.startswith(prefix) for k in keys)  # noqa: E731
-    if is_diffsynth_extension(keys):
-        return "an ExVideo extension (DiffSynth layout)"
-    if any(k.endswith(".positional_table") for k in keys):
-        return "an ExVideo extension (LongVid layout)"
-    if has("model.diffusion_model."):
-        if any(k.startswith("model.diffusion_model.") and ".time_stack." in k for k in keys):
-            return "svd"
-        if has("conditioner.embedders.1."):
-            return "an SDXL checkpoint"
-        if has("cond_stage_model.model."):
-            return "an SD2 checkpoint"
-        if has("cond_stage_model."):
-            return "an SD1.5 checkpoint"
-        return "an image (non-video) UNet checkpoint"
-    if has("first_stage_model.") or has("encoder.down.") or has("decoder.up."):
-        return "a VAE-only file"
-    if has("down_blocks.") or has("encoder.layers."):
-        return "a single diffusers component (use the diffusers folder with unet/, vae/, image_encoder/)"
-    return f"an unknown file (first tensors: {keys[:3]})"
-
-
-class SVDModel:
-    """An SVD (or ExSVD) model ready for sampling: UNet, temporal VAE and image encoder.
-
-    ``denoise``/``encode_image``/``decode`` are the three steps of the data flow
-    images -> conditioning -> sampler over ``denoise`` -> latents -> ``decode`` -> frames.
-    """
-
-    def __init__(self, unet: LongVidUNet, vae, image_encoder, source: str = ""):
-        self.unet = unet
-        self.vae = vae
-        self.image_encoder = image_encoder
-        self.source = source
-
-    @property
-    def device(self) -> torch.device:
-        return self.unet.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.unet.dtype
-
-    def to(self, device=None, dtype=None) -> "SVDModel":
-        for part in (self.unet, self.vae, self.image_encoder):
-            part.to(device=device, dtype=dtype)
-        return self
-
-    def denoise(self, x: torch.Tensor, sigma, cond: SVDCond) -> torch.Tensor:
-        """``denoise(x[B,F,4,h,w], sigma[B,F] or [B], cond) -> x0[B,F,4,h,w]``."""
-        return svd_denoise(self.unet, x, sigma, cond)
-
-    def encode_image(self, image, fps: int = 6, motion_bucket_id: int = 127, noise_aug_strength: float = 0.02,
-                     seed: int = 0) -> SVDCond:
-        return encode_image(self.image_encoder, self.vae, image, fps=fps, motion_bucket_id=motion_bucket_id,
-                            noise_aug_strength=noise_aug_strength, seed=seed)
-
-    def decode(self, latents: torch.Tensor, **kwargs) -> torch.Tensor:
-        return vae_lib.decode(self.vae, latents, **kwargs)
-
-    def sgm_state_dict(self) -> dict[str, torch.Tensor]:
-        """All weights under SVD's SGM single-file names (as in ``svd_xt.safetensors``)."""
-        out = {}
-        parts = (
-            (sgm_unet, self.unet, lambda sd: sgm_unet.from_ours(sd, self.unet.config)),
-            (sgm_vae, self.vae, sgm_vae.from_ours),
-            (sgm_clip, self.image_encoder, sgm_clip.from_ours),
-        )
-        for keymap, module, convert in parts:
-            for k, v in convert(module.state_dict()).items():
-                out[keymap.PREFIX + k] = v
-        return out
 
 
 def save_svd(model: SVDModel, path) -> Path:
@@ -249,7 +172,5 @@ def load_svd(path, extension=None, device=None, dtype=None, allow_pickle: bool =
         model = _load_sgm_file(path, dtype, device, allow_pickle)
     model.unet.set_attention_backend(attention)
     if extension is not None:
-        from .exvideo import apply_extension_file
-
         apply_extension_file(model, extension)
     return model

@@ -3,41 +3,32 @@
 Every sampler is a pure function over ``denoise(x[B,F,4,h,w], sigma[B,F], cond) -> x0`` (the
 k-diffusion contract with a noise level per frame; ``cond`` an :class:`SVDCond` of batch B):
 
-- :func:`iter_progressive` — progressive autoregressive sampling (PA-VDM, Xie et al., Algorithm 1
-  with the initialization/termination stages of Sec. 3.2, chunked frames Sec. 3.3 and overlapped
-  conditioning Sec. 3.4), following :func:`~longvid_core.schedules.progressive_table`.
-- :func:`iter_full_sequence` — ordinary SVD/ExSVD Euler sampling: all frames share one sigma.
-- :func:`iter_replacement` — autoregressive windows conditioned on the previous window's last
-  frames, replacement-without-noise or replacement-with-noise (PA-VDM Sec. 2.2, Eqs. 5 and 6).
+- :func:`iter_progressive` — progressive autoregressive sampling (PA-VDM, Xie et al., Algorithm 1,
+  Sec. 3.1-3.4), following :func:`~longvid_core.schedules.progressive_table`.
+- :func:`iter_full_sequence` — ordinary SVD/ExSVD sampling: all frames share one sigma.
+- :func:`iter_replacement` — windows conditioned on the previous window's last frames, held clean
+  or re-noised (PA-VDM Sec. 2.2, Eqs. 5 and 6).
 
-Each ``iter_*`` is a generator of finished latent frames ``(frame_index, latent[B,4,h,w])`` that
-keeps nothing growing with the video length; each ``sample_*`` collects the same frames into
-``[B, N, 4, h, w]``; each ``plan_*`` tells the exact number of denoiser calls before starting.
-The optional ``callback`` gets a :class:`SamplingProgress` after every denoiser call; returning
-``False`` (or raising :class:`SamplingCancelled`) stops sampling before the next call.
+Each is a *window walk* (which frames the model sees at which sigma, call after call) over a
+*step rule* (how one call moves the noisy frames one step down the schedule: :data:`EULER`), in
+the manner of k-diffusion; a new step rule is one :class:`StepRule`, a new walk one generator
+over :class:`_Walk`.
 
 Shared conventions:
 
-- ``num_frames`` is the length of the output video *including* a given ``prefix`` (frames
-  ``0..P-1``); frame indices are positions in that video. Generators yield only the new frames
-  ``P..N-1``; ``sample_*`` returns all N, the prefix copied bit for bit.
-- Start noise of frame k is ``sigmas[0] * frame_noise(seed, k)``: it depends only on
-  ``(seed, k)``, so one seed gives the same start noise whatever the sampler or window size.
-- Euler steps in EDM form, per frame (:func:`euler_step`); the last step (sigma -> 0) lands on the
-  denoised prediction.
-- Classifier-free guidance per frame (:func:`guided_denoise`): conditional and unconditional
-  (``cond.negative()``, SVD's zero image embedding and zero concat latent) run as one batched call;
-  the unconditional pass is skipped when every scale is 1. Scales follow SVD's
-  ``VideoLinearCFGGuidance`` ramp (:func:`linear_cfg_ramp`), ``min_cfg`` at the window front,
-  ``cfg`` at the back.
-- Clean frames that sit in a window only as conditioning are passed to the model at
-  ``clean_sigma`` (default: the schedule's smallest positive sigma, ``sigmas[-2]``, i.e. SVD's
-  sigma_min 0.002 for Karras sigmas), unchanged, because the model needs sigma > 0
-  (c_noise = ln(sigma)/4); their predictions are discarded.
-- Conditioning over time: ``cond`` is one :class:`SVDCond` for the whole video, or keyframes
-  ``[(start_frame, SVDCond), ...]`` (first start 0): frame k uses the keyframe with the largest
-  ``start_frame <= k``. A window whose frames span two keyframes gets a per-frame cond built with
-  :meth:`SVDCond.stack_frames`. This chains first frames from several prompts into one video.
+- ``iter_*`` yield finished ``(frame_index, latent[B,4,h,w])`` and hold nothing that grows with
+  the video; ``sample_*`` collect them into ``[B, N, 4, h, w]``; ``plan_*`` give the exact call
+  count before starting. ``callback`` gets a :class:`~longvid_core.progress.Progress` after every
+  call; returning ``False`` raises :class:`~longvid_core.progress.Cancelled` after the frames that
+  call finished have been yielded.
+- ``num_frames`` counts a given ``prefix`` (frames ``0..P-1``); only frames ``P..N-1`` are new.
+- Start noise of frame k is ``sigmas[0] * frame_noise(seed, k)`` whatever the sampler or window.
+- Guidance per frame (:func:`guided_denoise`), on SVD's ``VideoLinearCFGGuidance`` ramp
+  (:func:`linear_cfg_ramp`): ``min_cfg`` at the window front, ``cfg`` at the back.
+- Clean frames that sit in a window only as context go in at ``clean_sigma`` (default the
+  schedule's smallest positive sigma: the model takes ln(sigma)); their predictions are discarded.
+- ``cond`` is one :class:`SVDCond`, or keyframes ``[(start_frame, SVDCond), ...]`` (first start
+  0): frame k uses the keyframe with the largest start <= k.
 """
 
 from __future__ import annotations
@@ -49,6 +40,7 @@ from typing import Callable, Iterable, Iterator, Sequence, Union
 import torch
 
 from .conditioning import SVDCond
+from .progress import SAMPLING, Cancelled, Progress, ProgressCallback, report
 from .schedules import (
     DEFAULT_CHUNK,
     DEFAULT_STEPS,
@@ -73,34 +65,6 @@ DEFAULT_REPLACEMENT_WINDOW = DEFAULT_WINDOW + DEFAULT_CHUNK
 DEFAULT_CONDITION_FRAMES = DEFAULT_CHUNK
 
 _MASK64 = (1 << 64) - 1
-
-
-class SamplingCancelled(Exception):
-    """Sampling was stopped by the progress callback; the frames yielded so far are valid."""
-
-    def __init__(self, calls_done: int | None = None, frames_done: int | None = None):
-        if calls_done is None:
-            super().__init__("sampling cancelled")
-        else:
-            super().__init__(f"sampling cancelled after {calls_done} denoiser calls and {frames_done} finished frames")
-        self.calls_done = calls_done
-        self.frames_done = frames_done
-
-
-@dataclass(frozen=True)
-class SamplingProgress:
-    """What the callback receives after every denoiser call.
-
-    ``frames_done``/``frames_total`` count new frames (prefix excluded). ``newest_frame_index`` and
-    ``newest_latent`` (``[B, 4, h, w]``) are the most recently finished frame, or ``None``.
-    """
-
-    calls_done: int
-    calls_total: int
-    frames_done: int
-    frames_total: int
-    newest_frame_index: int | None
-    newest_latent: torch.Tensor | None
 
 
 @dataclass(frozen=True)
@@ -135,12 +99,9 @@ def frame_noise(
     dtype: torch.dtype = torch.float32,
     device=None,
 ) -> torch.Tensor:
-    """Standard normal noise for one latent frame, a function of ``(seed, stream, frame_index)`` only.
-
-    ``shape`` is one frame's ``(B, 4, h, w)``. Stream 0 is the start noise; other streams are for
-    noise drawn during sampling (replacement-with-noise re-noising). Drawn on the CPU so that the
-    numbers do not depend on the device.
-    """
+    """Standard normal noise for one latent frame ``shape = (B, 4, h, w)``, a function of ``(seed,
+    stream, frame_index)`` only. Stream 0 is the start noise; other streams are noise drawn while
+    sampling. Drawn on the CPU so that the numbers do not depend on the device."""
     generator = torch.Generator(device="cpu").manual_seed(_mix64(seed, stream, frame_index))
     noise = torch.randn(tuple(shape), generator=generator, dtype=torch.float32)
     return noise.to(device=device, dtype=dtype)
@@ -162,9 +123,8 @@ def guided_denoise(
     """Classifier-free guidance per frame: ``x0 = uncond + scale_f * (cond - uncond)``.
 
     ``cfg_scales`` is ``[F]`` (one scale per frame of ``x``) or ``None`` for the conditional
-    prediction alone. Both branches run as one call on a doubled batch: ``x`` and ``sigma``
-    stacked twice, cond ``SVDCond.cat([cond, cond.negative()])`` (SVD's unconditional branch:
-    zero image embedding and zero concat latent).
+    prediction alone. Both branches run as one call on a doubled batch; the unconditional cond is
+    ``cond.negative()`` (SVD's zero image embedding and zero concat latent).
     """
     if cfg_scales is None:
         return denoise(x, sigma, cond)
@@ -180,12 +140,10 @@ def guided_denoise(
 
 
 def euler_step(x: torch.Tensor, x0: torch.Tensor, sigma, sigma_next) -> torch.Tensor:
-    """One Euler step of the probability-flow ODE in EDM form (the first-order step of Karras et al.
-    2022, Algorithm 1; k-diffusion's ``sample_euler`` without churn): ``d = (x - x0) / sigma``,
-    ``x + d * (sigma_next - sigma)``.
+    """One Euler step of the probability-flow ODE in EDM form (Karras et al. 2022, Algorithm 1
+    without churn): ``x + (x - x0) / sigma * (sigma_next - sigma)``; lands on x0 at sigma_next 0.
 
-    ``sigma``/``sigma_next``: floats, or tensors ``[F]`` / ``[B, F]`` with one value per frame of
-    ``x[B, F, C, h, w]``.
+    ``sigma``/``sigma_next``: floats, or tensors ``[F]`` / ``[B, F]`` with one value per frame.
     """
     sigma = _broadcast_frames(sigma, x)
     sigma_next = _broadcast_frames(sigma_next, x)
@@ -193,6 +151,31 @@ def euler_step(x: torch.Tensor, x0: torch.Tensor, sigma, sigma_next) -> torch.Te
     d /= sigma  # in place on the fresh difference: two window-sized buffers per step, not four
     d *= sigma_next - sigma
     return x + d
+
+
+# ---------------------------------------------------------------------------------------------
+# Step rules: one step of the schedule for the noisy frames of one window
+
+
+ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class StepRule:
+    """``step(model, x, sigma, sigma_next) -> x_next`` for noisy frames ``x[B, n, ...]`` at
+    per-frame ``sigma[n]``; ``model(x, sigma[n]) -> x0`` runs one (guided) denoiser call with the
+    window's context. ``model_calls``: calls per step, for the plans."""
+
+    name: str
+    step: Callable[[ModelFn, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+    model_calls: int = 1
+
+
+def _euler(model: ModelFn, x: torch.Tensor, sigma: torch.Tensor, sigma_next: torch.Tensor) -> torch.Tensor:
+    return euler_step(x, model(x, sigma), sigma, sigma_next)
+
+
+EULER = StepRule("euler", _euler)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -206,6 +189,7 @@ def plan_progressive(
     chunk: int = DEFAULT_CHUNK,
     steps: int = DEFAULT_STEPS,
     prefix_frames: int = 0,
+    step_rule: StepRule = EULER,
 ) -> SamplingPlan:
     """Cost of :func:`iter_progressive` for an N-frame video (including ``prefix_frames``).
 
@@ -218,12 +202,7 @@ def plan_progressive(
     clean_evaluations = table.chunk_spacing * table.chunk * (table.num_chunks - 1)
     if prefix_frames > 0:
         clean_evaluations += min(chunk, prefix_frames) * steps
-    return SamplingPlan(
-        denoiser_calls=len(table),
-        frame_evaluations=steps * new_frames + clean_evaluations,
-        new_frames=new_frames,
-        steps=steps,
-    )
+    return _plan(len(table), steps * new_frames + clean_evaluations, new_frames, steps, step_rule)
 
 
 def plan_replacement(
@@ -233,6 +212,7 @@ def plan_replacement(
     condition_frames: int = DEFAULT_CONDITION_FRAMES,
     steps: int = DEFAULT_STEPS,
     prefix_frames: int = 0,
+    step_rule: StepRule = EULER,
 ) -> SamplingPlan:
     """Cost of :func:`iter_replacement`: S calls per window of ``window`` frames.
 
@@ -246,18 +226,18 @@ def plan_replacement(
     first_new = min(window - first_condition, new_frames)
     rest = new_frames - first_new
     later_windows = -(-rest // (window - condition_frames))
-    return SamplingPlan(
-        denoiser_calls=steps * (1 + later_windows),
-        frame_evaluations=steps * (first_condition + first_new + rest + condition_frames * later_windows),
-        new_frames=new_frames,
-        steps=steps,
-    )
+    evaluations = steps * (first_condition + first_new + rest + condition_frames * later_windows)
+    return _plan(steps * (1 + later_windows), evaluations, new_frames, steps, step_rule)
 
 
-def plan_full_sequence(num_frames: int, *, steps: int = DEFAULT_STEPS) -> SamplingPlan:
+def plan_full_sequence(num_frames: int, *, steps: int = DEFAULT_STEPS, step_rule: StepRule = EULER) -> SamplingPlan:
     """Cost of :func:`iter_full_sequence`: S calls on all N frames."""
     new_frames = _new_frames(num_frames, 0)
-    return SamplingPlan(steps, steps * new_frames, new_frames, steps)
+    return _plan(steps, steps * new_frames, new_frames, steps, step_rule)
+
+
+def _plan(steps_taken: int, frame_evaluations: int, new_frames: int, steps: int, rule: StepRule) -> SamplingPlan:
+    return SamplingPlan(steps_taken * rule.model_calls, frame_evaluations * rule.model_calls, new_frames, steps)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -279,112 +259,70 @@ def iter_progressive(
     min_cfg: float = DEFAULT_MIN_CFG,
     clean_sigma: float | None = None,
     context_sigma: float | None = None,
-    callback: Callable[[SamplingProgress], object] | None = None,
+    callback: ProgressCallback | None = None,
+    step_rule: StepRule = EULER,
     dtype: torch.dtype | None = None,
     device=None,
 ) -> Iterator[tuple[int, torch.Tensor]]:
-    """Progressive autoregressive sampling (PA-VDM Algorithm 1, Sec. 3.1-3.4), streaming.
+    """Progressive autoregressive sampling (PA-VDM Algorithm 1), streaming.
 
-    A window of ``window`` (F) noisy frames in chunks of ``chunk`` (C) frames at progressively
-    higher noise levels, following :func:`progressive_table` row by row. Every call lowers every
-    frame one step with a per-frame Euler step. When the front chunk reaches sigma = 0 it is
-    yielded and stays in front as the clean conditioning chunk (overlapped conditioning, Sec. 3.4;
-    passed at ``clean_sigma``, its prediction unused), and fresh noise enters at the back.
-
-    - Initialization (Sec. 3.2): from pure noise with only the image condition, or, with
-      ``prefix`` ``[B, P, 4, h, w]`` ("extend this video"), with the last ``min(C, P)`` prefix
-      frames as the clean chunk from the first call. Termination: nothing enters; the window
-      drains until every frame is clean.
-    - Output: frames ``P..N-1`` (``num_frames`` = N counts the prefix), any N > P; the last chunk is
-      shorter when N - P is not a multiple of C. Every frame is evaluated exactly at
-      ``sigmas[0], ..., sigmas[S-1]`` in order; S = ``len(sigmas) - 1`` must be a multiple of F/C.
-    - Guidance: ramp ``linspace(min_cfg, cfg, C + F)`` over the window positions with the clean
-      chunk in front (the window treated like one SVD clip); a chunk at level s sits in slot
-      ``K-1 - s // d``, so every frame sees the same sequence of scales.
-    - Memory: the window (at most C + F frames) and the constant table; nothing grows with N.
-    - Context noise (``context_sigma``, for models trained with ``--progressive-context-sigma``):
-      the clean chunk goes in as ``clean + context_sigma * eps`` at sigma ``context_sigma``, eps
-      fresh every call (``frame_noise`` stream ``-1 - call``), instead of exactly at ``clean_sigma``;
-      the yielded frames are unchanged. Why: ``training/noise_levels.py``, "Context noise".
-
-    Yields ``(frame_index, latent[B, 4, h, w])`` in order. Raises ``ValueError`` for impossible
-    settings before any call, and :class:`SamplingCancelled` when the callback returns ``False``.
+    ``window`` (F) noisy frames in chunks of ``chunk`` (C) at rising noise levels follow
+    :func:`progressive_table` row by row; a chunk that reaches sigma 0 is yielded and stays in
+    front as clean context (overlapped conditioning, Sec. 3.4). With ``prefix`` ``[B, P, 4, h, w]``
+    its last ``min(C, P)`` frames are that context from the first call (Sec. 3.2 otherwise starts
+    from noise). ``context_sigma`` (for models trained with ``--progressive-context-sigma``) gives
+    the context as ``clean + context_sigma * eps``, eps fresh every call (stream ``-1 - call``).
+    Guidance ramp over ``C + F`` window slots, clean chunk first, so every frame sees the same scales.
     """
-    sigmas = _prepare_sigmas(sigmas, device)
-    steps = check_sigmas(sigmas)
+    walk = _Walk.start(denoise, cond, frame_shape, sigmas, seed, dtype, device, prefix, step_rule)
+    steps = walk.steps
     validate_window(window, chunk, steps)
-    frame_shape = _check_frame_shape(frame_shape)
-    dtype, device = _resolve_dtype_device(dtype, device, prefix)
-    prefix_tail, prefix_frames = _prefix_tail(prefix, frame_shape, chunk, dtype, device)
+    prefix_tail, prefix_frames = _prefix_tail(prefix, walk, chunk)
     new_frames = _new_frames(num_frames, prefix_frames)
     table = progressive_table(window, chunk, steps, new_frames, clean_start=prefix_frames > 0)
-    conds = _KeyframeConds(cond)
     window_scales = linear_cfg_ramp(chunk + window, min_cfg, cfg).tolist()
-    use_cfg = any(s != 1.0 for s in window_scales[chunk:])
     if context_sigma is not None and clean_sigma is not None:
         raise ValueError("give clean_sigma (clean context) or context_sigma (noised context), not both")
-    front_sigma = (_clean_sigma(sigmas, clean_sigma) if context_sigma is None
+    front_sigma = (_clean_sigma(walk.sigmas, clean_sigma) if context_sigma is None
                    else _positive_sigma("context_sigma", context_sigma))
-    progress = _Progress(callback, len(table), table.frames)
-    return _progressive_frames(
-        denoise, conds, table, sigmas, frame_shape, seed, prefix_tail, prefix_frames,
-        window_scales if use_cfg else None, front_sigma, context_sigma is not None, progress, dtype, device,
-    )
+    walk.progress = _Progress(callback, len(table) * step_rule.model_calls, table.frames)
+    scales = window_scales if any(s != 1.0 for s in window_scales[chunk:]) else None
+    return _progressive_frames(walk, table, prefix_tail, prefix_frames, scales, front_sigma, context_sigma is not None)
 
 
-def _progressive_frames(
-    denoise, conds, table, sigmas, frame_shape, seed, clean, prefix_frames, window_scales, clean_sigma,
-    noise_context, progress, dtype, device,
-):
-    sigma_values = sigmas.tolist()
-    batch = frame_shape[0]
+def _progressive_frames(walk: "_Walk", table, clean, prefix_frames, window_scales, front_sigma, noise_context):
     chunk = table.chunk
-    noisy = torch.empty((batch, 0, *frame_shape[1:]), dtype=dtype, device=device)
+    noisy = walk.noise(range(0))
     for call, row in enumerate(table):
         if row.enters:
-            new_chunk = table.chunk_frames(row.chunks[-1])
-            fresh = [frame_noise(seed, prefix_frames + k, frame_shape, dtype=dtype, device=device) for k in new_chunk]
-            noisy = torch.cat([noisy, sigma_values[0] * torch.stack(fresh, dim=1)], dim=1)
+            entering = table.chunk_frames(row.chunks[-1])
+            fresh = walk.noise(range(prefix_frames + entering.start, prefix_frames + entering.stop))
+            noisy = torch.cat([noisy, walk.levels[0] * fresh], dim=1)
         clean_count = 0 if clean is None else clean.shape[1]
         # The clean chunk's prediction is discarded, so its guidance scale does not matter.
-        noisy_sigma, next_sigma, scales = [], [], [1.0] * clean_count
+        sigma, sigma_next, scales = [], [], [1.0] * clean_count
         for m, level in zip(row.chunks, row.levels):
             size = len(table.chunk_frames(m))
-            noisy_sigma += [sigma_values[level]] * size
-            next_sigma += [sigma_values[level + 1]] * size
+            sigma += [walk.levels[level]] * size
+            sigma_next += [walk.levels[level + 1]] * size
             if window_scales is not None:  # the ramp is over window slots, clean chunk first
                 first_position = chunk + table.slot(level) * chunk
                 scales += window_scales[first_position:first_position + size]
         first_frame = prefix_frames + row.first_chunk * chunk - clean_count
         context = clean
         if clean is not None and noise_context:
-            eps = [frame_noise(seed, first_frame + i, frame_shape, stream=-1 - call, dtype=dtype, device=device)
-                   for i in range(clean_count)]
-            context = clean + clean_sigma * torch.stack(eps, dim=1)
-        x = noisy if context is None else torch.cat([context, noisy], dim=1)
-        sigma = _frame_sigmas([clean_sigma] * clean_count + noisy_sigma, batch, sigmas)
-        x0 = guided_denoise(
-            denoise, x, sigma, conds.for_frames(first_frame, x.shape[1]),
-            None if window_scales is None else torch.tensor(scales, dtype=torch.float64),
-        )
-        noisy = euler_step(
-            noisy, x0[:, clean_count:],
-            torch.tensor(noisy_sigma, dtype=sigmas.dtype), torch.tensor(next_sigma, dtype=sigmas.dtype),
-        )
-        del x, x0, context  # hold only the window between calls (the consumer may decode frames meanwhile)
+            eps = walk.noise(range(first_frame, first_frame + clean_count), stream=-1 - call)
+            context = clean + front_sigma * eps
+        noisy = walk.step(noisy, sigma, sigma_next, first_frame, context, [front_sigma] * clean_count,
+                          None if window_scales is None else scales)
+        del context  # hold only the window between calls (the consumer may decode frames meanwhile)
         finished = None
         if row.emits:
             size = len(table.chunk_frames(row.first_chunk))
             clean, noisy = noisy[:, :size], noisy[:, size:]
             # Hand out a copy: a consumer editing a frame in place must not edit the conditioning.
             finished = (prefix_frames + row.first_chunk * chunk, clean.clone())
-        cancelled = progress.report(finished)
-        if finished is not None:
-            first_index, frames = finished
-            for i in range(frames.shape[1]):
-                yield first_index + i, frames[:, i]
-        if cancelled:
-            raise progress.cancelled()
+        yield from walk.hand_out(finished)
 
 
 def sample_progressive(denoise: Denoiser, cond: CondOverTime, num_frames: int, frame_shape: Sequence[int],
@@ -408,27 +346,19 @@ def iter_full_sequence(
     seed: int = 0,
     cfg: float = DEFAULT_CFG,
     min_cfg: float = DEFAULT_MIN_CFG,
-    callback: Callable[[SamplingProgress], object] | None = None,
+    callback: ProgressCallback | None = None,
+    step_rule: StepRule = EULER,
     dtype: torch.dtype | None = None,
     device=None,
 ) -> Iterator[tuple[int, torch.Tensor]]:
-    """Ordinary SVD/ExSVD Euler sampling: all N frames share one sigma through the S steps.
-
-    N must not exceed what the model handles in one clip (e.g. 25 for SVD-XT, 128 for ExSVD); the
-    frames are yielded together after the last call. Guidance ramp over the N frames exactly as
-    SVD's VideoLinearCFGGuidance.
-    """
-    sigmas = _prepare_sigmas(sigmas, device)
-    steps = check_sigmas(sigmas)
-    frame_shape = _check_frame_shape(frame_shape)
-    dtype, device = _resolve_dtype_device(dtype, device, None)
-    plan = plan_full_sequence(num_frames, steps=steps)
-    return _window_frames(
-        denoise, _KeyframeConds(cond), sigmas, frame_shape, seed, num_frames, None, 0,
-        window=num_frames, condition_frames=0, renoise_condition=False, cfg=cfg, min_cfg=min_cfg,
-        clean_sigma=_clean_sigma(sigmas, None), progress=_Progress(callback, plan.denoiser_calls, plan.new_frames),
-        dtype=dtype, device=device,
-    )
+    """Ordinary SVD/ExSVD sampling: all N frames share one sigma through the S steps, yielded
+    together after the last call. N must not exceed the model's clip (25 for SVD-XT, the table for
+    ExSVD). Guidance ramp over the N frames exactly as SVD's VideoLinearCFGGuidance."""
+    walk = _Walk.start(denoise, cond, frame_shape, sigmas, seed, dtype, device, None, step_rule)
+    plan = plan_full_sequence(num_frames, steps=walk.steps, step_rule=step_rule)
+    walk.progress = _Progress(callback, plan.denoiser_calls, plan.new_frames)
+    return _window_frames(walk, num_frames, None, 0, window=num_frames, condition_frames=0,
+                          renoise_condition=False, cfg=cfg, min_cfg=min_cfg, clean_sigma=walk.levels[-2])
 
 
 def sample_full_sequence(denoise: Denoiser, cond: CondOverTime, num_frames: int, frame_shape: Sequence[int],
@@ -452,41 +382,28 @@ def iter_replacement(
     cfg: float = DEFAULT_CFG,
     min_cfg: float = DEFAULT_MIN_CFG,
     clean_sigma: float | None = None,
-    callback: Callable[[SamplingProgress], object] | None = None,
+    callback: ProgressCallback | None = None,
+    step_rule: StepRule = EULER,
     dtype: torch.dtype | None = None,
     device=None,
 ) -> Iterator[tuple[int, torch.Tensor]]:
-    """Autoregressive replacement sampling (PA-VDM Sec. 2.2), streaming one window at a time.
+    """Autoregressive replacement sampling (PA-VDM Sec. 2.2), one window at a time.
 
-    Each window of ``window`` (F) frames starts with the last ``condition_frames`` (E) finished
-    frames (from ``prefix`` for the first window, if given; the first window without a prefix is
-    plain full-sequence sampling) followed by new noise frames; all noisy frames share one sigma
-    and take S Euler steps. The condition frames are either
-
-    - ``renoise_condition=False`` — replacement-without-noise (Eq. 5): held clean, passed at
-      ``clean_sigma`` and put back unchanged every step; or
-    - ``renoise_condition=True`` — replacement-with-noise (Eq. 6): re-noised to the current level
-      each step with fresh noise (``x = clean + sigma_i * eps``, eps from ``frame_noise`` stream
-      ``1 + window_index * S + i``) and passed at that sigma.
-
-    Their predictions are discarded either way. Guidance ramp over each window's frames. Same
-    output convention as :func:`iter_progressive` (``num_frames`` includes the prefix).
+    Each window of ``window`` frames starts with the last ``condition_frames`` (E) finished frames
+    (the prefix's for the first window; without a prefix the first window is plain full-sequence
+    sampling), then new noise; the noisy frames share one sigma. The condition frames are held
+    clean at ``clean_sigma`` (Eq. 5), or with ``renoise_condition`` re-noised to the current sigma
+    every step with fresh noise (Eq. 6; stream ``1 + window_index * S + i``).
     """
-    sigmas = _prepare_sigmas(sigmas, device)
-    steps = check_sigmas(sigmas)
-    frame_shape = _check_frame_shape(frame_shape)
-    dtype, device = _resolve_dtype_device(dtype, device, prefix)
+    walk = _Walk.start(denoise, cond, frame_shape, sigmas, seed, dtype, device, prefix, step_rule)
     _check_replacement_window(window, condition_frames)
-    prefix_tail, prefix_frames = _prefix_tail(prefix, frame_shape, condition_frames, dtype, device)
-    plan = plan_replacement(
-        num_frames, window=window, condition_frames=condition_frames, steps=steps, prefix_frames=prefix_frames
-    )
-    return _window_frames(
-        denoise, _KeyframeConds(cond), sigmas, frame_shape, seed, num_frames, prefix_tail, prefix_frames,
-        window=window, condition_frames=condition_frames, renoise_condition=renoise_condition, cfg=cfg,
-        min_cfg=min_cfg, clean_sigma=_clean_sigma(sigmas, clean_sigma),
-        progress=_Progress(callback, plan.denoiser_calls, plan.new_frames), dtype=dtype, device=device,
-    )
+    prefix_tail, prefix_frames = _prefix_tail(prefix, walk, condition_frames)
+    plan = plan_replacement(num_frames, window=window, condition_frames=condition_frames, steps=walk.steps,
+                            prefix_frames=prefix_frames, step_rule=step_rule)
+    walk.progress = _Progress(callback, plan.denoiser_calls, plan.new_frames)
+    return _window_frames(walk, num_frames, prefix_tail, prefix_frames, window=window,
+                          condition_frames=condition_frames, renoise_condition=renoise_condition, cfg=cfg,
+                          min_cfg=min_cfg, clean_sigma=_clean_sigma(walk.sigmas, clean_sigma))
 
 
 def sample_replacement(denoise: Denoiser, cond: CondOverTime, num_frames: int, frame_shape: Sequence[int],
@@ -496,57 +413,29 @@ def sample_replacement(denoise: Denoiser, cond: CondOverTime, num_frames: int, f
     return collect_frames(frames, num_frames, kwargs.get("prefix"))
 
 
-def _window_frames(
-    denoise, conds, sigmas, frame_shape, seed, num_frames, condition, prefix_frames, *, window, condition_frames,
-    renoise_condition, cfg, min_cfg, clean_sigma, progress, dtype, device,
-):
-    """Shared loop of the full-sequence and replacement samplers: one window after another, all
-    noisy frames of a window at one sigma. ``condition``: clean frames in front, or None."""
-    sigma_values = sigmas.tolist()
-    steps = len(sigma_values) - 1
-    batch = frame_shape[0]
-    next_frame = prefix_frames
+def _window_frames(walk: "_Walk", num_frames, condition, next_frame, *, window, condition_frames,
+                   renoise_condition, cfg, min_cfg, clean_sigma):
+    """The full-sequence and replacement walk: one window after another, all noisy frames of a
+    window at one sigma. ``condition``: clean frames in front, or None."""
     window_index = 0
     while next_frame < num_frames:
         condition_count = 0 if condition is None else condition.shape[1]
         new_count = min(window - condition_count, num_frames - next_frame)
         first_frame = next_frame - condition_count
-        new_frames = range(next_frame, next_frame + new_count)
-        x = sigma_values[0] * torch.stack(
-            [frame_noise(seed, k, frame_shape, dtype=dtype, device=device) for k in new_frames], dim=1
-        )
-        scales = linear_cfg_ramp(condition_count + new_count, min_cfg, cfg)
-        use_cfg = bool((scales[condition_count:] != 1.0).any())
-        window_cond = conds.for_frames(first_frame, condition_count + new_count)
-        for i in range(steps):
-            sigma, sigma_next = sigma_values[i], sigma_values[i + 1]
-            if condition is None:
-                window_x, frame_sigmas = x, [sigma] * new_count
-            elif renoise_condition:
-                eps = torch.stack(
-                    [frame_noise(seed, k, frame_shape, stream=1 + window_index * steps + i, dtype=dtype, device=device)
-                     for k in range(first_frame, next_frame)],
-                    dim=1,
-                )
-                window_x = torch.cat([condition + sigma * eps, x], dim=1)
-                frame_sigmas = [sigma] * (condition_count + new_count)
-            else:
-                window_x = torch.cat([condition, x], dim=1)
-                frame_sigmas = [clean_sigma] * condition_count + [sigma] * new_count
-            x0 = guided_denoise(
-                denoise, window_x, _frame_sigmas(frame_sigmas, batch, sigmas), window_cond, scales if use_cfg else None
-            )
-            x = euler_step(x, x0[:, condition_count:], sigma, sigma_next)
-            del window_x, x0
+        x = walk.levels[0] * walk.noise(range(next_frame, next_frame + new_count))
+        scales = linear_cfg_ramp(condition_count + new_count, min_cfg, cfg).tolist()
+        use_cfg = any(s != 1.0 for s in scales[condition_count:])
+        for i in range(walk.steps):
+            sigma, sigma_next = walk.levels[i], walk.levels[i + 1]
+            context, context_sigma = condition, [clean_sigma] * condition_count
+            if condition is not None and renoise_condition:
+                eps = walk.noise(range(first_frame, next_frame), stream=1 + window_index * walk.steps + i)
+                context, context_sigma = condition + sigma * eps, [sigma] * condition_count
+            x = walk.step(x, [sigma] * new_count, [sigma_next] * new_count, first_frame, context, context_sigma,
+                          scales if use_cfg else None)
+            del context
             # Hand out a copy: x also seeds the next window's condition frames.
-            finished = (next_frame, x.clone()) if i == steps - 1 else None
-            cancelled = progress.report(finished)
-            if finished is not None:
-                first_index, frames = finished
-                for j in range(frames.shape[1]):
-                    yield first_index + j, frames[:, j]
-            if cancelled:
-                raise progress.cancelled()
+            yield from walk.hand_out((next_frame, x.clone()) if i == walk.steps - 1 else None)
         if condition_frames:
             recent = x if condition is None else torch.cat([condition, x], dim=1)
             condition = recent[:, -condition_frames:]
@@ -644,24 +533,90 @@ class _Progress:
         self.calls_done = 0
         self.frames_done = 0
 
-    def report(self, finished: tuple[int, torch.Tensor] | None) -> bool:
-        """Account for one call (and the frames ``(first_index, [B, n, ...])`` it finished);
-        return True when the callback asks to stop."""
-        self.calls_done += 1
+    def report(self, calls: int, finished: tuple[int, torch.Tensor] | None) -> bool:
+        """Account for ``calls`` denoiser calls (and the frames ``(first_index, [B, n, ...])`` they
+        finished); True when the callback asks to stop."""
+        self.calls_done += calls
         newest_index = newest = None
         if finished is not None:
             first_index, frames = finished
             self.frames_done += frames.shape[1]
             newest_index, newest = first_index + frames.shape[1] - 1, frames[:, -1]
-        if self.callback is None:
-            return False
-        answer = self.callback(SamplingProgress(
-            self.calls_done, self.calls_total, self.frames_done, self.frames_total, newest_index, newest
-        ))
-        return answer is False
+        return report(self.callback, Progress(SAMPLING, self.calls_done, self.calls_total, self.frames_done,
+                                              self.frames_total, newest_index, newest))
 
-    def cancelled(self) -> SamplingCancelled:
-        return SamplingCancelled(self.calls_done, self.frames_done)
+    def cancelled(self) -> Cancelled:
+        return Cancelled(SAMPLING, self.calls_done, self.frames_done)
+
+
+class _Walk:
+    """What every window walk shares: the denoiser, the conditioning over time, the schedule, the
+    frame noise, the step rule and the progress count."""
+
+    def __init__(self, denoise, conds, sigmas, frame_shape, seed, dtype, device, step_rule):
+        self.denoise = denoise
+        self.conds = conds
+        self.sigmas = sigmas
+        self.levels = sigmas.tolist()  # python floats: the exact schedule entries
+        self.steps = len(self.levels) - 1
+        self.frame_shape = frame_shape
+        self.seed = seed
+        self.dtype = dtype
+        self.device = device
+        self.step_rule = step_rule
+        self.progress: _Progress | None = None
+
+    @classmethod
+    def start(cls, denoise, cond, frame_shape, sigmas, seed, dtype, device, prefix, step_rule) -> "_Walk":
+        """Check the common arguments (before any call) and set up the walk."""
+        sigmas = _prepare_sigmas(sigmas, device)
+        check_sigmas(sigmas)
+        frame_shape = _check_frame_shape(frame_shape)
+        if dtype is None:
+            dtype = prefix.dtype if prefix is not None else torch.float32
+        if device is None:
+            device = prefix.device if prefix is not None else torch.device("cpu")
+        return cls(denoise, _KeyframeConds(cond), sigmas, frame_shape, seed, dtype, torch.device(device), step_rule)
+
+    def noise(self, frames: range, stream: int = 0) -> torch.Tensor:
+        """``frame_noise`` of the given frames, ``[B, n, 4, h, w]``."""
+        batch, rest = self.frame_shape[0], self.frame_shape[1:]
+        if not len(frames):
+            return torch.empty((batch, 0, *rest), dtype=self.dtype, device=self.device)
+        return torch.stack([frame_noise(self.seed, k, self.frame_shape, stream=stream, dtype=self.dtype,
+                                        device=self.device) for k in frames], dim=1)
+
+    def step(self, noisy, sigma: list[float], sigma_next: list[float], first_frame: int, context=None,
+             context_sigma: Sequence[float] = (), scales: list[float] | None = None) -> torch.Tensor:
+        """Move ``noisy`` (video frames from ``first_frame + len(context)``) one step, ``sigma`` ->
+        ``sigma_next`` per frame, by the step rule. The model also sees ``context`` in front at
+        ``context_sigma``; its predictions are discarded. ``scales``: guidance per window frame."""
+        count = 0 if context is None else context.shape[1]
+        cond = self.conds.for_frames(first_frame, count + noisy.shape[1])
+        cfg_scales = None if scales is None else torch.tensor(scales, dtype=torch.float64)
+        front = self._values(context_sigma)
+        batch = noisy.shape[0]
+
+        def model(x: torch.Tensor, x_sigma: torch.Tensor) -> torch.Tensor:
+            window = x if context is None else torch.cat([context, x], dim=1)
+            frame_sigma = torch.cat([front, x_sigma]).expand(batch, -1).contiguous()
+            return guided_denoise(self.denoise, window, frame_sigma, cond, cfg_scales)[:, count:]
+
+        return self.step_rule.step(model, noisy, self._values(sigma), self._values(sigma_next))
+
+    def hand_out(self, finished: tuple[int, torch.Tensor] | None):
+        """After a step: report it, yield the frames it finished, then stop if asked to."""
+        cancelled = self.progress.report(self.step_rule.model_calls, finished)
+        if finished is not None:
+            first_index, frames = finished
+            for i in range(frames.shape[1]):
+                yield first_index + i, frames[:, i]
+        if cancelled:
+            raise self.progress.cancelled()
+
+    def _values(self, values: Sequence[float]) -> torch.Tensor:
+        # built from sigmas.tolist() values, so the model sees exactly the schedule's entries
+        return torch.tensor(list(values), dtype=self.sigmas.dtype, device=self.sigmas.device)
 
 
 def _mix64(*values: int) -> int:
@@ -683,12 +638,6 @@ def _broadcast_frames(sigma, x: torch.Tensor):
     if sigma.dim() == 1:
         sigma = sigma[None]
     return sigma[:, :, None, None, None]
-
-
-def _frame_sigmas(values: list[float], batch: int, sigmas: torch.Tensor) -> torch.Tensor:
-    """The ``[B, F]`` sigma tensor for the model. Values come from ``sigmas.tolist()``, so they are
-    exactly the schedule's entries."""
-    return torch.tensor(values, dtype=sigmas.dtype, device=sigmas.device).expand(batch, -1).contiguous()
 
 
 def _prepare_sigmas(sigmas, device) -> torch.Tensor:
@@ -717,19 +666,12 @@ def _check_frame_shape(frame_shape) -> tuple[int, ...]:
     return shape
 
 
-def _resolve_dtype_device(dtype, device, prefix):
-    if dtype is None:
-        dtype = prefix.dtype if prefix is not None else torch.float32
-    if device is None:
-        device = prefix.device if prefix is not None else torch.device("cpu")
-    return dtype, torch.device(device)
-
-
-def _prefix_tail(prefix, frame_shape, keep: int, dtype, device):
+def _prefix_tail(prefix, walk: _Walk, keep: int):
     """The last ``keep`` prefix frames (a copy: the caller's tensor is never touched) and P."""
     if prefix is None:
         return None, 0
     batch, frames = check_latents(prefix, "prefix")
+    frame_shape = walk.frame_shape
     if (batch, *prefix.shape[2:]) != tuple(frame_shape):
         raise ValueError(
             f"prefix: expected frames of shape {tuple(frame_shape)} (frame_shape), i.e. "
@@ -737,8 +679,7 @@ def _prefix_tail(prefix, frame_shape, keep: int, dtype, device):
         )
     if frames == 0:
         return None, 0
-    return prefix[:, -keep:].to(device=device, dtype=dtype, copy=True), frames
-
+    return prefix[:, -keep:].to(device=walk.device, dtype=walk.dtype, copy=True), frames
 
 def _new_frames(num_frames, prefix_frames: int) -> int:
     if not isinstance(num_frames, int) or num_frames < 1:
@@ -766,9 +707,9 @@ __all__ = [
     "DEFAULT_MIN_CFG",
     "DEFAULT_REPLACEMENT_WINDOW",
     "DEFAULT_CONDITION_FRAMES",
-    "SamplingCancelled",
-    "SamplingProgress",
+    "EULER",
     "SamplingPlan",
+    "StepRule",
     "frame_noise",
     "linear_cfg_ramp",
     "guided_denoise",

@@ -86,7 +86,7 @@ def tiny_clip(seed: int = 0):
 
 def tiny_svd(seed: int = 0):
     """A tiny random SVD model (UNet, temporal VAE, image encoder) as an SVDModel."""
-    from .loading import SVDModel
+    from .model import SVDModel
 
     model = SVDModel(tiny_unet(seed), tiny_vae(seed + 1), tiny_clip(seed + 2), source="tiny")
     for part in (model.unet, model.vae, model.image_encoder):

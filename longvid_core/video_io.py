@@ -15,6 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .decoding import StreamingDecoder
+from .progress import ProgressCallback
+
 DEFAULT_CRF = 19  # x264 constant-rate factor: visually lossless for most content; lower = larger files
 DEFAULT_CODEC = "libx264"
 DEFAULT_PIX_FMT = "yuv420p"
@@ -138,24 +141,15 @@ def read_video(path, max_frames: int | None = None) -> tuple[torch.Tensor, Fract
     return torch.stack(frames).float() / 255.0, Fraction(fps)
 
 
-
-
 def write_latent_video(vae, latents, path, fps, *, window: int | None = None, overlap: int | None = None,
-                       crf: int = DEFAULT_CRF, on_window=None, on_frames=None) -> int:
-    """Decode latent frames as they arrive and write them to an mp4; returns the frames written.
-
-    ``latents``: any iterable of scaled latent frames ``[B, 4, h, w]`` (e.g. a sampler generator
-    mapped to its latents; only batch item 0 is written), decoded through
-    :class:`~longvid_core.decoding.StreamingDecoder` (``window``/``overlap``, cross-faded), so at no
-    point are all frames in memory. ``on_window(start, end)`` runs after each decoded window
-    (progress, cancel); ``on_frames(first_index, frames[n, H, W, 3])`` gets every batch of frames
-    as it is written (e.g. to save them as images too). If anything raises (e.g. a cancelled run), the file is still finished and
-    plays with the frames written so far; the exception propagates.
-    """
-    from .decoding import StreamingDecoder, decode_window_or_default
-
-    decoder = StreamingDecoder(vae, *decode_window_or_default(window, overlap),
-                               output_device="cpu", on_window=on_window)
+                       crf: int = DEFAULT_CRF, callback: ProgressCallback | None = None,
+                       frames_total: int | None = None, on_frames=None) -> int:
+    """Decode latent frames ``[B, 4, h, w]`` (any iterable; batch item 0 is written) as they arrive
+    through :class:`~longvid_core.decoding.StreamingDecoder` and write them to an mp4; returns the
+    frames written. ``callback``: decoding progress and cancel; ``on_frames(first_index,
+    frames[n, H, W, 3])`` sees every batch of frames written. If anything raises (a cancelled run),
+    the file is still finished and plays with the frames written so far."""
+    decoder = StreamingDecoder(vae, window, overlap, "cpu", callback, frames_total)
     with VideoWriter(path, fps, crf=crf) as writer:
         def emit(frames):
             if frames is not None:

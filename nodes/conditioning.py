@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import torch
 
-from longvid_core.frames import cover_crop, encode_frames, vae_downscale
-from longvid_core.vae import VAE_SCALE
+from longvid_core import pipeline
+from longvid_core.frames import cover_crop, encode_frames
+from longvid_core.pipeline import SVD_SIZE_MULTIPLE
 
 from . import runtime
-from .validation import (
-    SIZE_MULTIPLE, check_keyframe_starts, check_size, check_widgets, first_problem, parse_keyframe_starts, raise_if,
-)
+from .validation import check_keyframe_starts, check_widgets, first_problem, parse_keyframe_starts, raise_if
 
 SIZE_TOOLTIP = ("Video {} in pixels, a multiple of 64. Images are scaled to cover it and centre-cropped "
                 "(nothing is stretched or padded).")
@@ -18,24 +17,11 @@ SIZE_TOOLTIP = ("Video {} in pixels, a multiple of 64. Images are scaled to cove
 
 def size_inputs():
     return {
-        "width": ("INT", {"default": 1024, "min": SIZE_MULTIPLE, "max": 4096, "step": SIZE_MULTIPLE,
+        "width": ("INT", {"default": 1024, "min": SVD_SIZE_MULTIPLE, "max": 4096, "step": SVD_SIZE_MULTIPLE,
                           "tooltip": SIZE_TOOLTIP.format("width")}),
-        "height": ("INT", {"default": 576, "min": SIZE_MULTIPLE, "max": 4096, "step": SIZE_MULTIPLE,
+        "height": ("INT", {"default": 576, "min": SVD_SIZE_MULTIPLE, "max": 4096, "step": SVD_SIZE_MULTIPLE,
                            "tooltip": SIZE_TOOLTIP.format("height")}),
     }
-
-
-def check_model_size(model, width: int, height: int) -> None:
-    """An extended (ExVideo) model's 3-D convolution needs >= 2x2 pixels at the UNet's deepest level."""
-    if model.max_frames is None:
-        return
-    svd = model.svd
-    smallest = 2 * vae_downscale(svd.vae) * 2 ** (len(svd.unet.config.block_out_channels) - 1)
-    if width < smallest or height < smallest:
-        raise ValueError(
-            f"{width}x{height} is too small for an ExVideo-extended model: its 3-D convolution needs images of "
-            f"at least {smallest} px on each side; use width and height >= {smallest}"
-        )
 
 
 class LongVidCondition:
@@ -77,30 +63,18 @@ class LongVidCondition:
         return first_problem(
             check_widgets(cls, width=width, height=height, fps=fps, motion_bucket_id=motion_bucket_id,
                           augmentation=augmentation),
-            check_size(width, height),
+            pipeline.size_problem(width, height),
             check_keyframe_starts(keyframe_starts),
         )
 
     def condition(self, model, image, width, height, keyframe_starts, fps, motion_bucket_id, augmentation):
         raise_if(self.VALIDATE_INPUTS(width, height, keyframe_starts, fps, motion_bucket_id, augmentation))
         starts = parse_keyframe_starts(keyframe_starts)
-        if len(starts) != image.shape[0]:
-            example = ", ".join(str(48 * i) for i in range(image.shape[0]))
-            raise ValueError(
-                f"keyframe_starts lists {len(starts)} start frame(s) {starts} but the image batch holds "
-                f"{image.shape[0]} image(s): give one start per image, e.g. '{example}'"
-            )
-        check_model_size(model, width, height)
-        fitted = cover_crop(image, width, height)
-        svd = model.prepare("vae", "image_encoder")
-        keyframes = []
-        with torch.no_grad():
-            for i, start in enumerate(starts):
-                runtime.throw_if_interrupted()
-                cond = svd.encode_image(fitted[i:i + 1].to(model.device), fps=fps, motion_bucket_id=motion_bucket_id,
-                                        noise_aug_strength=augmentation, seed=i)
-                keyframes.append((start, cond.to("cpu")))
-        return (keyframes, fitted)
+        keyframes, fitted = pipeline.condition_images(
+            model.prepare("vae", "image_encoder"), image, width, height, starts, fps=fps,
+            motion_bucket_id=motion_bucket_id, noise_aug_strength=augmentation,
+            callback=lambda _: runtime.throw_if_interrupted())
+        return ([(start, cond.to("cpu")) for start, cond in keyframes], fitted)
 
 
 class LongVidEncodeFrames:
@@ -122,16 +96,16 @@ class LongVidEncodeFrames:
 
     @classmethod
     def VALIDATE_INPUTS(cls, width=None, height=None):
-        return first_problem(check_widgets(cls, width=width, height=height), check_size(width, height))
+        return first_problem(check_widgets(cls, width=width, height=height), pipeline.size_problem(width, height))
 
     def encode(self, model, images, width, height):
         raise_if(self.VALIDATE_INPUTS(width, height))
+        pipeline.check_size(model.svd, width, height)
         fitted = cover_crop(images, width, height)
         svd = model.prepare("vae")
         latents = []
         with torch.no_grad():
             for start in range(0, fitted.shape[0], 16):  # check cancel between batches of frames
                 runtime.throw_if_interrupted()
-                latents.append(encode_frames(svd.vae, fitted[start:start + 16].to(model.device))[0].cpu())
-        # ComfyUI's LATENT holds unscaled VAE latents (as VAEEncode makes them)
-        return ({"samples": torch.cat(latents) / VAE_SCALE}, fitted[-1:])
+                latents.append(encode_frames(svd.vae, fitted[start:start + 16]).cpu())
+        return (pipeline.latents_to_comfy(torch.cat(latents, dim=1)), fitted[-1:])

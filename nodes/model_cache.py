@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from longvid_core import load_svd
-from longvid_core.exvideo import SVD_TRAINED_FRAMES, max_frames
+from longvid_core.loading import resolve_dtype
 
 from . import runtime
 
@@ -52,18 +52,13 @@ _HOLDERS = {"unet": LongVidUNetWeights, "vae": LongVidVAEWeights, "image_encoder
 
 @dataclass(eq=False)
 class LongVidModel:
-    """What flows along a LONGVID_MODEL socket: a loaded SVD/ExSVD and how to put it on the device.
-
-    ``max_frames``: the longest clip it may see in one call (an extension's table length; None for
-    plain SVD, whose trained clip is :data:`SVD_TRAINED_FRAMES` frames).
-    """
+    """What flows along a LONGVID_MODEL socket: a loaded SVD/ExSVD and how to put it on the device."""
 
     svd: object  # longvid_core.SVDModel
     name: str
     extension: str | None
     device: torch.device
     dtype: torch.dtype
-    max_frames: int | None
     patchers: dict = field(default_factory=dict)  # part name -> ComfyUI ModelPatcher (inside ComfyUI)
 
     def prepare(self, *parts: str):
@@ -72,8 +67,9 @@ class LongVidModel:
         return self.svd
 
     @property
-    def trained_frames(self) -> int:
-        return self.max_frames or SVD_TRAINED_FRAMES
+    def max_frames(self) -> int | None:
+        """The longest clip one call may hold (an ExVideo table's length); None for plain SVD."""
+        return self.svd.max_frames
 
     def describe(self) -> str:
         ext = f" + {self.extension} ({self.max_frames} frames)" if self.extension else " (plain SVD, 25-frame clips)"
@@ -100,8 +96,7 @@ def load_model(checkpoint: Path, extension: Path | None, dtype_choice: str) -> L
     if dtype_choice not in DTYPE_CHOICES:
         raise ValueError(f"dtype must be one of {DTYPE_CHOICES}; got {dtype_choice!r}")
     device = runtime.torch_device()
-    dtype = runtime.auto_dtype(device) if dtype_choice == "auto" else {
-        "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[dtype_choice]
+    dtype = runtime.auto_dtype(device) if dtype_choice == "auto" else resolve_dtype(dtype_choice)
     key = cache_key(checkpoint, extension, dtype, device)
     if key in _cache:
         _cache.move_to_end(key)
@@ -116,7 +111,6 @@ def load_model(checkpoint: Path, extension: Path | None, dtype_choice: str) -> L
         extension=None if extension is None else f"{extension.parent.name}/{extension.name}",
         device=device,
         dtype=dtype,
-        max_frames=max_frames(svd),
         patchers=_patchers(svd, device, load_device),
     )
     _cache[key] = model

@@ -171,6 +171,25 @@ def progress_bar(total: int):
     return _NoProgressBar(total)
 
 
+def progress_callback(bar_stage: str, total: int):
+    """The pipeline's progress callback for a node: a progress bar over ``bar_stage``'s unit (a
+    finished frame's cheap RGB preview while sampling), and the cancel button at every report."""
+    from longvid_core.decoding import approximate_rgb
+    from longvid_core.progress import SAMPLING
+
+    bar = progress_bar(total)
+
+    def callback(progress):
+        if progress.stage == bar_stage:
+            preview = None
+            if progress.stage == SAMPLING and progress.newest_latent is not None:
+                preview = preview_image(approximate_rgb(progress.newest_latent))
+            bar.update_absolute(progress.done, progress.total, preview)
+        throw_if_interrupted()  # cancel takes effect after the call (or window) in flight
+
+    return callback
+
+
 def throw_if_interrupted() -> None:
     """Raise ComfyUI's interrupt exception when the user pressed cancel (POST /interrupt)."""
     if IN_COMFYUI:

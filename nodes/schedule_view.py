@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections import Counter
 
+from longvid_core.pipeline import PROGRESSIVE, settings_problem
 from longvid_core.samplers import plan_progressive
 from longvid_core.schedule_plot import draw_schedule
 from longvid_core.schedules import DEFAULT_CHUNK, DEFAULT_STEPS, DEFAULT_WINDOW, STAGES, progressive_table
 
-from .validation import check_widgets, check_window, first_problem, raise_if
+from .validation import check_widgets, first_problem, raise_if
 
 
 def describe_layout(table, plan) -> str:
@@ -60,7 +61,7 @@ class LongVidScheduleView:
     def VALIDATE_INPUTS(cls, window=None, chunk=None, steps=None, frames=None, max_size=None):
         return first_problem(check_widgets(cls, window=window, chunk=chunk, steps=steps, frames=frames,
                                            max_size=max_size),
-                             check_window(window, chunk, steps))
+                             settings_problem(PROGRESSIVE, window=window, chunk=chunk, steps=steps))
 
     def draw(self, window, chunk, steps, frames, with_prefix, max_size):
         raise_if(self.VALIDATE_INPUTS(window, chunk, steps, frames, max_size))

@@ -10,11 +10,6 @@ from __future__ import annotations
 
 import re
 
-from longvid_core.schedules import validate_window
-from longvid_core.shapes import nearest_multiples
-
-SIZE_MULTIPLE = 64  # SVD: 8x VAE downscale, then the UNet halves the latent 3 times
-
 
 def check_widgets(node_cls, **values) -> str | None:
     """Range and combo checks of ``values`` against ``node_cls.INPUT_TYPES()``; a message or None."""
@@ -33,26 +28,6 @@ def check_widgets(node_cls, **values) -> str | None:
                 return f"{name} is {value}; the smallest allowed is {options['min']}"
             if "max" in options and value > options["max"]:
                 return f"{name} is {value}; the largest allowed is {options['max']}"
-    return None
-
-
-def check_size(width, height) -> str | None:
-    for name, value in (("width", width), ("height", height)):
-        if value is not None and value % SIZE_MULTIPLE:
-            options = nearest_multiples(value, SIZE_MULTIPLE)
-            return (f"{name} ({value}) must be a multiple of {SIZE_MULTIPLE} (SVD's latent is 1/8 of the image and "
-                    f"its UNet halves that 3 times); use {options}")
-    return None
-
-
-def check_window(window, chunk, steps) -> str | None:
-    """The progressive layout (see ``longvid_core.schedules.validate_window``)."""
-    if None in (window, chunk, steps):
-        return None
-    try:
-        validate_window(window, chunk, steps)
-    except ValueError as e:
-        return str(e)
     return None
 
 

@@ -6,20 +6,19 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import torch
-
-from longvid_core.decoding import DEFAULT_DECODE_OVERLAP, check_decode_window
-from longvid_core.vae import DEFAULT_DECODE_CHUNK, VAE_SCALE, decode
-from longvid_core.video_io import DEFAULT_CRF, write_latent_video
+from longvid_core import pipeline
+from longvid_core.decoding import DEFAULT_DECODE_OVERLAP, DEFAULT_DECODE_WINDOW, decode_settings
+from longvid_core.progress import DECODING, SAMPLING
+from longvid_core.video_io import DEFAULT_CRF
 
 from . import runtime
-from .sampling import CONTEXT_SIGMA_INPUT, PREFIX_INPUT, sampling_inputs, start_sampling, validate_sampling
+from .sampling import CONTEXT_SIGMA_INPUT, PREFIX_INPUT, prepare_run, sampling_inputs, validate_sampling
 from .validation import check_widgets, first_problem, raise_if
 
 
 def decode_inputs() -> dict:
     return {
-        "decode_window": ("INT", {"default": DEFAULT_DECODE_CHUNK, "min": 1, "max": 256, "tooltip": (
+        "decode_window": ("INT", {"default": DEFAULT_DECODE_WINDOW, "min": 1, "max": 256, "tooltip": (
             "Latent frames the temporal VAE decodes together; bounds memory (lower it if decoding runs out of "
             "memory).")}),
         "overlap": ("INT", {"default": DEFAULT_DECODE_OVERLAP, "min": 0, "max": 128, "tooltip": (
@@ -48,7 +47,7 @@ def check_decode(decode_window, overlap) -> str | None:
     if decode_window is None or overlap is None:
         return None
     try:
-        check_decode_window(decode_window, overlap)
+        decode_settings(decode_window, overlap)
     except ValueError as e:
         return str(e)
     return None
@@ -75,25 +74,6 @@ def _result(path: Path, ui_entry):
     return {"ui": ui, "result": (str(path),)}
 
 
-def _window_progress(total_frames: int):
-    """on_window callback: progress over decoded frames, and the cancel button."""
-    bar = runtime.progress_bar(total_frames)
-
-    def on_window(start, end):
-        bar.update_absolute(end, total_frames)
-        runtime.throw_if_interrupted()
-
-    return on_window
-
-
-def _scaled(samples: dict) -> torch.Tensor:
-    latents = samples["samples"]
-    if latents.dim() != 4 or latents.shape[1] != 4:
-        raise ValueError(f"samples: expected LATENT [frames, 4, h, w] (as LongVid Sample makes); found "
-                         f"{tuple(latents.shape)}")
-    return latents.unsqueeze(0).float() * VAE_SCALE  # ComfyUI LATENT is unscaled
-
-
 class LongVidDecode:
     DESCRIPTION = (
         "Decodes video latents with SVD's temporal VAE in overlapping windows, cross-faded (no seams, bounded "
@@ -116,17 +96,9 @@ class LongVidDecode:
 
     def decode(self, model, samples, decode_window, overlap):
         raise_if(self.VALIDATE_INPUTS(decode_window, overlap))
-        latents = _scaled(samples)
-        svd = model.prepare("vae")
-        bar = runtime.progress_bar(latents.shape[1])
-
-        def on_window(done, total):
-            bar.update_absolute(done, total)
-            runtime.throw_if_interrupted()
-
-        with torch.no_grad():
-            frames = decode(svd.vae, latents.to(model.device), decode_chunk=decode_window, overlap=overlap,
-                            output_device="cpu", callback=on_window)
+        latents = pipeline.latents_from_comfy(samples)
+        frames = pipeline.decode_into(model.prepare("vae"), latents, pipeline.ImageSink(decode_window, overlap),
+                                      runtime.progress_callback(DECODING, latents.shape[1]))
         return (frames[0],)
 
 
@@ -155,13 +127,11 @@ class LongVidSaveVideo:
 
     def save(self, model, samples, filename_prefix, frame_rate, crf, decode_window, overlap, output_path=""):
         raise_if(self.VALIDATE_INPUTS(frame_rate, crf, decode_window, overlap, output_path))
-        latents = _scaled(samples)
-        svd = model.prepare("vae")
+        latents = pipeline.latents_from_comfy(samples)
         path, ui_entry = _target(filename_prefix, output_path)
-        frames = (latents[:, i].to(model.device) for i in range(latents.shape[1]))
-        with torch.no_grad():
-            write_latent_video(svd.vae, frames, path, frame_rate, window=decode_window, overlap=overlap,
-                                         crf=crf, on_window=_window_progress(latents.shape[1]))
+        pipeline.decode_into(model.prepare("vae"), latents, pipeline.Mp4Sink(path, frame_rate, crf, decode_window,
+                                                                             overlap),
+                             runtime.progress_callback(DECODING, latents.shape[1]))
         return _result(path, ui_entry)
 
 
@@ -198,19 +168,11 @@ class LongVidSampleToVideo:
                         frame_rate, crf, decode_window, overlap, prefix=None, output_path="", context_sigma=0.0):
         raise_if(self.VALIDATE_INPUTS(frames, mode, window, chunk, steps, cfg, min_cfg, seed, frame_rate, crf,
                                       decode_window, overlap, output_path, context_sigma))
-        with torch.no_grad():
-            run = start_sampling(model, cond, frames, mode, window, chunk, steps, cfg, min_cfg, seed, prefix,
-                                 node_cls=type(self), context_sigma=context_sigma)
-            svd = model.prepare("unet", "vae")
-            path, ui_entry = _target(filename_prefix, output_path)
-
-            def latent_frames():
-                if run.prefix is not None:  # the video starts with the frames it extends
-                    yield from run.prefix.unbind(1)
-                for _, latent in run.new_frames:
-                    yield latent
-
-            # Progress is the sampler's (one step per denoiser call); decoding checks cancel per window.
-            write_latent_video(svd.vae, latent_frames(), path, frame_rate, window=decode_window, overlap=overlap,
-                               crf=crf, on_window=lambda start, end: runtime.throw_if_interrupted())
+        run = prepare_run(model, cond, frames, mode, window, chunk, steps, cfg, min_cfg, seed, prefix,
+                          node_cls=type(self), context_sigma=context_sigma)
+        path, ui_entry = _target(filename_prefix, output_path)
+        model.prepare("unet", "vae")
+        # The bar counts denoiser calls; decoding only checks cancel, window by window.
+        run.into(pipeline.Mp4Sink(path, frame_rate, crf, decode_window, overlap),
+                 runtime.progress_callback(SAMPLING, run.plan.denoiser_calls))
         return _result(path, ui_entry)

@@ -8,7 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from longvid_core.cli import BUNDLED_MODEL, load_image, main, model_defaults, text_to_image
+from longvid_core.cli import load_image, main, text_to_image
+from longvid_core.pipeline import BUNDLED_MODEL, DEFAULTS_KEY, recommended_settings
 from longvid_core.video_io import read_video
 from tests.tiny import write_tiny_sgm
 
@@ -16,7 +17,7 @@ from tests.tiny import write_tiny_sgm
 def test_bundled_model_is_small_and_carries_its_settings():
     assert BUNDLED_MODEL.is_file(), "the bundled small model is part of the repository"
     assert BUNDLED_MODEL.stat().st_size <= 20 * 2**20
-    defaults = model_defaults(BUNDLED_MODEL)
+    defaults = recommended_settings(BUNDLED_MODEL)
     assert (defaults["width"], defaults["height"], defaults["window"], defaults["chunk"]) == (32, 32, 8, 2)
     # its VAE was trained on 4-frame clips and decodes best 4 at a time (tools/small_model/bundle.py)
     assert (defaults["steps"], defaults["decode_window"], defaults["decode_overlap"]) == (16, 4, 2)
@@ -51,8 +52,6 @@ def test_image_input_modes_and_frames_folder(tmp_path, capsys):
 
 def test_context_sigma_comes_from_the_flag_else_the_model_file_else_clean(tmp_path, context_sigmas_seen):
     from safetensors.torch import load_file, save_file
-
-    from longvid_core.cli import DEFAULTS_KEY
 
     svd = write_tiny_sgm(tmp_path / "tiny.safetensors")
     trained = tmp_path / "trained_with_context_noise.safetensors"
@@ -126,7 +125,7 @@ def test_clear_errors(tmp_path):
         main(["generate", "--prompt", "a red ball", "--frames", "4", "--out", str(tmp_path / "x.mp4")])
     with pytest.raises(FileNotFoundError, match="--svd: no model at"):
         main(["generate", "--svd", str(tmp_path / "missing.safetensors"), "--out", str(tmp_path / "x.mp4")])
-    with pytest.raises(ValueError, match="multiples of 8"):
+    with pytest.raises(ValueError, match=r"width \(30\) must be a multiple of 8"):
         main(["generate", "--width", "30", "--frames", "4", "--out", str(tmp_path / "x.mp4")])
     with pytest.raises(ValueError, match=r"decode overlap \(3\) must be at most half the decode window \(4\)"):
         main(["generate", "--decode-window", "4", "--decode-overlap", "3", "--frames", "4",

@@ -17,7 +17,7 @@ import torch
 import nodes as node_pack
 from longvid_core import exvideo, samplers
 from longvid_core.frames import cover_crop
-from longvid_core.loading import SVDModel, save_svd
+from longvid_core import SVDModel, save_svd
 from longvid_core.schedule_plot import schedule_layout
 from longvid_core.schedules import get_sigmas_karras, progressive_table
 from longvid_core.tiny import TINY_VAE, randomize_, tiny_clip, tiny_unet

@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from longvid_core.conditioning import SVDCond
+from longvid_core.progress import SAMPLING, Cancelled
 from longvid_core.samplers import (
     DEFAULT_CFG,
     DEFAULT_MIN_CFG,
-    SamplingCancelled,
     euler_step,
     frame_noise,
     guided_denoise,
@@ -410,8 +410,9 @@ def test_callback_reports_progress(name):
     produced = list(iterate(Recorder(mixing_predict), make_cond(1.0), frames, FRAME, get_sigmas_karras(4),
                             callback=reports.append, **kwargs))
     plan = plan_fn(frames, steps=4, **kwargs)
-    assert [r.calls_done for r in reports] == list(range(1, plan.denoiser_calls + 1))
-    assert {r.calls_total for r in reports} == {plan.denoiser_calls}
+    assert {r.stage for r in reports} == {SAMPLING}
+    assert [r.done for r in reports] == list(range(1, plan.denoiser_calls + 1))
+    assert {r.total for r in reports} == {plan.denoiser_calls}
     assert {r.frames_total for r in reports} == {frames}
     assert reports[-1].frames_done == frames
     assert [r.frames_done for r in reports] == sorted(r.frames_done for r in reports)
@@ -428,18 +429,18 @@ def test_callback_cancels_within_one_call(name, how):
     stop = CANCEL_AT[name]
 
     def callback(progress):
-        if progress.calls_done == stop:
+        if progress.done == stop:
             if how == "raise":
-                raise SamplingCancelled(progress.calls_done, progress.frames_done)
+                raise Cancelled(SAMPLING, progress.done, progress.frames_done)
             return False
         return None
 
     produced = []
-    with pytest.raises(SamplingCancelled) as info:
+    with pytest.raises(Cancelled) as info:
         for item in iterate(recorder, make_cond(1.0), 9, FRAME, get_sigmas_karras(8), callback=callback, **kwargs):
             produced.append(item)
     assert len(recorder.calls) == stop, "no denoiser call after the cancel"
-    assert info.value.calls_done == stop
+    assert info.value.done == stop
     assert info.value.frames_done == len(produced) == {"progressive": 2, "replacement": 4, "full_sequence": 0}[name]
 
 

@@ -18,7 +18,8 @@ from transformers.utils.constants import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from longvid_core.conditioning import SVDCond, encode_image
 from longvid_core.image_encoder import build_image_encoder, clip_preprocess, embed_image
 from longvid_core.keymaps import sgm_clip, sgm_vae
-from longvid_core.vae import VAE_SCALE, build_vae, decode, encode_latent_dist_mode, frame_windows
+from longvid_core.decoding import decode, frame_windows
+from longvid_core.vae import VAE_SCALE, build_vae, encode_latent_dist_mode
 from tests.tiny import KEYS_SHAPES, TINY_CLIP, TINY_VAE, randomize_, real_file_shapes, shapes_of, tiny_clip, tiny_vae
 
 def random_image(batch=2, h=16, w=24, seed=3):
@@ -298,7 +299,7 @@ def test_encode_image_rejects_bad_images(image, match):
 def test_decode_gives_frames_in_unit_range_and_matches_the_temporal_decoder():
     vae = tiny_vae(seed=7)
     latents = torch.randn(2, 5, 4, 6, 8, generator=torch.Generator().manual_seed(2))
-    frames = decode(vae, latents, decode_chunk=5)
+    frames = decode(vae, latents, window=5)
     assert frames.shape == (2, 5, 12, 16, 3) and frames.dtype == torch.float32
     assert frames.min() >= 0 and frames.max() <= 1
     with torch.no_grad():
@@ -310,14 +311,14 @@ def test_decode_gives_frames_in_unit_range_and_matches_the_temporal_decoder():
 def test_decode_in_chunks_decodes_each_chunk_as_its_own_clip():
     vae = tiny_vae(seed=8)
     latents = torch.randn(1, 5, 4, 6, 6, generator=torch.Generator().manual_seed(3))
-    assert frame_windows(5, 2) == [(0, 2), (2, 4), (4, 5)]
+    assert frame_windows(5, 2, overlap=0) == [(0, 2), (2, 4), (4, 5)]
     done = []
-    frames = decode(vae, latents, decode_chunk=2, callback=lambda n, total: done.append((n, total)))
-    assert done == [(2, 5), (4, 5), (5, 5)]
-    pieces = [decode(vae, latents[:, s:e], decode_chunk=e - s) for s, e in frame_windows(5, 2)]
+    frames = decode(vae, latents, window=2, overlap=0, callback=lambda p: done.append((p.stage, p.done, p.total)))
+    assert done == [("decoding", 2, 5), ("decoding", 4, 5), ("decoding", 5, 5)]
+    pieces = [decode(vae, latents[:, s:e], window=e - s) for s, e in frame_windows(5, 2, overlap=0)]
     assert torch.equal(frames, torch.cat(pieces, dim=1))
     # the temporal layers mix frames, so a different chunking gives different frames
-    assert not torch.allclose(frames, decode(vae, latents, decode_chunk=5))
+    assert not torch.allclose(frames, decode(vae, latents, window=5))
 
 
 def test_decode_rejects_wrong_latent_shapes():
@@ -341,7 +342,7 @@ def test_meta_build_then_assign_loads_in_the_file_dtype_and_runs_in_bf16():
     assert {p.dtype for p in vae.parameters()} == {p.dtype for p in clip.parameters()} == {torch.bfloat16}
     cond = encode_image(clip, vae, random_image(), noise_aug_strength=0.02, seed=0)
     assert cond.concat_latent.dtype == torch.float32 and torch.isfinite(cond.concat_latent).all()
-    frames = decode(vae, torch.randn(1, 3, 4, 6, 6), decode_chunk=2)
+    frames = decode(vae, torch.randn(1, 3, 4, 6, 6), window=2)
     assert frames.dtype == torch.float32 and frames.shape == (1, 3, 12, 12, 3)
 
 

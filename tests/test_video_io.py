@@ -7,9 +7,21 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from longvid_core.decoding import StreamingDecoder, approximate_rgb, crossfade_weights, latents_to_frames
+from longvid_core.decoding import (
+    DEFAULT_DECODE_OVERLAP,
+    DEFAULT_DECODE_WINDOW,
+    StreamingDecoder,
+    approximate_rgb,
+    crossfade_weights,
+    decode,
+    decode_settings,
+    decode_window,
+    frame_windows,
+    latents_to_frames,
+)
+from longvid_core.progress import Cancelled
 from longvid_core.tiny import tiny_vae
-from longvid_core.vae import VAE_SCALE, decode, decode_window, frame_windows
+from longvid_core.vae import VAE_SCALE
 from longvid_core.video_io import VideoWriter, frame_rate, read_video, write_latent_video
 
 
@@ -72,7 +84,7 @@ def test_streaming_decoder_decodes_exactly_the_frame_windows_and_holds_at_most_o
 
 def test_overlapping_windows_are_cross_faded(vae):
     z = latents(7)
-    frames = decode(vae, z, decode_chunk=4, overlap=1)  # windows (0, 4), (3, 7)
+    frames = decode(vae, z, window=4, overlap=1)  # windows (0, 4), (3, 7)
     first = latents_to_frames(decode_window(vae, z[:, 0:4]))
     second = latents_to_frames(decode_window(vae, z[:, 3:7]))
     torch.testing.assert_close(frames[:, :3], first[:, :3])
@@ -83,8 +95,27 @@ def test_overlapping_windows_are_cross_faded(vae):
 
 def test_overlap_zero_is_the_plain_chunked_decode(vae):
     z = latents(5, seed=2)
-    pieces = [latents_to_frames(decode_window(vae, z[:, s:e])) for s, e in frame_windows(5, 2)]
-    assert torch.equal(decode(vae, z, decode_chunk=2), torch.cat(pieces, dim=1))
+    pieces = [latents_to_frames(decode_window(vae, z[:, s:e])) for s, e in frame_windows(5, 2, overlap=0)]
+    assert torch.equal(decode(vae, z, window=2, overlap=0), torch.cat(pieces, dim=1))
+
+
+def test_one_default_window_and_overlap_for_every_decoding_path(vae):
+    assert decode_settings() == (DEFAULT_DECODE_WINDOW, DEFAULT_DECODE_OVERLAP) == (14, 4)
+    assert decode_settings(4) == (4, 2) and decode_settings(1) == (1, 0)  # at most half the window
+    assert frame_windows(30) == frame_windows(30, 14, 4) == [(0, 14), (10, 24), (16, 30)]
+    decoder = StreamingDecoder(vae)
+    assert (decoder.window, decoder.overlap) == (14, 4)
+    z = latents(9, seed=5, size=4)
+    torch.testing.assert_close(decode(vae, z, window=4), decode(vae, z, window=4, overlap=2))
+
+
+def test_decoding_cancel_hands_out_the_window_then_stops(vae):
+    decoder = StreamingDecoder(vae, 2, 0, callback=lambda progress: False)
+    z = latents(5, size=4)
+    assert decoder.push(z[:, 0]) is None
+    assert decoder.push(z[:, 1]).shape[1] == 2  # the window that asked to stop is handed out
+    with pytest.raises(Cancelled, match="decoding cancelled after 2 decoded frames"):
+        decoder.push(z[:, 2])
 
 
 def test_decoder_refuses_more_overlap_than_half_a_window(vae):
@@ -138,10 +169,11 @@ def test_write_latent_video_streams_a_generator_into_an_mp4(vae, tmp_path):
             pulled.append(i)
             yield z[:, i]
 
-    windows = []
-    written = write_latent_video(vae, frames(), tmp_path / "v.mp4", 6, window=4, overlap=1,
-                                 on_window=lambda s, e: windows.append((s, e)))
-    assert written == 9 and pulled == list(range(9)) and windows == frame_windows(9, 4, 1)
+    decoded = []
+    written = write_latent_video(vae, frames(), tmp_path / "v.mp4", 6, window=4, overlap=1, frames_total=9,
+                                 callback=lambda p: decoded.append((p.done, p.total)))
+    assert written == 9 and pulled == list(range(9))
+    assert decoded == [(end, 9) for _, end in frame_windows(9, 4, 1)]
     video, fps = read_video(tmp_path / "v.mp4")
     assert video.shape == (9, 16, 16, 3) and fps == 6
-    assert (video - decode(vae, z, decode_chunk=4, overlap=1)[0]).abs().mean() < 0.03
+    assert (video - decode(vae, z, window=4, overlap=1)[0]).abs().mean() < 0.03

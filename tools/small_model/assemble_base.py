@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from longvid_core.checkpoint_io import open_tensors  # noqa: E402
 from longvid_core.image_encoder import build_image_encoder  # noqa: E402
-from longvid_core.loading import SVDModel, save_svd  # noqa: E402
+from longvid_core import SVDModel, save_svd  # noqa: E402
 from longvid_core.tiny import TINY_CLIP, TINY_UNET  # noqa: E402
 from longvid_core.unet import LongVidUNet  # noqa: E402
 from longvid_core.vae import build_vae  # noqa: E402

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from longvid_core import load_svd  # noqa: E402
 from longvid_core.checkpoint_io import atomic_save_safetensors, open_tensors  # noqa: E402
-from longvid_core.cli import BUNDLED_MODEL, DEFAULTS_KEY  # noqa: E402
+from longvid_core.pipeline import BUNDLED_MODEL, DEFAULTS_KEY  # noqa: E402
 
 # What the model was trained for (see build.sh): 32x32 frames, window 8, chunk 2, 16 progressive steps.
 SMALL_MODEL_DEFAULTS = dict(width=32, height=32, frames=240, window=8, chunk=2, steps=16, cfg=1.0, min_cfg=1.0,

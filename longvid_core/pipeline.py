@@ -1,0 +1,383 @@
+"""One generation run: check everything once, plan it, sample, and hand every frame to a sink.
+
+images -> :func:`condition_images` -> :func:`prepare_run` (settings, model limits, prefix, plan)
+-> :meth:`GenerationRun.into` a sink: :class:`LatentSink` (latents), :class:`ImageSink` (decoded
+frames) or :class:`Mp4Sink` (decoded and written while sampling). The ComfyUI nodes, the command
+line and the benchmarks all parse their arguments and call this module, so each refuses exactly
+what the others refuse, with the same message.
+
+Modes: ``progressive`` (PA-VDM rolling window, any length); ``full_sequence`` (one clip, all
+frames at one noise level: ordinary SVD/ExSVD sampling); ``replacement_without_noise`` /
+``replacement_with_noise`` (windows of ``window + chunk`` frames whose first ``chunk`` frames are
+the previous window's last, held clean or re-noised: PA-VDM Sec. 2.2, at the progressive
+sampler's frames per call so the comparison is fair).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import torch
+
+from . import samplers
+from .conditioning import SVDCond
+from .decoding import StreamingDecoder, decode_settings
+from .frames import cover_crop
+from .model import SVDModel
+from .progress import ProgressCallback
+from .schedules import DEFAULT_CHUNK, DEFAULT_STEPS, DEFAULT_WINDOW, get_sigmas_karras, validate_window
+from .shapes import nearest_multiples
+from .vae import VAE_SCALE
+from .video_io import DEFAULT_CRF, write_latent_video
+
+PROGRESSIVE = "progressive"
+FULL_SEQUENCE = "full_sequence"
+REPLACEMENT_WITHOUT_NOISE = "replacement_without_noise"
+REPLACEMENT_WITH_NOISE = "replacement_with_noise"
+MODES = (PROGRESSIVE, FULL_SEQUENCE, REPLACEMENT_WITHOUT_NOISE, REPLACEMENT_WITH_NOISE)
+
+SVD_SIZE_MULTIPLE = 64  # SVD: 8x VAE downscale, then the UNet halves the latent 3 times
+
+BUNDLED_MODEL = Path(__file__).resolve().parent / "assets" / "longvid_small.safetensors"
+DEFAULTS_KEY = "longvid.defaults"  # a model file's recommended settings (JSON in its metadata)
+# Settings for real SVD-XT weights (ComfyUI's SVD template and ExVideo's example); decode_window /
+# decode_overlap None: the decoder's defaults.
+SVD_DEFAULTS = dict(width=1024, height=576, frames=240, window=DEFAULT_WINDOW, chunk=DEFAULT_CHUNK,
+                    steps=DEFAULT_STEPS, cfg=samplers.DEFAULT_CFG, min_cfg=samplers.DEFAULT_MIN_CFG, fps=6,
+                    motion_bucket_id=127, noise_aug_strength=0.02, output_fps=10, decode_window=None,
+                    decode_overlap=None, context_sigma=None)
+
+Keyframes = list[tuple[int, SVDCond]]
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """How to sample: ``frames`` new frames (after any prefix) in ``mode``. ``context_sigma``
+    (progressive only; None or 0: clean) is for models trained with context noise."""
+
+    frames: int
+    mode: str = PROGRESSIVE
+    window: int = DEFAULT_WINDOW
+    chunk: int = DEFAULT_CHUNK
+    steps: int = DEFAULT_STEPS
+    cfg: float = samplers.DEFAULT_CFG
+    min_cfg: float = samplers.DEFAULT_MIN_CFG
+    seed: int = 0
+    context_sigma: float | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks: each returns the first problem as a message that says what to change, or None
+
+
+def settings_problem(mode=None, frames=None, window=None, chunk=None, steps=None, cfg=None, min_cfg=None,
+                     context_sigma=None) -> str | None:
+    """What is wrong with these settings; a value not known yet (None, e.g. a linked node input)
+    is skipped."""
+    if mode is not None and mode not in MODES:
+        return f"mode: {mode!r} is not one of {list(MODES)}"
+    for name, value, smallest in (("frames", frames, 1), ("window", window, 1), ("chunk", chunk, 1),
+                                  ("steps", steps, 1), ("cfg", cfg, 0), ("min_cfg", min_cfg, 0),
+                                  ("context_sigma", context_sigma, 0)):
+        if value is not None and not value >= smallest:
+            return f"{name} is {value}; the smallest allowed is {smallest}"
+    if mode == PROGRESSIVE and None not in (window, chunk, steps):
+        try:
+            validate_window(window, chunk, steps)
+        except ValueError as e:
+            return str(e)
+    if context_sigma and mode not in (None, PROGRESSIVE):
+        return (f"context_sigma is {context_sigma}, but context noise is for the progressive mode only; found mode "
+                f"{mode!r}: set it to 0 or use progressive")
+    return None
+
+
+def model_problem(model: SVDModel, settings: SamplingSettings, prefix_frames: int = 0,
+                  keyframe_starts: Sequence[int] = (0,)) -> str | None:
+    """What this model cannot run: clips past what it was trained on or its ExVideo table holds,
+    keyframes past the end of the video."""
+    limit = model.max_frames
+    mode, frames = settings.mode, settings.frames
+    if mode == FULL_SEQUENCE:
+        if prefix_frames:
+            return ("full_sequence mode cannot extend a video: use the progressive or a replacement mode, or give no "
+                    "prefix")
+        if frames > model.trained_frames:
+            what = (f"this ExVideo extension's frame-position table holds {limit} frames" if limit
+                    else f"plain SVD was trained on clips of {model.trained_frames} frames")
+            return (f"full_sequence mode denoises all {frames} frames as one clip, but {what}: use frames <= "
+                    f"{model.trained_frames}, or the progressive mode for longer videos")
+    elif limit is not None and settings.window + settings.chunk > limit:
+        window, chunk = settings.window, settings.chunk
+        return (f"the {mode} sampler shows the model window + chunk = {window} + {chunk} = {window + chunk} frames "
+                f"per call, but this ExVideo extension's frame-position table holds {limit} frames: use window <= "
+                f"{limit - chunk} (a multiple of chunk)")
+    total = prefix_frames + frames
+    late = [start for start in keyframe_starts if start >= total]
+    if late:
+        return (f"keyframe start(s) {late} lie past the end of the video (frames 0..{total - 1}: {prefix_frames} "
+                f"prefix + {frames} new): lower them or generate more frames")
+    return None
+
+
+def size_problem(width, height, multiple: int = SVD_SIZE_MULTIPLE, min_size: int | None = None,
+                 extended: bool = False) -> str | None:
+    """Width and height must be multiples of ``multiple`` (64 for SVD) and, for an ExVideo model,
+    at least ``min_size``."""
+    for name, value in (("width", width), ("height", height)):
+        if value is not None and value % multiple:
+            return (f"{name} ({value}) must be a multiple of {multiple} (the VAE's downscale times the UNet's "
+                    f"halvings; 64 for SVD); use {nearest_multiples(value, multiple)}")
+    if min_size is not None and None not in (width, height) and min(width, height) < min_size:
+        what = "an ExVideo-extended model: its 3-D convolution needs" if extended else "this model: it needs"
+        return (f"{width}x{height} is too small for {what} images of at least {min_size} px on each side; use width "
+                f"and height >= {min_size}")
+    return None
+
+
+def check_size(model: SVDModel, width: int, height: int) -> None:
+    _raise(size_problem(width, height, model.size_multiple, model.min_size, model.max_frames is not None))
+
+
+def _raise(problem: str | None) -> None:
+    if problem:
+        raise ValueError(problem)
+
+
+# ---------------------------------------------------------------------------------------------
+# Conditioning and ComfyUI's LATENT layout
+
+
+def condition_images(model: SVDModel, images: torch.Tensor, width: int, height: int, starts: Sequence[int] = (0,),
+                     *, fps: int = 6, motion_bucket_id: int = 127, noise_aug_strength: float = 0.02, seed: int = 0,
+                     callback: ProgressCallback | None = None) -> tuple[Keyframes, torch.Tensor]:
+    """Images ``[K, H, W, 3]`` (0..1) -> keyframes ``[(start_i, SVDCond)]`` and the images as fitted
+    (scaled to cover ``width x height``, centre-cropped). Image i is noise-augmented with seed
+    ``seed + i``. ``callback(None)`` runs before each image (cancel). Keyframes stay where the
+    image encoder and VAE are."""
+    if len(starts) != images.shape[0]:
+        example = ", ".join(str(48 * i) for i in range(images.shape[0]))
+        raise ValueError(f"keyframe_starts lists {len(starts)} start frame(s) {list(starts)} but the image batch holds "
+                         f"{images.shape[0]} image(s): give one start per image, e.g. '{example}'")
+    check_size(model, width, height)
+    fitted = cover_crop(images, width, height)
+    keyframes = []
+    with torch.no_grad():
+        for i, start in enumerate(starts):
+            if callback is not None:
+                callback(None)
+            cond = model.encode_image(fitted[i:i + 1], fps=fps, motion_bucket_id=motion_bucket_id,
+                                      noise_aug_strength=noise_aug_strength, seed=seed + i)
+            keyframes.append((int(start), cond))
+    return keyframes, fitted
+
+
+def latents_from_comfy(latent, name: str = "samples") -> torch.Tensor:
+    """ComfyUI LATENT (``{"samples": [F, 4, h, w]}``, unscaled as VAEEncode makes it) -> the
+    samplers' scaled latents ``[1, F, 4, h, w]`` float32."""
+    samples = latent["samples"] if isinstance(latent, dict) else latent
+    if not isinstance(samples, torch.Tensor) or samples.dim() != 4 or samples.shape[1] != 4:
+        found = tuple(samples.shape) if isinstance(samples, torch.Tensor) else type(samples).__name__
+        raise ValueError(f"{name}: expected LATENT samples [frames, 4, h, w]; found {found}")
+    return samples.unsqueeze(0).float() * VAE_SCALE
+
+
+def latents_to_comfy(latents: torch.Tensor) -> dict:
+    """Scaled latents ``[1, F, 4, h, w]`` -> ComfyUI LATENT (unscaled ``[F, 4, h, w]`` on the CPU)."""
+    return {"samples": (latents[0] / VAE_SCALE).cpu()}
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+
+
+@dataclass
+class GenerationRun:
+    """A checked, planned run; nothing has been sampled yet. ``prefix``: scaled latents
+    ``[1, P, 4, h, w]`` that the video starts with, or None. Tensors move to the model's device
+    only when sampling starts (inside ComfyUI the weights arrive there just before)."""
+
+    model: SVDModel
+    settings: SamplingSettings
+    keyframes: Keyframes
+    prefix: torch.Tensor | None
+    plan: samplers.SamplingPlan
+    frame_shape: tuple[int, int, int, int] = field(repr=False)
+
+    @property
+    def prefix_frames(self) -> int:
+        return 0 if self.prefix is None else self.prefix.shape[1]
+
+    @property
+    def total_frames(self) -> int:
+        return self.prefix_frames + self.settings.frames
+
+    def frames(self, callback: ProgressCallback | None = None) -> Iterator[tuple[int, torch.Tensor]]:
+        """Every frame of the video in order, ``(index, latent[1, 4, h, w])``: the prefix's, then
+        the sampled ones as the sampler finishes them."""
+        for i in range(self.prefix_frames):
+            yield i, self.prefix[:, i]
+        yield from self._sampler(callback)
+
+    def into(self, sink, callback: ProgressCallback | None = None):
+        """Sample into ``sink`` (sampling and decoding both report to ``callback``); the sink's result."""
+        with torch.no_grad():
+            return sink.consume(self.frames(callback), self.total_frames, callback, self.model)
+
+    def _sampler(self, callback):
+        s, model = self.settings, self.model
+        common = dict(seed=s.seed, cfg=s.cfg, min_cfg=s.min_cfg, callback=callback, dtype=torch.float32,
+                      device=model.device)
+        sigmas = get_sigmas_karras(s.steps, device=model.device)
+        keyframes = [(start, cond.to(model.device)) for start, cond in self.keyframes]  # where the UNet is now
+        args = (model.denoise, keyframes, self.total_frames, self.frame_shape, sigmas)
+        if s.mode == PROGRESSIVE:
+            return samplers.iter_progressive(*args, window=s.window, chunk=s.chunk, prefix=self.prefix,
+                                             context_sigma=s.context_sigma or None, **common)
+        if s.mode == FULL_SEQUENCE:
+            return samplers.iter_full_sequence(*args, **common)
+        return samplers.iter_replacement(*args, window=s.window + s.chunk, condition_frames=s.chunk,
+                                         renoise_condition=s.mode == REPLACEMENT_WITH_NOISE, prefix=self.prefix,
+                                         **common)
+
+
+def plan_sampling(settings: SamplingSettings, prefix_frames: int = 0) -> samplers.SamplingPlan:
+    """The exact cost of sampling with ``settings`` (raises ValueError for impossible settings)."""
+    _raise(settings_problem(settings.mode, settings.frames, settings.window, settings.chunk, settings.steps,
+                            settings.cfg, settings.min_cfg, settings.context_sigma))
+    s, total = settings, prefix_frames + settings.frames
+    if s.mode == PROGRESSIVE:
+        return samplers.plan_progressive(total, window=s.window, chunk=s.chunk, steps=s.steps,
+                                         prefix_frames=prefix_frames)
+    if s.mode == FULL_SEQUENCE:
+        return samplers.plan_full_sequence(total, steps=s.steps)
+    return samplers.plan_replacement(total, window=s.window + s.chunk, condition_frames=s.chunk, steps=s.steps,
+                                     prefix_frames=prefix_frames)
+
+
+def prepare_run(model: SVDModel, cond, settings: SamplingSettings, prefix: torch.Tensor | None = None) -> GenerationRun:
+    """Check the settings, the model's limits, the conditioning and the prefix, all before any
+    model call, and plan the run. ``cond``: one SVDCond or keyframes ``[(start, SVDCond), ...]``."""
+    plan_sampling(settings)  # the settings alone, before anything touches the model
+    keyframes = [(0, cond)] if isinstance(cond, SVDCond) else [(int(start), c) for start, c in cond]
+    if not keyframes:
+        raise ValueError("cond: expected one SVDCond or at least one (start_frame, SVDCond) keyframe; got none")
+    first = keyframes[0][1]
+    frame_shape = (first.batch_size, model.vae.config.latent_channels, *first.concat_latent.shape[-2:])
+    prefix = _checked_prefix(prefix, frame_shape)
+    prefix_frames = 0 if prefix is None else prefix.shape[1]
+    _raise(model_problem(model, settings, prefix_frames, [start for start, _ in keyframes]))
+    plan = plan_sampling(settings, prefix_frames)
+    return GenerationRun(model, settings, keyframes, prefix, plan, frame_shape)
+
+
+def generate(model: SVDModel, cond, settings: SamplingSettings, sink, *, prefix: torch.Tensor | None = None,
+             callback: ProgressCallback | None = None):
+    """:func:`prepare_run` then :meth:`GenerationRun.into` ``sink``."""
+    return prepare_run(model, cond, settings, prefix).into(sink, callback)
+
+
+def _checked_prefix(prefix, frame_shape) -> torch.Tensor | None:
+    if prefix is None:
+        return None
+    if not isinstance(prefix, torch.Tensor) or prefix.dim() != 5 or prefix.shape[2] != frame_shape[1]:
+        found = tuple(prefix.shape) if isinstance(prefix, torch.Tensor) else type(prefix).__name__
+        raise ValueError(f"prefix: expected scaled latents [1, frames, {frame_shape[1]}, h, w]; found {found}")
+    if tuple(prefix.shape[-2:]) != tuple(frame_shape[-2:]):
+        raise ValueError(
+            f"prefix latents are {prefix.shape[-2]}x{prefix.shape[-1]} but the conditioning is "
+            f"{frame_shape[-2]}x{frame_shape[-1]} (latent pixels): encode the prefix frames at the same width and height"
+        )
+    if prefix.shape[0] != frame_shape[0]:
+        raise ValueError(f"prefix: batch {prefix.shape[0]} but the conditioning's is {frame_shape[0]}")
+    if prefix.shape[1] == 0:
+        return None
+    return prefix.float()
+
+
+# ---------------------------------------------------------------------------------------------
+# Sinks: where the frames of a run go. ``consume(frames, total, callback, model) -> result``
+
+
+class LatentSink:
+    """Collects the latents: ``[1, N, 4, h, w]`` (scaled)."""
+
+    def consume(self, frames: Iterable[tuple[int, torch.Tensor]], total: int, callback, model) -> torch.Tensor:
+        out = None
+        for index, latent in frames:
+            if out is None:
+                out = latent.new_empty((latent.shape[0], total, *latent.shape[1:]))
+            out[:, index] = latent
+        return out
+
+
+@dataclass
+class ImageSink:
+    """Decodes as frames arrive: frames ``[1, N, H, W, 3]`` in 0..1 on ``output_device``."""
+
+    window: int | None = None
+    overlap: int | None = None
+    output_device: str = "cpu"
+
+    def __post_init__(self):
+        decode_settings(self.window, self.overlap)  # refuse a bad window before any sampling
+
+    def consume(self, frames, total: int, callback, model) -> torch.Tensor:
+        decoder = StreamingDecoder(model.vae, self.window, self.overlap, self.output_device, callback, total)
+        pieces = [decoder.push(latent) for _, latent in frames] + [decoder.finish()]
+        return torch.cat([p for p in pieces if p is not None], dim=1)
+
+
+@dataclass
+class Mp4Sink:
+    """Decodes and writes every frame to an mp4 as it arrives (nothing of the video is held); the
+    number of frames written. A cancelled or failed run leaves a playable file of what was done."""
+
+    path: Path
+    fps: float
+    crf: int = DEFAULT_CRF
+    window: int | None = None
+    overlap: int | None = None
+    on_frames: object = None  # on_frames(first_index, frames[n, H, W, 3]) for every batch written
+
+    def __post_init__(self):
+        decode_settings(self.window, self.overlap)
+
+    def consume(self, frames, total: int, callback, model) -> int:
+        return write_latent_video(model.vae, (latent for _, latent in frames), self.path, self.fps,
+                                  window=self.window, overlap=self.overlap, crf=self.crf, callback=callback,
+                                  frames_total=total, on_frames=self.on_frames)
+
+
+def decode_into(model: SVDModel, latents: torch.Tensor, sink, callback: ProgressCallback | None = None):
+    """Scaled latents ``[1, N, 4, h, w]`` (already sampled) into a decoding sink."""
+    frames = ((i, latents[:, i]) for i in range(latents.shape[1]))  # moved to the VAE window by window
+    with torch.no_grad():
+        return sink.consume(frames, latents.shape[1], callback, model)
+
+
+# ---------------------------------------------------------------------------------------------
+# A model file's recommended settings
+
+
+def recommended_settings(path) -> dict:
+    """Settings stored in a LongVid model file's metadata (:data:`DEFAULTS_KEY`), else SVD-XT's."""
+    from .checkpoint_io import open_tensors
+
+    path = Path(path)
+    if path.is_file() and path.suffix == ".safetensors":
+        meta = getattr(open_tensors(path), "metadata", {}) or {}
+        if DEFAULTS_KEY in meta:
+            return {**SVD_DEFAULTS, **json.loads(meta[DEFAULTS_KEY])}
+    return dict(SVD_DEFAULTS)
+
+
+__all__ = [
+    "BUNDLED_MODEL", "FULL_SEQUENCE", "MODES", "PROGRESSIVE", "REPLACEMENT_WITHOUT_NOISE", "REPLACEMENT_WITH_NOISE",
+    "GenerationRun", "ImageSink", "LatentSink", "Mp4Sink", "SamplingSettings", "check_size", "condition_images",
+    "decode_into", "generate", "latents_from_comfy", "latents_to_comfy", "model_problem", "plan_sampling",
+    "prepare_run", "recommended_settings", "settings_problem", "size_problem",
+]
