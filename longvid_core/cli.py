@@ -121,7 +121,7 @@ def generate(args) -> int:
         frames=settings["frames"], mode=args.mode, window=settings["window"], chunk=settings["chunk"],
         steps=settings["steps"], cfg=settings["cfg"], min_cfg=settings["min_cfg"], seed=args.seed,
         context_sigma=settings["context_sigma"])
-    pipeline.plan_sampling(sampling)  # refuse impossible settings before loading anything
+    pipeline.check_settings(sampling)  # refuse impossible settings before loading anything
     sink = pipeline.Mp4Sink(Path(args.out), settings["output_fps"], window=settings["decode_window"],
                             overlap=settings["decode_overlap"],
                             on_frames=_png_writer(Path(args.save_frames)) if args.save_frames else None)

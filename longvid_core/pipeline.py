@@ -244,10 +244,14 @@ class GenerationRun:
                                          **common)
 
 
-def plan_sampling(settings: SamplingSettings, prefix_frames: int = 0) -> samplers.SamplingPlan:
-    """The exact cost of sampling with ``settings`` (raises ValueError for impossible settings)."""
+def check_settings(settings: SamplingSettings) -> None:
+    """Raise ValueError saying what to change unless the settings alone are possible."""
     _raise(settings_problem(settings.mode, settings.frames, settings.window, settings.chunk, settings.steps,
                             settings.cfg, settings.min_cfg, settings.context_sigma))
+
+
+def plan_sampling(settings: SamplingSettings, prefix_frames: int = 0) -> samplers.SamplingPlan:
+    """The exact cost of sampling with checked ``settings``."""
     s, total = settings, prefix_frames + settings.frames
     if s.mode == PROGRESSIVE:
         return samplers.plan_progressive(total, window=s.window, chunk=s.chunk, steps=s.steps,
@@ -261,7 +265,7 @@ def plan_sampling(settings: SamplingSettings, prefix_frames: int = 0) -> sampler
 def prepare_run(model: SVDModel, cond, settings: SamplingSettings, prefix: torch.Tensor | None = None) -> GenerationRun:
     """Check the settings, the model's limits, the conditioning and the prefix, all before any
     model call, and plan the run. ``cond``: one SVDCond or keyframes ``[(start, SVDCond), ...]``."""
-    plan_sampling(settings)  # the settings alone, before anything touches the model
+    check_settings(settings)  # the settings alone, before anything touches the model
     keyframes = [(0, cond)] if isinstance(cond, SVDCond) else [(int(start), c) for start, c in cond]
     if not keyframes:
         raise ValueError("cond: expected one SVDCond or at least one (start_frame, SVDCond) keyframe; got none")
@@ -378,6 +382,6 @@ def recommended_settings(path) -> dict:
 __all__ = [
     "BUNDLED_MODEL", "FULL_SEQUENCE", "MODES", "PROGRESSIVE", "REPLACEMENT_WITHOUT_NOISE", "REPLACEMENT_WITH_NOISE",
     "GenerationRun", "ImageSink", "LatentSink", "Mp4Sink", "SamplingSettings", "check_size", "condition_images",
-    "decode_into", "generate", "latents_from_comfy", "latents_to_comfy", "model_problem", "plan_sampling",
+    "check_settings", "decode_into", "generate", "latents_from_comfy", "latents_to_comfy", "model_problem", "plan_sampling",
     "prepare_run", "recommended_settings", "settings_problem", "size_problem",
 ]

@@ -63,9 +63,10 @@ def validate_sampling(node_cls, frames=None, mode=None, window=None, chunk=None,
 
 def prepare_run(model, cond, frames, mode, window, chunk, steps, cfg, min_cfg, seed, prefix=None,
                 node_cls=None, context_sigma=0.0) -> pipeline.GenerationRun:
-    """Everything checked (the widgets, then the pipeline's checks with the model) before any work."""
-    raise_if(validate_sampling(node_cls or LongVidSample, frames, mode, window, chunk, steps, cfg, min_cfg, seed,
-                               context_sigma))
+    """Everything checked before any work: the widgets (a linked input reached VALIDATE_INPUTS as
+    None), then the pipeline's checks of the settings and the model."""
+    raise_if(check_widgets(node_cls or LongVidSample, frames=frames, mode=mode, window=window, chunk=chunk,
+                           steps=steps, cfg=cfg, min_cfg=min_cfg, seed=seed, context_sigma=context_sigma))
     settings = pipeline.SamplingSettings(frames, mode, window, chunk, steps, cfg, min_cfg, seed, context_sigma or None)
     prefix_latents = None if prefix is None else pipeline.latents_from_comfy(prefix, "prefix")
     run = pipeline.prepare_run(model.svd, cond, settings, prefix_latents)

@@ -60,6 +60,13 @@ def check_output_path(output_path) -> str | None:
     return None
 
 
+def video_problem(node_cls, frame_rate=None, crf=None, decode_window=None, overlap=None, output_path=None):
+    """The mp4 widgets' checks (LongVidSaveVideo, LongVidSampleToVideo)."""
+    return first_problem(
+        check_widgets(node_cls, frame_rate=frame_rate, crf=crf, decode_window=decode_window, overlap=overlap),
+        check_decode(decode_window, overlap), check_output_path(output_path))
+
+
 def _target(filename_prefix: str, output_path: str):
     """(file, ui entry or None) for a new video."""
     if output_path:
@@ -121,9 +128,7 @@ class LongVidSaveVideo:
 
     @classmethod
     def VALIDATE_INPUTS(cls, frame_rate=None, crf=None, decode_window=None, overlap=None, output_path=None):
-        return first_problem(
-            check_widgets(cls, frame_rate=frame_rate, crf=crf, decode_window=decode_window, overlap=overlap),
-            check_decode(decode_window, overlap), check_output_path(output_path))
+        return video_problem(cls, frame_rate, crf, decode_window, overlap, output_path)
 
     def save(self, model, samples, filename_prefix, frame_rate, crf, decode_window, overlap, output_path=""):
         raise_if(self.VALIDATE_INPUTS(frame_rate, crf, decode_window, overlap, output_path))
@@ -161,13 +166,12 @@ class LongVidSampleToVideo:
                         context_sigma=None):
         return first_problem(
             validate_sampling(cls, frames, mode, window, chunk, steps, cfg, min_cfg, seed, context_sigma),
-            check_widgets(cls, frame_rate=frame_rate, crf=crf, decode_window=decode_window, overlap=overlap),
-            check_decode(decode_window, overlap), check_output_path(output_path))
+            video_problem(cls, frame_rate, crf, decode_window, overlap, output_path))
 
     def sample_to_video(self, model, cond, frames, mode, window, chunk, steps, cfg, min_cfg, seed, filename_prefix,
                         frame_rate, crf, decode_window, overlap, prefix=None, output_path="", context_sigma=0.0):
-        raise_if(self.VALIDATE_INPUTS(frames, mode, window, chunk, steps, cfg, min_cfg, seed, frame_rate, crf,
-                                      decode_window, overlap, output_path, context_sigma))
+        # the sampling inputs are checked by prepare_run
+        raise_if(video_problem(type(self), frame_rate, crf, decode_window, overlap, output_path))
         run = prepare_run(model, cond, frames, mode, window, chunk, steps, cfg, min_cfg, seed, prefix,
                           node_cls=type(self), context_sigma=context_sigma)
         path, ui_entry = _target(filename_prefix, output_path)
