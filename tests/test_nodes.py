@@ -473,3 +473,78 @@ def test_model_cache_reuses_a_model_while_inputs_are_unchanged(folders):
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))  # the file was replaced
     assert NODES["LongVidLoadModel"].IS_CHANGED(CHECKPOINT, "none", "fp16") != before
     assert load(dtype="fp16") is not fp16
+
+
+# ----------------------------------------------------------------------------------- the command line alike
+
+
+def cli_problem(folders, tmp_path, extension=None, **settings) -> str:
+    """The message `longvid generate` refuses these settings with (the nodes' checkpoint, 64x64)."""
+    from longvid_core.cli import main
+
+    args = ["generate", "--svd", str(folders["checkpoints"] / CHECKPOINT), "--width", "64", "--height", "64",
+            "--out", str(tmp_path / "refused.mp4"), "--quiet"]
+    if extension:
+        args += ["--extension", str(folders["extensions"] / EXTENSION)]
+    for name, value in settings.items():
+        args += [f"--{name.replace('_', '-')}", str(value)]
+    with pytest.raises(ValueError) as info:
+        main(args)
+    return str(info.value)
+
+
+def node_problem(model, **settings) -> str:
+    cond, _ = condition(model)
+    args = {**SMALL, **settings}
+    with pytest.raises(ValueError) as info:
+        NODES["LongVidSample"]().sample(model, cond, args.pop("frames"), *[args[k] for k in (
+            "mode", "window", "chunk", "steps", "cfg", "min_cfg", "seed")], context_sigma=args.get("context_sigma", 0))
+    return str(info.value)
+
+
+@pytest.mark.parametrize("extension, settings", [
+    (None, dict(frames=6, window=5, chunk=2, steps=4)),
+    (None, dict(frames=6, window=4, chunk=2, steps=3)),
+    (None, dict(frames=26, mode="full_sequence")),
+    (None, dict(frames=6, mode="replacement_without_noise", context_sigma=0.3)),
+    (EXTENSION, dict(frames=12, window=8, chunk=2, steps=4)),
+    (EXTENSION, dict(frames=9, mode="full_sequence")),
+])
+def test_the_command_line_refuses_what_the_nodes_refuse_with_the_same_message(folders, tmp_path, extension,
+                                                                              settings):
+    model = load(extension or "none")
+    from_node = node_problem(model, **settings)
+    assert from_node == cli_problem(folders, tmp_path, extension, **settings)
+    assert "use" in from_node  # says what to change
+
+
+def test_extended_model_samples_with_chunk_1_and_a_single_frame(folders, tmp_path, monkeypatch):
+    from longvid_core.cli import main
+
+    extended = load(EXTENSION)
+    calls = count_denoiser_calls(extended, monkeypatch)
+    cond, _ = condition(extended)
+    out = sample(extended, cond, frames=5, window=2, chunk=1, steps=2)["samples"]
+    assert out.shape == (5, 4, 8, 8) and torch.isfinite(out).all()
+    assert calls[0] == 1  # the first call holds one frame (sampled as that frame twice)
+    assert len(calls) == samplers.plan_progressive(5, window=2, chunk=1, steps=2).denoiser_calls
+    for mode in ("progressive", "full_sequence", "replacement_with_noise"):
+        assert sample(extended, cond, frames=1, mode=mode)["samples"].shape == (1, 4, 8, 8)
+    checkpoint, extension = folders["checkpoints"] / CHECKPOINT, folders["extensions"] / EXTENSION
+    for frames, chunk, mode in ((3, 1, "progressive"), (1, 2, "full_sequence")):
+        target = tmp_path / f"{mode}.mp4"
+        assert main(["generate", "--svd", str(checkpoint), "--extension", str(extension), "--width", "64",
+                     "--height", "64", "--frames", str(frames), "--window", "2", "--chunk", str(chunk), "--steps",
+                     "2", "--mode", mode, "--out", str(target), "--quiet"]) == 0
+        assert read_video(target)[0].shape == (frames, 64, 64, 3)
+
+
+def test_a_one_frame_clip_on_an_extended_model_is_that_frame_twice(folders):
+    svd = load(EXTENSION).svd
+    x = torch.randn(1, 1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    cond, _ = condition(load(EXTENSION))
+    one = cond[0][1].to(svd.device)
+    with torch.no_grad():
+        single = svd.denoise(x, torch.tensor([[3.0]]), one)
+        twice = svd.denoise(x.repeat(1, 2, 1, 1, 1), torch.tensor([[3.0, 3.0]]), one)
+    torch.testing.assert_close(single, twice[:, :1])

@@ -17,6 +17,8 @@ from longvid_core.progress import SAMPLING, Cancelled
 from longvid_core.samplers import (
     DEFAULT_CFG,
     DEFAULT_MIN_CFG,
+    EULER,
+    StepRule,
     euler_step,
     frame_noise,
     guided_denoise,
@@ -670,3 +672,34 @@ def test_context_noise_gives_the_finished_chunk_noised_at_context_sigma_fresh_ev
 def test_errors_are_raised_before_sampling(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+# ---------------------------------------------------------------------------------------------
+# Step rules apart from the window walks
+
+
+def _midpoint(model, x, sigma, sigma_next):
+    """A two-call rule for the test: Euler to a midpoint sigma, then a step from x to sigma_next
+    along the prediction made there."""
+    mid = torch.where(sigma_next > 0, (sigma * sigma_next).sqrt(), sigma / 2)
+    x_mid = euler_step(x, model(x, sigma), sigma, mid)
+    return euler_step(x, model(x_mid, mid), sigma, sigma_next)
+
+
+MIDPOINT = StepRule("midpoint", _midpoint, model_calls=2)
+
+
+@pytest.mark.parametrize("name", list(SAMPLERS))
+def test_a_new_step_rule_is_one_function_and_the_plans_count_its_calls(name):
+    iterate, kwargs, plan_fn = SAMPLERS[name]
+    recorder, reports = Recorder(mixing_predict), []
+    sigmas = get_sigmas_karras(4)
+    produced = list(iterate(recorder, make_cond(1.0), 7, FRAME, sigmas, step_rule=MIDPOINT,
+                            callback=reports.append, **kwargs))
+    plan = plan_fn(7, steps=4, step_rule=MIDPOINT, **kwargs)
+    euler_plan = plan_fn(7, steps=4, step_rule=EULER, **kwargs)
+    assert len(recorder.calls) == plan.denoiser_calls == 2 * euler_plan.denoiser_calls
+    assert plan.frame_evaluations == 2 * euler_plan.frame_evaluations
+    assert reports[-1].done == plan.denoiser_calls and [i for i, _ in produced] == list(range(7))
+    euler = list(iterate(Recorder(mixing_predict), make_cond(1.0), 7, FRAME, sigmas, **kwargs))
+    assert not torch.equal(produced[-1][1], euler[-1][1])  # the rule really changed the steps
