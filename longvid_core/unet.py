@@ -5,7 +5,7 @@ the reference implementation. What differs is the top of the forward pass: diffu
 timestep per video and repeats it over frames; here the timestep embedding (and the added
 time-id embedding) is computed per (video, frame) row, which is all a per-frame noise level needs
 because every block after the embedding already works per (batch*frame) row (PA-VDM Sec. 3.1,
-"per-frame noise levels"; see ../shared/notes/pavdm_facts.md).
+"per-frame noise levels").
 """
 
 from __future__ import annotations

@@ -1,10 +1,16 @@
 """LongVid's trainer: ``python training/train.py`` (entry point) and its modules.
 
+- ``train.py`` — run setup (accelerator, data, optimizer) and the training loop
 - ``config.py`` — every setting, from defaults < a JSON/TOML file < command-line flags
-- ``data.py`` — videos (and still images) -> clips, skip report, latent cache, data order
+- ``data.py`` — videos (and still images) -> clips, skip report, data order
+- ``latent_cache.py`` — VAE latents of clips, kept on disk between runs (``--cache-dir``)
+- ``model_setup.py`` — the model to train and the denoiser module around it
+- ``batches.py`` — batches (latents, conditioning) and their losses
 - ``noise_levels.py`` — sigma sampling and PA-VDM progressive levels from the sampler's table
+- ``rollout.py`` — the rollout loss (``--progressive-rollout-fraction``)
 - ``ema.py`` — EMA of the trainable weights
-- ``checkpointing.py`` — atomic checkpoint folders, ``latest`` pointer, resume
+- ``checkpointing.py`` — atomic checkpoint folders, ``latest`` pointer, save and resume
+- ``train_log.py`` — the log lines and TensorBoard
 - ``determinism.py`` — derived seeds and saved random states (exact resume)
 - ``smoke.py`` — a CPU smoke run on a tiny model with synthetic videos
 

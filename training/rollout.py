@@ -20,8 +20,7 @@ around it). Which rows, clips and noise are used is fixed by the step's generato
 replays the same batches.
 
 This is not in PA-VDM; it is the multi-step "rollout" training of autoregressive models (scheduled
-sampling, Bengio et al. 2015; the sampled-context training of long video world models). Measured on
-the bundled small model's domain: ``tools/small_model/README.md``.
+sampling, Bengio et al. 2015; the sampled-context training of long video world models).
 """
 
 from __future__ import annotations
