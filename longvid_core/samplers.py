@@ -8,6 +8,8 @@ k-diffusion contract with a noise level per frame; ``cond`` an :class:`SVDCond` 
 - :func:`iter_full_sequence` — ordinary SVD/ExSVD sampling: all frames share one sigma.
 - :func:`iter_replacement` — windows conditioned on the previous window's last frames, held clean
   or re-noised (PA-VDM Sec. 2.2, Eqs. 5 and 6).
+- :func:`iter_context_windows` — ComfyUI core's context windows: all frames at one sigma, each
+  prediction fused from overlapping windows.
 
 Each is a *window walk* (which frames the model sees at which sigma, call after call) over a
 *step rule* (how one call moves the noisy frames one step down the schedule: :data:`EULER`), in
@@ -189,20 +191,24 @@ def plan_progressive(
     chunk: int = DEFAULT_CHUNK,
     steps: int = DEFAULT_STEPS,
     prefix_frames: int = 0,
+    partitions: int = 1,
+    lookahead: bool = False,
     step_rule: StepRule = EULER,
 ) -> SamplingPlan:
-    """Cost of :func:`iter_progressive` for an N-frame video (including ``prefix_frames``).
-
-    Calls: ``(M + K - 1) * d`` for M = ceil(new/C) chunks, K = F/C, d = S*C/F. Frame evaluations:
-    every new frame S times as a noisy frame, plus the clean chunk: each emitted chunk but the last
-    sits in front for d calls, and a prefix chunk for the first S calls.
-    """
+    """Cost of :func:`iter_progressive` for an N-frame video (including ``prefix_frames``), counted
+    over the same calls the sampler makes (:func:`_row_calls`). Unpartitioned: ``(M + K - 1) * d``
+    calls for M = ceil(new/C) chunks, K = F/C, d = S*C/F."""
     new_frames = _new_frames(num_frames, prefix_frames)
     table = progressive_table(window, chunk, steps, new_frames, clean_start=prefix_frames > 0)
-    clean_evaluations = table.chunk_spacing * table.chunk * (table.num_chunks - 1)
-    if prefix_frames > 0:
-        clean_evaluations += min(chunk, prefix_frames) * steps
-    return _plan(len(table), steps * new_frames + clean_evaluations, new_frames, steps, step_rule)
+    _check_partitions(table, partitions)
+    front = min(chunk, prefix_frames)  # the clean chunk in front before the first one is emitted
+    calls = evaluations = 0
+    for row in table:
+        clean = front if row.clean_chunk and row.first_chunk == 0 else chunk if row.clean_chunk else 0
+        for i, (group, ahead) in enumerate(_row_calls(table, row, partitions, lookahead)):
+            calls += 1
+            evaluations += _frames_of(table, group) + (clean if i == 0 else _frames_of(table, ahead or ()))
+    return _plan(calls, evaluations, new_frames, steps, step_rule)
 
 
 def plan_replacement(
@@ -259,6 +265,8 @@ def iter_progressive(
     min_cfg: float = DEFAULT_MIN_CFG,
     clean_sigma: float | None = None,
     context_sigma: float | None = None,
+    partitions: int = 1,
+    lookahead: bool = False,
     callback: ProgressCallback | None = None,
     step_rule: StepRule = EULER,
     dtype: torch.dtype | None = None,
@@ -273,6 +281,12 @@ def iter_progressive(
     from noise). ``context_sigma`` (for models trained with ``--progressive-context-sigma``) gives
     the context as ``clean + context_sigma * eps``, eps fresh every call (stream ``-1 - call``).
     Guidance ramp over ``C + F`` window slots, clean chunk first, so every frame sees the same scales.
+
+    For weights trained with one noise level per clip (FIFO-Diffusion, Kim et al. 2024, Sec. 4):
+    ``partitions`` P splits the window's slots into P groups denoised by separate calls, so one call
+    spans 1/P of the noise levels (latent partitioning); ``lookahead`` gives each group the group
+    ahead of it (cleaner frames, predictions discarded) as context (lookahead denoising). Every
+    call of a row sees the state before the row; every frame still walks the whole schedule.
     """
     walk = _Walk.start(denoise, cond, frame_shape, sigmas, seed, dtype, device, prefix, step_rule)
     steps = walk.steps
@@ -280,17 +294,22 @@ def iter_progressive(
     prefix_tail, prefix_frames = _prefix_tail(prefix, walk, chunk)
     new_frames = _new_frames(num_frames, prefix_frames)
     table = progressive_table(window, chunk, steps, new_frames, clean_start=prefix_frames > 0)
+    _check_partitions(table, partitions)
     window_scales = linear_cfg_ramp(chunk + window, min_cfg, cfg).tolist()
     if context_sigma is not None and clean_sigma is not None:
         raise ValueError("give clean_sigma (clean context) or context_sigma (noised context), not both")
     front_sigma = (_clean_sigma(walk.sigmas, clean_sigma) if context_sigma is None
                    else _positive_sigma("context_sigma", context_sigma))
-    walk.progress = _Progress(callback, len(table) * step_rule.model_calls, table.frames)
+    plan = plan_progressive(num_frames, window=window, chunk=chunk, steps=steps, prefix_frames=prefix_frames,
+                            partitions=partitions, lookahead=lookahead, step_rule=step_rule)
+    walk.progress = _Progress(callback, plan.denoiser_calls, table.frames)
     scales = window_scales if any(s != 1.0 for s in window_scales[chunk:]) else None
-    return _progressive_frames(walk, table, prefix_tail, prefix_frames, scales, front_sigma, context_sigma is not None)
+    return _progressive_frames(walk, table, prefix_tail, prefix_frames, scales, front_sigma, context_sigma is not None,
+                               partitions, lookahead)
 
 
-def _progressive_frames(walk: "_Walk", table, clean, prefix_frames, window_scales, front_sigma, noise_context):
+def _progressive_frames(walk: "_Walk", table, clean, prefix_frames, window_scales, front_sigma, noise_context,
+                        partitions, lookahead):
     chunk = table.chunk
     noisy = walk.noise(range(0))
     for call, row in enumerate(table):
@@ -299,23 +318,37 @@ def _progressive_frames(walk: "_Walk", table, clean, prefix_frames, window_scale
             fresh = walk.noise(range(prefix_frames + entering.start, prefix_frames + entering.stop))
             noisy = torch.cat([noisy, walk.levels[0] * fresh], dim=1)
         clean_count = 0 if clean is None else clean.shape[1]
-        # The clean chunk's prediction is discarded, so its guidance scale does not matter.
-        sigma, sigma_next, scales = [], [], [1.0] * clean_count
-        for m, level in zip(row.chunks, row.levels):
-            size = len(table.chunk_frames(m))
-            sigma += [walk.levels[level]] * size
-            sigma_next += [walk.levels[level + 1]] * size
-            if window_scales is not None:  # the ramp is over window slots, clean chunk first
-                first_position = chunk + table.slot(level) * chunk
-                scales += window_scales[first_position:first_position + size]
-        first_frame = prefix_frames + row.first_chunk * chunk - clean_count
         context = clean
         if clean is not None and noise_context:
-            eps = walk.noise(range(first_frame, first_frame + clean_count), stream=-1 - call)
+            eps = walk.noise(range(prefix_frames + row.first_chunk * chunk - clean_count,
+                                   prefix_frames + row.first_chunk * chunk), stream=-1 - call)
             context = clean + front_sigma * eps
-        noisy = walk.step(noisy, sigma, sigma_next, first_frame, context, [front_sigma] * clean_count,
-                          None if window_scales is None else scales)
-        del context  # hold only the window between calls (the consumer may decode frames meanwhile)
+        # per noisy frame: sigma now and next, guidance scale (the ramp is over window slots, clean first)
+        sigma, sigma_next, scales, start = [], [], [], {}
+        for m, level in zip(row.chunks, row.levels):
+            size = len(table.chunk_frames(m))
+            start[m] = len(sigma)
+            sigma += [walk.levels[level]] * size
+            sigma_next += [walk.levels[level + 1]] * size
+            first_position = chunk + table.slot(level) * chunk
+            scales += window_scales[first_position:first_position + size] if window_scales else [1.0] * size
+        stepped = torch.empty_like(noisy)
+        for group, ahead in _row_calls(table, row, partitions, lookahead):
+            first, stop = start[group[0]], start[group[-1]] + len(table.chunk_frames(group[-1]))
+            if ahead is None:  # the clean chunk (PA-VDM's overlapped conditioning), at the front only
+                front = context if group[0] == row.first_chunk else None
+                ahead_first = first
+            else:  # lookahead: the group ahead as it stands before this row's steps (predictions discarded)
+                ahead_first = start[ahead[0]]
+                front = noisy[:, ahead_first:first]
+            count = 0 if front is None else front.shape[1]
+            front_sigmas = [front_sigma] * count if ahead is None else sigma[ahead_first:first]
+            stepped[:, first:stop] = walk.step(
+                noisy[:, first:stop], sigma[first:stop], sigma_next[first:stop],
+                prefix_frames + group[0] * chunk - count, front, front_sigmas,
+                [1.0] * count + scales[first:stop] if window_scales else None)
+        noisy = stepped
+        del context, stepped, front  # hold only the window between calls (the consumer may decode frames meanwhile)
         finished = None
         if row.emits:
             size = len(table.chunk_frames(row.first_chunk))
@@ -323,6 +356,35 @@ def _progressive_frames(walk: "_Walk", table, clean, prefix_frames, window_scale
             # Hand out a copy: a consumer editing a frame in place must not edit the conditioning.
             finished = (prefix_frames + row.first_chunk * chunk, clean.clone())
         yield from walk.hand_out(finished)
+
+
+def _row_calls(table, row, partitions: int, lookahead: bool):
+    """The calls of one progressive row: ``(chunks updated, chunks ahead as context or None)``,
+    front group first. Groups are the window's slots split into ``partitions`` equal parts."""
+    per_group = table.chunks_per_window // partitions
+    groups: list[list[int]] = []
+    last = None
+    for m, level in zip(row.chunks, row.levels):
+        part = table.slot(level) // per_group
+        if part != last:
+            groups.append([])
+            last = part
+        groups[-1].append(m)
+    return [(group, groups[i - 1] if lookahead and i > 0 else None) for i, group in enumerate(groups)]
+
+
+def _frames_of(table, chunks) -> int:
+    return sum(len(table.chunk_frames(m)) for m in chunks)
+
+
+def _check_partitions(table, partitions) -> None:
+    k = table.chunks_per_window
+    if not isinstance(partitions, int) or partitions < 1 or k % partitions:
+        options = [p for p in range(1, k + 1) if k % p == 0]
+        raise ValueError(
+            f"partitions must divide the window's {k} chunks (window {table.window} / chunk {table.chunk}) so that "
+            f"every call holds whole chunks; found {partitions!r}: use one of {options}"
+        )
 
 
 def sample_progressive(denoise: Denoiser, cond: CondOverTime, num_frames: int, frame_shape: Sequence[int],
@@ -441,6 +503,103 @@ def _window_frames(walk: "_Walk", num_frames, condition, next_frame, *, window, 
             condition = recent[:, -condition_frames:]
         next_frame += new_count
         window_index += 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Context windows, as ComfyUI core runs SVD on long clips (ContextWindowsManual)
+
+
+def context_windows(num_frames: int, length: int, overlap: int) -> list[range]:
+    """ComfyUI's ``standard_static`` windows: ``length`` frames every ``length - overlap``, the last
+    one moved back to end at the last frame; one window when the video is no longer than that."""
+    if not isinstance(length, int) or length < 1:
+        raise ValueError(f"context window length must be a whole number of frames >= 1; got {length!r}")
+    if not isinstance(overlap, int) or not 0 <= overlap < length:
+        raise ValueError(f"context overlap must be between 0 and the window length - 1 = {length - 1} frames; "
+                         f"got {overlap!r}")
+    if num_frames <= length:
+        return [range(num_frames)]
+    windows = []
+    for start in range(0, num_frames, length - overlap):
+        if start + length >= num_frames:
+            windows.append(range(num_frames - length, num_frames))
+            break
+        windows.append(range(start, start + length))
+    return windows
+
+
+def pyramid_weights(length: int) -> list[float]:
+    """ComfyUI's default fuse weights: 1, 2, ... up to the middle of the window and back down."""
+    half = (length + 1) // 2
+    rising = list(range(1, half + 1))
+    return [float(w) for w in rising + rising[::-1][length % 2:]]
+
+
+def plan_context_windows(num_frames: int, *, length: int, overlap: int, steps: int = DEFAULT_STEPS,
+                         step_rule: StepRule = EULER) -> SamplingPlan:
+    """Cost of :func:`iter_context_windows`: one call per window per step."""
+    new_frames = _new_frames(num_frames, 0)
+    windows = context_windows(num_frames, length, overlap)
+    return _plan(steps * len(windows), steps * sum(len(w) for w in windows), new_frames, steps, step_rule)
+
+
+def iter_context_windows(
+    denoise: Denoiser,
+    cond: CondOverTime,
+    num_frames: int,
+    frame_shape: Sequence[int],
+    sigmas: torch.Tensor | None = None,
+    *,
+    length: int,
+    overlap: int,
+    seed: int = 0,
+    cfg: float = DEFAULT_CFG,
+    min_cfg: float = DEFAULT_MIN_CFG,
+    callback: ProgressCallback | None = None,
+    step_rule: StepRule = EULER,
+    dtype: torch.dtype | None = None,
+    device=None,
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """All N frames at one noise level, each step's prediction made window by window
+    (:func:`context_windows`) and fused with :func:`pyramid_weights`: what a user of core ComfyUI
+    gets from SVD with Context Windows (Manual) at its defaults. Every window sees the full
+    schedule; guidance ramps over the whole video (VideoLinearCFGGuidance on the full batch).
+    Holds all N frames (memory grows with the video); they are yielded after the last step."""
+    walk = _Walk.start(denoise, cond, frame_shape, sigmas, seed, dtype, device, None, step_rule)
+    plan = plan_context_windows(num_frames, length=length, overlap=overlap, steps=walk.steps, step_rule=step_rule)
+    walk.progress = _Progress(callback, plan.denoiser_calls, plan.new_frames)
+    scales = linear_cfg_ramp(num_frames, min_cfg, cfg)
+    return _context_window_frames(walk, num_frames, context_windows(num_frames, length, overlap),
+                                  scales if bool((scales != 1.0).any()) else None)
+
+
+def _context_window_frames(walk: "_Walk", num_frames, windows, scales):
+    batch = walk.frame_shape[0]
+    weights = [torch.tensor(pyramid_weights(len(w)), dtype=walk.dtype, device=walk.device) for w in windows]
+
+    def fused(x: torch.Tensor, x_sigma: torch.Tensor) -> torch.Tensor:
+        x0 = torch.zeros_like(x)
+        total = torch.zeros(num_frames, dtype=x.dtype, device=x.device)
+        for window, weight in zip(windows, weights):
+            part = slice(window.start, window.stop)
+            prediction = walk.call(x[:, part], x_sigma[part].expand(batch, -1).contiguous(),
+                                   walk.conds.for_frames(window.start, len(window)),
+                                   None if scales is None else scales[part])
+            x0[:, part] += prediction * weight[None, :, None, None, None]
+            total[part] += weight
+        return x0 / total[None, :, None, None, None]
+
+    x = walk.levels[0] * walk.noise(range(num_frames))
+    for i in range(walk.steps):
+        x = walk.step_rule.step(fused, x, walk._values([walk.levels[i]] * num_frames),
+                                walk._values([walk.levels[i + 1]] * num_frames))
+        yield from walk.hand_out((0, x.clone()) if i == walk.steps - 1 else None)
+
+
+def sample_context_windows(denoise: Denoiser, cond: CondOverTime, num_frames: int, frame_shape: Sequence[int],
+                           sigmas: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
+    """:func:`iter_context_windows` collected into ``[B, N, 4, h, w]``."""
+    return collect_frames(iter_context_windows(denoise, cond, num_frames, frame_shape, sigmas, **kwargs), num_frames)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -565,6 +724,7 @@ class _Walk:
         self.device = device
         self.step_rule = step_rule
         self.progress: _Progress | None = None
+        self._unreported = False  # a call made but not yet reported
 
     @classmethod
     def start(cls, denoise, cond, frame_shape, sigmas, seed, dtype, device, prefix, step_rule) -> "_Walk":
@@ -600,13 +760,25 @@ class _Walk:
         def model(x: torch.Tensor, x_sigma: torch.Tensor) -> torch.Tensor:
             window = x if context is None else torch.cat([context, x], dim=1)
             frame_sigma = torch.cat([front, x_sigma]).expand(batch, -1).contiguous()
-            return guided_denoise(self.denoise, window, frame_sigma, cond, cfg_scales)[:, count:]
+            return self.call(window, frame_sigma, cond, cfg_scales)[:, count:]
 
         return self.step_rule.step(model, noisy, self._values(sigma), self._values(sigma_next))
 
+    def call(self, x, sigma, cond, cfg_scales):
+        """One (guided) denoiser call. The call before it is reported first, so a cancel asked for
+        there stops before this one; the last call of a step is reported by :meth:`hand_out`."""
+        if self._unreported:
+            self._unreported = False
+            if self.progress.report(1, None):
+                raise self.progress.cancelled()
+        out = guided_denoise(self.denoise, x, sigma, cond, cfg_scales)
+        self._unreported = True
+        return out
+
     def hand_out(self, finished: tuple[int, torch.Tensor] | None):
-        """After a step: report it, yield the frames it finished, then stop if asked to."""
-        cancelled = self.progress.report(self.step_rule.model_calls, finished)
+        """After a step: report its last call, yield the frames it finished, then stop if asked to."""
+        self._unreported = False
+        cancelled = self.progress.report(1, finished)
         if finished is not None:
             first_index, frames = finished
             for i in range(frames.shape[1]):
@@ -724,4 +896,9 @@ __all__ = [
     "iter_replacement",
     "sample_replacement",
     "collect_frames",
+    "context_windows",
+    "iter_context_windows",
+    "plan_context_windows",
+    "pyramid_weights",
+    "sample_context_windows",
 ]

@@ -22,13 +22,18 @@ from longvid_core.samplers import (
     euler_step,
     frame_noise,
     guided_denoise,
+    context_windows,
+    iter_context_windows,
     iter_full_sequence,
     iter_progressive,
     iter_replacement,
     linear_cfg_ramp,
+    plan_context_windows,
     plan_full_sequence,
     plan_progressive,
+    pyramid_weights,
     plan_replacement,
+    sample_context_windows,
     sample_full_sequence,
     sample_progressive,
     sample_replacement,
@@ -347,12 +352,14 @@ def test_consumer_editing_frames_in_place_does_not_change_the_video(iterate, kwa
 # Keyframes
 
 
-def test_progressive_keyframes_switch_at_the_stated_frames():
+@pytest.mark.parametrize("partitions, lookahead", [(1, False), (2, False), (2, True)])
+def test_progressive_keyframes_switch_at_the_stated_frames(partitions, lookahead):
     sigmas = sigmas64(4)
     keyframes = [(7, make_cond(2.0)), (0, make_cond(1.0)), (10, make_cond(3.0))]  # any order
     frames = 14
     recorder = Recorder()
-    sample_progressive(recorder, keyframes, frames, FRAME, sigmas, window=4, chunk=2, dtype=F64)
+    sample_progressive(recorder, keyframes, frames, FRAME, sigmas, window=4, chunk=2, dtype=F64,
+                       partitions=partitions, lookahead=lookahead)
     expected = lambda k: 1.0 if k < 7 else 2.0 if k < 10 else 3.0  # noqa: E731
     bank = noise_bank(frames)
     mixed_windows = 0
@@ -397,11 +404,15 @@ def test_keyframe_cond_must_not_be_per_frame():
 
 SAMPLERS = {
     "progressive": (iter_progressive, dict(window=4, chunk=2), plan_progressive),
+    "partitioned_lookahead": (iter_progressive, dict(window=4, chunk=2, partitions=2, lookahead=True),
+                              plan_progressive),
+    "context_windows": (iter_context_windows, dict(length=4, overlap=1), plan_context_windows),
     "replacement": (iter_replacement, dict(window=4, condition_frames=1), plan_replacement),
     "full_sequence": (iter_full_sequence, {}, plan_full_sequence),
 }
 # With 8 steps: the progressive sampler finishes frames on calls 8, 12, ...; replacement on 8, 16.
-CANCEL_AT = {"progressive": 9, "replacement": 9, "full_sequence": 5}
+CANCEL_AT = {"progressive": 9, "partitioned_lookahead": 17, "replacement": 9, "full_sequence": 5,
+             "context_windows": 7}
 
 
 @pytest.mark.parametrize("name", list(SAMPLERS))
@@ -443,7 +454,8 @@ def test_callback_cancels_within_one_call(name, how):
             produced.append(item)
     assert len(recorder.calls) == stop, "no denoiser call after the cancel"
     assert info.value.done == stop
-    assert info.value.frames_done == len(produced) == {"progressive": 2, "replacement": 4, "full_sequence": 0}[name]
+    assert info.value.frames_done == len(produced) == {"progressive": 2, "partitioned_lookahead": 2, "replacement": 4,
+                                                       "full_sequence": 0, "context_windows": 0}[name]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -703,3 +715,120 @@ def test_a_new_step_rule_is_one_function_and_the_plans_count_its_calls(name):
     assert reports[-1].done == plan.denoiser_calls and [i for i, _ in produced] == list(range(7))
     euler = list(iterate(Recorder(mixing_predict), make_cond(1.0), 7, FRAME, sigmas, **kwargs))
     assert not torch.equal(produced[-1][1], euler[-1][1])  # the rule really changed the steps
+
+
+# ---------------------------------------------------------------------------------------------
+# Training-free rolling: latent partitioning and lookahead (FIFO-Diffusion), context windows
+
+
+def framewise_predict(x, sigma, cond):
+    """Each frame's prediction depends on that frame and its sigma only: the video is then the same
+    whichever frames share a call, as long as every frame walks the same sigmas."""
+    return torch.tanh(x / (1.0 + sigma[..., None, None, None])) + 0.01 * cond.expand_frames(x.shape[1]).concat_latent
+
+
+PARTITION_GRID = [(8, 2, 1, 2, False), (8, 2, 1, 2, True), (8, 2, 2, 4, True), (12, 2, 1, 3, True),
+                  (6, 3, 2, 2, False), (8, 1, 1, 4, True)]
+
+
+@pytest.mark.parametrize("window, chunk, multiple, partitions, lookahead", PARTITION_GRID)
+@pytest.mark.parametrize("frames, prefix_frames", [(1, 0), (9, 0), (13, 3)])
+def test_partitions_and_lookahead_walk_every_sigma_once_in_planned_calls(window, chunk, multiple, partitions,
+                                                                         lookahead, frames, prefix_frames):
+    steps = multiple * window // chunk
+    sigmas = sigmas64(steps)
+    prefix = torch.randn(B, prefix_frames, 4, H, W, dtype=F64) if prefix_frames else None
+    total = prefix_frames + frames
+    layout = dict(window=window, chunk=chunk, prefix=prefix, dtype=F64, **NO_CFG)
+    plain = sample_progressive(Recorder(framewise_predict), make_cond(1.0), total, FRAME, sigmas, **layout)
+    recorder = Recorder(framewise_predict)
+    split = sample_progressive(recorder, make_cond(1.0), total, FRAME, sigmas, partitions=partitions,
+                               lookahead=lookahead, **layout)
+    torch.testing.assert_close(split, plain, rtol=0, atol=1e-12)  # every frame took exactly the same steps
+    plan = plan_progressive(total, window=window, chunk=chunk, steps=steps, prefix_frames=prefix_frames,
+                            partitions=partitions, lookahead=lookahead)
+    assert len(recorder.calls) == plan.denoiser_calls
+    assert sum(x.shape[1] for x, _, _ in recorder.calls) == plan.frame_evaluations
+    group = window // partitions
+    assert max(x.shape[1] for x, _, _ in recorder.calls) <= (2 * group if lookahead else group) + chunk
+    # one call spans 1/P of the levels (twice that with the group ahead); clean frames sit at level S-1
+    # (a prefix's clean chunk also sits in front of the first chunks while the window fills)
+    level = {v: i for i, v in enumerate(sigmas.tolist())}
+    for _, sigma, _ in recorder.calls if not prefix_frames else []:
+        levels = [level[v] for v in sigma[0].tolist()]
+        assert max(levels) - min(levels) <= (2 if lookahead else 1) * steps // partitions - 1
+
+
+def test_schedule_per_frame_with_partitions_and_lookahead():
+    """With the x0 = 0 recorder: each frame is updated at every sigma of the schedule in order;
+    with lookahead it also appears once more per row, as context, at the sigma it holds."""
+    sigmas = sigmas64(8)
+    recorder = Recorder()
+    sample_progressive(recorder, make_cond(1.0), 11, FRAME, sigmas, window=8, chunk=2, partitions=2, lookahead=True,
+                       dtype=F64, **NO_CFG)
+    seen = sigma_sequences(recorder, 11, sigmas[-2].item(), max_clean=2)
+    for k in range(11):
+        assert sorted(set(seen[k]), reverse=True) == sigmas[:-1].tolist()
+        firsts = [v for i, v in enumerate(seen[k]) if v not in seen[k][:i]]
+        assert firsts == sigmas[:-1].tolist(), "the sigmas come in schedule order"
+
+
+def test_partitions_must_divide_the_window_chunks():
+    with pytest.raises(ValueError, match=r"partitions must divide the window's 4 chunks .* use one of \[1, 2, 4\]"):
+        iter_progressive(Recorder(), make_cond(1.0), 9, FRAME, get_sigmas_karras(8), window=8, chunk=2, partitions=3)
+
+
+def test_partitioned_state_does_not_grow_with_the_video():
+    frame = (1, 4, 8, 8)
+    cond = SVDCond(torch.ones(1, 1, 8), torch.ones(1, 4, 8, 8), torch.zeros(1, 3))
+    snapshots = {}
+    for frames, stops in [(64, (40,)), (1024, (40, 1000))]:
+        generator = iter_progressive(lambda x, sigma, c: torch.zeros_like(x), cond, frames, frame, partitions=3,
+                                     lookahead=True)
+        for done, (index, _) in enumerate(generator, start=1):
+            if done in stops:
+                snapshots[(frames, done)] = reachable_state(generator)
+    assert len(set(snapshots.values())) == 1, snapshots
+    assert snapshots[(1024, 1000)][0] <= 2 * (24 + 2) * 4 * 8 * 8 * 4
+
+
+def test_context_windows_are_comfyuis_static_standard_windows_with_pyramid_weights():
+    assert context_windows(10, 16, 4) == [range(0, 10)]
+    assert context_windows(30, 16, 4) == [range(0, 16), range(12, 28), range(14, 30)]  # last moved back
+    assert context_windows(40, 16, 4) == [range(0, 16), range(12, 28), range(24, 40)]
+    assert pyramid_weights(4) == [1, 2, 2, 1] and pyramid_weights(5) == [1, 2, 3, 2, 1]
+    with pytest.raises(ValueError, match="context overlap must be between 0 and the window length - 1 = 3"):
+        context_windows(10, 4, 4)
+
+
+def test_context_windows_fuse_every_window_at_every_sigma():
+    sigmas = sigmas64(4)
+    recorder = Recorder()
+    frames = 11
+    out = sample_context_windows(recorder, make_cond(1.0), frames, FRAME, sigmas, length=4, overlap=1, dtype=F64,
+                                 **NO_CFG)
+    windows = context_windows(frames, 4, 1)
+    plan = plan_context_windows(frames, length=4, overlap=1, steps=4)
+    assert len(recorder.calls) == plan.denoiser_calls == 4 * len(windows)
+    assert sum(x.shape[1] for x, _, _ in recorder.calls) == plan.frame_evaluations
+    bank = noise_bank(frames)
+    for i, (x, sigma, _) in enumerate(recorder.calls):
+        window = windows[i % len(windows)]
+        assert sigma.unique().tolist() == [sigmas[i // len(windows)].item()]  # every window, every sigma, in order
+        assert [identify(x[0, f], sigma[0, f].item(), bank) for f in range(x.shape[1])] == list(window)
+    assert out.shape == (B, frames, 4, H, W) and out.abs().max() < 1e-9  # x0 = 0 everywhere: all frames landed
+
+
+def test_context_windows_fuse_predictions_with_pyramid_weights():
+    # every frame of window w is predicted as w + 2: a frame in two windows gets their pyramid-weighted mean
+    def predict(x, sigma, cond):
+        return torch.full_like(x, float(len(calls) % 3 + 1))
+
+    calls = []
+    recorder = Recorder(lambda x, sigma, cond: (calls.append(1), predict(x, sigma, cond))[1])
+    out = sample_context_windows(recorder, make_cond(1.0), 10, FRAME, sigmas64(1), length=4, overlap=1, dtype=F64,
+                                 **NO_CFG)
+    # one step (sigma_max -> 0) lands on the fused prediction; windows (0..4), (3..7), (6..10)
+    w = pyramid_weights(4)
+    torch.testing.assert_close(out[0, 0], torch.full_like(out[0, 0], 2.0))  # window 0 alone (calls counted first)
+    torch.testing.assert_close(out[0, 3], torch.full_like(out[0, 3], (w[3] * 2 + w[0] * 3) / (w[3] + w[0])))
