@@ -366,13 +366,14 @@ def base_unet_identity(model) -> str:
 # Files
 
 
-def save_extension(model, path, layout: str = "longvid") -> Path:
+def save_extension(model, path, layout: str = "longvid", metadata: Mapping[str, str] | None = None) -> Path:
     """Write the extension of an extended model to ``path`` (safetensors, atomically).
 
     ``layout="longvid"``: LongVid's names plus metadata (format version, frame count, modules, base
     identity). ``layout="diffsynth"``: the layout of the released ExVideo file, readable by
-    DiffSynth-Studio.
+    DiffSynth-Studio. ``metadata`` (e.g. what it was trained for) is added to either.
     """
+    extra = dict(metadata or {})
     unet = _unet_of(model)
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}; found {layout!r}")
@@ -383,8 +384,9 @@ def save_extension(model, path, layout: str = "longvid") -> Path:
         raise ValueError("cannot save a UNet on the meta device (it has no values); diffsynth_state_dict() and "
                          "extension_state_dict() give names and shapes")
     if layout == "diffsynth":
-        return atomic_save_safetensors(diffsynth_state_dict(unet), path, metadata={"format": "pt"})
+        return atomic_save_safetensors(diffsynth_state_dict(unet), path, metadata={"format": "pt", **extra})
     metadata = {
+        **extra,
         "format": "pt",
         META_KIND: FORMAT_KIND,
         META_VERSION: str(FORMAT_VERSION),

@@ -20,6 +20,7 @@ from .exvideo import apply_extension_file
 from .keymaps import sgm_clip, sgm_unet, sgm_vae
 from .keymaps.identify import identify_checkpoint
 from .model import SVDModel
+from .trained_for import TrainedFor
 from .unet import LongVidUNet, config_from_diffusers_shapes
 
 DTYPES = {
@@ -41,9 +42,10 @@ def resolve_dtype(dtype) -> torch.dtype:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)} or a torch.dtype; found {dtype!r}") from None
 
 
-def save_svd(model: SVDModel, path) -> Path:
-    """Write the model as an SGM single file (the layout ComfyUI users keep), atomically."""
-    return atomic_save_safetensors(model.sgm_state_dict(), path, metadata={"format": "pt"})
+def save_svd(model: SVDModel, path, metadata: Mapping[str, str] | None = None) -> Path:
+    """Write the model as an SGM single file (the layout ComfyUI users keep), atomically, with
+    ``metadata`` (e.g. :meth:`TrainedFor.to_metadata`) next to ``format``."""
+    return atomic_save_safetensors(model.sgm_state_dict(), path, metadata={"format": "pt", **(metadata or {})})
 
 
 def _assign(module: torch.nn.Module, state: Mapping[str, torch.Tensor], what: str, source) -> torch.nn.Module:
@@ -171,6 +173,16 @@ def load_svd(path, extension=None, device=None, dtype=None, allow_pickle: bool =
     else:
         model = _load_sgm_file(path, dtype, device, allow_pickle)
     model.unet.set_attention_backend(attention)
+    model.trained_for = TrainedFor.from_metadata(_file_metadata(path))
     if extension is not None:
         apply_extension_file(model, extension)
+        # what the extension's temporal layers were trained for is what the model now does
+        model.trained_for = TrainedFor.from_metadata(_file_metadata(extension)) or model.trained_for
     return model
+
+
+def _file_metadata(path) -> dict:
+    path = Path(path)
+    if path.is_file() and path.suffix == ".safetensors":
+        return getattr(open_tensors(path), "metadata", None) or {}
+    return {}

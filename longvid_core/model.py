@@ -15,16 +15,18 @@ from .denoiser import svd_denoise
 from .frames import vae_downscale
 from .keymaps import sgm_clip, sgm_unet, sgm_vae
 from .shapes import per_frame_sigma
+from .trained_for import TrainedFor
 
 
 class SVDModel:
     """An SVD (or ExSVD) model ready for sampling."""
 
-    def __init__(self, unet, vae, image_encoder, source: str = ""):
+    def __init__(self, unet, vae, image_encoder, source: str = "", trained_for: TrainedFor | None = None):
         self.unet = unet
         self.vae = vae
         self.image_encoder = image_encoder
         self.source = source
+        self.trained_for = trained_for  # what LongVid's trainer recorded in the file; None for others
 
     @property
     def device(self) -> torch.device:

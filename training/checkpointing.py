@@ -248,17 +248,18 @@ def write_exports(model, trainable, ema, config: TrainConfig, folder: Path) -> l
 
     names = export_names(config)
     written = []
+    trained_for = config.trained_for().to_metadata()  # read by `auto` sampling (pipeline.resolve_auto)
 
     def save(path):
         if config.parameter_set == "exvideo":
-            save_extension(model, path, layout="longvid")
+            save_extension(model, path, layout="longvid", metadata=trained_for)
         else:
-            save_svd(model, path)
+            save_svd(model, path, metadata=trained_for)
 
     save(folder / names["weights"])
     written.append(names["weights"])
     if config.parameter_set == "exvideo" and config.save_diffsynth:
-        save_extension(model, folder / names["diffsynth"], layout="diffsynth")
+        save_extension(model, folder / names["diffsynth"], layout="diffsynth", metadata=trained_for)
         written.append(names["diffsynth"])
     if ema is not None:
         with ema.applied(trainable):

@@ -143,6 +143,16 @@ class TrainConfig:
             return self.frames
         return self.exvideo_frames if self.parameter_set == "exvideo" else 14
 
+    def trained_for(self):
+        """What this run trains the model for (recorded in every file it writes)."""
+        from longvid_core.trained_for import TrainedFor
+
+        if not self.progressive:
+            return TrainedFor(progressive=False, clip_frames=self.clip_frames())
+        return TrainedFor(progressive=True, clip_frames=self.clip_frames(), window=self.progressive_window,
+                          chunk=self.progressive_chunk, steps=self.progressive_steps,
+                          context_sigma=float(self.progressive_context_sigma))
+
     def check(self) -> None:
         """Raise ValueError naming the setting to change."""
         unknown = [m for m in self.modes if m not in MODES]

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from longvid_core.checkpoint_io import open_tensors  # noqa: E402
 from longvid_core.image_encoder import build_image_encoder  # noqa: E402
-from longvid_core import SVDModel, save_svd  # noqa: E402
+from longvid_core import SVDModel, load_svd, save_svd  # noqa: E402
 from longvid_core.tiny import TINY_CLIP, TINY_UNET  # noqa: E402
 from longvid_core.unet import LongVidUNet  # noqa: E402
 from longvid_core.vae import build_vae  # noqa: E402
@@ -32,14 +32,19 @@ SMALL_UNET = dict(TINY_UNET)
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--vae", type=Path, required=True)
+    vae = p.add_mutually_exclusive_group(required=True)
+    vae.add_argument("--vae", type=Path, help="a VAE written by train_vae.py")
+    vae.add_argument("--vae-from-model", type=Path, help="take the VAE of this SGM model file (e.g. the bundled model)")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
 
-    vae_file = open_tensors(args.vae)
-    vae = build_vae(json.loads(vae_file.metadata["config"]))
-    vae.load_state_dict({k: vae_file[k] for k in vae_file}, strict=True)
+    if args.vae_from_model is not None:
+        vae = load_svd(args.vae_from_model, dtype=torch.float32).vae
+    else:
+        vae_file = open_tensors(args.vae)
+        vae = build_vae(json.loads(vae_file.metadata["config"]))
+        vae.load_state_dict({k: vae_file[k] for k in vae_file}, strict=True)
     torch.manual_seed(args.seed)
     unet = LongVidUNet(**SMALL_UNET)
     encoder = build_image_encoder(TINY_CLIP)

@@ -42,8 +42,10 @@ def main(argv=None) -> int:
         vae_file = open_tensors(args.vae, dtype=torch.float16)
         model.vae.load_state_dict({k: vae_file[k] for k in vae_file}, strict=True)
     state = model.sgm_state_dict()
+    trained_for = model.trained_for.to_metadata() if model.trained_for else {}  # what `auto` reads
     atomic_save_safetensors(state, args.out, metadata={
         "format": "pt",
+        **trained_for,
         DEFAULTS_KEY: json.dumps(SMALL_MODEL_DEFAULTS),
         "longvid.description": "LongVid small model: SVD architecture (UNet 64/128 channels, VAE 64), trained on "
                                "synthetic moving shapes by tools/small_model/build.sh",
