@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .pipeline import BUNDLED_MODEL, MODES, PROGRESSIVE, recommended_settings
+from .pipeline import AUTO, BUNDLED_MODEL, MODES, recommended_settings
 from .progress import SAMPLING
 
 
@@ -120,7 +120,8 @@ def generate(args) -> int:
     sampling = pipeline.SamplingSettings(
         frames=settings["frames"], mode=args.mode, window=settings["window"], chunk=settings["chunk"],
         steps=settings["steps"], cfg=settings["cfg"], min_cfg=settings["min_cfg"], seed=args.seed,
-        context_sigma=settings["context_sigma"])
+        context_sigma=settings["context_sigma"], partitions=args.partitions, lookahead=args.lookahead,
+        context_overlap=args.context_overlap)
     pipeline.check_settings(sampling)  # refuse impossible settings before loading anything
     sink = pipeline.Mp4Sink(Path(args.out), settings["output_fps"], window=settings["decode_window"],
                             overlap=settings["decode_overlap"],
@@ -149,12 +150,14 @@ def generate(args) -> int:
 
         Image.fromarray((fitted[0].numpy() * 255).round().astype("uint8")).save(args.save_first_frame)
     run = pipeline.prepare_run(model, keyframes, sampling)
+    if not args.quiet:
+        print(run.chosen, file=sys.stderr)
     progress = None if args.quiet else Progress(run.plan.denoiser_calls)
     written = run.into(sink, progress)
     if progress is not None:
         progress.close()
-    print(f"{args.mode}: {written} frames {width}x{height}, window {sampling.window}, chunk {sampling.chunk}, "
-          f"{sampling.steps} steps, {run.plan.denoiser_calls} denoiser calls, {time.perf_counter() - started:.1f} s")
+    print(f"{run.settings.mode}: {written} frames {width}x{height}, {run.settings.describe()}, "
+          f"{run.plan.denoiser_calls} denoiser calls, {time.perf_counter() - started:.1f} s")
     print(Path(args.out).resolve())
     return 0
 
@@ -208,7 +211,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--decode-overlap", type=int, help="frames shared and cross-faded by consecutive decode windows "
                    "(at most half the window); default: the model file's, else 4")
     g.add_argument("--save-first-frame", help="write the conditioning frame as PNG")
-    g.add_argument("--mode", choices=MODES, default=PROGRESSIVE)
+    g.add_argument("--mode", choices=MODES, default=AUTO, help="auto: progressive as trained for weights LongVid's "
+                   "trainer fine-tuned progressively, else the best training-free setting (printed)")
+    g.add_argument("--partitions", type=int, default=1, help="progressive: split each row's window into this many "
+                   "calls, each spanning fewer noise levels (for weights trained with one level per clip)")
+    g.add_argument("--lookahead", action="store_true", help="progressive: each partition also sees the one ahead")
+    g.add_argument("--context-overlap", type=int, help="context_windows: frames shared by windows of window + chunk "
+                   "frames (default: a quarter of a window)")
     for name, kind in (("frames", int), ("window", int), ("chunk", int), ("steps", int), ("cfg", float),
                        ("min-cfg", float), ("width", int), ("height", int), ("fps", int),
                        ("motion-bucket-id", int), ("noise-aug-strength", float), ("output-fps", int)):

@@ -16,7 +16,7 @@ sampler's frames per call so the comparison is fair).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
@@ -33,11 +33,21 @@ from .shapes import nearest_multiples
 from .vae import VAE_SCALE
 from .video_io import DEFAULT_CRF, write_latent_video
 
+AUTO = "auto"
 PROGRESSIVE = "progressive"
+CONTEXT_WINDOWS = "context_windows"
 FULL_SEQUENCE = "full_sequence"
 REPLACEMENT_WITHOUT_NOISE = "replacement_without_noise"
 REPLACEMENT_WITH_NOISE = "replacement_with_noise"
-MODES = (PROGRESSIVE, FULL_SEQUENCE, REPLACEMENT_WITHOUT_NOISE, REPLACEMENT_WITH_NOISE)
+MODES = (AUTO, PROGRESSIVE, CONTEXT_WINDOWS, FULL_SEQUENCE, REPLACEMENT_WITHOUT_NOISE, REPLACEMENT_WITH_NOISE)
+# Training-free progressive settings for weights trained with one noise level per clip (FIFO-Diffusion,
+# Kim et al. 2024, Sec. 4): name -> (window multiple, partitions, lookahead). The window grows so that
+# one call still holds about the given window's frames: P=2 partitions of it, or with lookahead P=4
+# quarters that each see the quarter ahead.
+TRAINING_FREE_OPTIONS = {"partitioned": (2, 2, False), "partitioned_lookahead": (2, 4, True)}
+# What `auto` runs on weights without a progressive fine-tuning record (SVD, SVD-XT, SVD-XT 1.1, the
+# ExVideo release): the best of TRAINING_FREE_OPTIONS in bench/bench_quality.py's table.
+TRAINING_FREE = "partitioned_lookahead"
 
 SVD_SIZE_MULTIPLE = 64  # SVD: 8x VAE downscale, then the UNet halves the latent 3 times
 
@@ -56,10 +66,13 @@ Keyframes = list[tuple[int, SVDCond]]
 @dataclass(frozen=True)
 class SamplingSettings:
     """How to sample: ``frames`` new frames (after any prefix) in ``mode``. ``context_sigma``
-    (progressive only; None or 0: clean) is for models trained with context noise."""
+    (progressive only; None or 0: clean) is for models trained with context noise. ``partitions``
+    and ``lookahead``: progressive rows split for one-level weights (:func:`samplers.iter_progressive`).
+    ``context_overlap``: frames shared by context windows of ``window + chunk`` frames (None: a
+    quarter of a window, as ComfyUI's 16/4)."""
 
     frames: int
-    mode: str = PROGRESSIVE
+    mode: str = AUTO
     window: int = DEFAULT_WINDOW
     chunk: int = DEFAULT_CHUNK
     steps: int = DEFAULT_STEPS
@@ -67,6 +80,57 @@ class SamplingSettings:
     min_cfg: float = samplers.DEFAULT_MIN_CFG
     seed: int = 0
     context_sigma: float | None = None
+    partitions: int = 1
+    lookahead: bool = False
+    context_overlap: int | None = None
+
+    @property
+    def context_length(self) -> int:
+        return self.window + self.chunk
+
+    @property
+    def overlap(self) -> int:
+        return self.context_length // 4 if self.context_overlap is None else self.context_overlap
+
+    def describe(self) -> str:
+        if self.mode == PROGRESSIVE:
+            split = f", {self.partitions} partitions" if self.partitions > 1 else ""
+            split += ", lookahead" if self.lookahead else ""
+            return f"progressive: window {self.window}, chunk {self.chunk}, {self.steps} steps{split}"
+        if self.mode == CONTEXT_WINDOWS:
+            return f"context windows of {self.context_length} frames overlapping by {self.overlap}, {self.steps} steps"
+        return f"{self.mode}: window {self.window}, chunk {self.chunk}, {self.steps} steps"
+
+
+def resolve_auto(model: SVDModel, settings: SamplingSettings) -> tuple[SamplingSettings, str]:
+    """``auto`` made concrete for this model, and why: as trained for weights that LongVid's trainer
+    fine-tuned progressively; :data:`TRAINING_FREE` for all others. Other modes pass unchanged."""
+    if settings.mode != AUTO:
+        return settings, settings.describe()
+    trained = getattr(model, "trained_for", None)
+    if trained is not None and trained.progressive:
+        chosen = replace(settings, mode=PROGRESSIVE, window=trained.window, chunk=trained.chunk, steps=trained.steps,
+                         partitions=1, lookahead=False)
+        return chosen, f"auto -> {chosen.describe()} (the model was fine-tuned progressively)"
+    # the layout given is the one grown: refuse a bad one as given, not as grown
+    _raise(settings_problem(PROGRESSIVE, window=settings.window, chunk=settings.chunk, steps=settings.steps))
+    chosen = training_free(settings, TRAINING_FREE)
+    why = "trained with one noise level per clip" if trained is not None else "no progressive fine-tuning recorded"
+    return chosen, f"auto -> {chosen.describe()} ({why})"
+
+
+def training_free(settings: SamplingSettings, name: str) -> SamplingSettings:
+    """``settings`` as the training-free progressive setting ``name`` of :data:`TRAINING_FREE_OPTIONS`:
+    the window grown, steps rounded up to a multiple of its chunks, and as many of the partitions as
+    divide them (a short window gets fewer)."""
+    multiple, partitions, lookahead = TRAINING_FREE_OPTIONS[name]
+    window = settings.window * multiple
+    chunks = window // settings.chunk if settings.chunk and window % settings.chunk == 0 else 0
+    if not chunks:  # a layout the settings check will explain
+        return replace(settings, mode=PROGRESSIVE, window=window, partitions=partitions, lookahead=lookahead)
+    steps = -(-settings.steps // chunks) * chunks
+    partitions = max(p for p in range(1, partitions + 1) if chunks % p == 0)
+    return replace(settings, mode=PROGRESSIVE, window=window, steps=steps, partitions=partitions, lookahead=lookahead)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -74,14 +138,15 @@ class SamplingSettings:
 
 
 def settings_problem(mode=None, frames=None, window=None, chunk=None, steps=None, cfg=None, min_cfg=None,
-                     context_sigma=None) -> str | None:
+                     context_sigma=None, partitions=None, lookahead=None, context_overlap=None) -> str | None:
     """What is wrong with these settings; a value not known yet (None, e.g. a linked node input)
-    is skipped."""
+    is skipped. ``auto`` is checked once it is resolved for the model (:func:`prepare_run`)."""
     if mode is not None and mode not in MODES:
         return f"mode: {mode!r} is not one of {list(MODES)}"
     for name, value, smallest in (("frames", frames, 1), ("window", window, 1), ("chunk", chunk, 1),
                                   ("steps", steps, 1), ("cfg", cfg, 0), ("min_cfg", min_cfg, 0),
-                                  ("context_sigma", context_sigma, 0)):
+                                  ("context_sigma", context_sigma, 0), ("partitions", partitions, 1),
+                                  ("context_overlap", context_overlap, 0)):
         if value is not None and not value >= smallest:
             return f"{name} is {value}; the smallest allowed is {smallest}"
     if mode == PROGRESSIVE and None not in (window, chunk, steps):
@@ -89,9 +154,21 @@ def settings_problem(mode=None, frames=None, window=None, chunk=None, steps=None
             validate_window(window, chunk, steps)
         except ValueError as e:
             return str(e)
-    if context_sigma and mode not in (None, PROGRESSIVE):
-        return (f"context_sigma is {context_sigma}, but context noise is for the progressive mode only; found mode "
-                f"{mode!r}: set it to 0 or use progressive")
+        chunks = window // chunk
+        if partitions is not None and chunks % partitions:
+            options = [p for p in range(1, chunks + 1) if chunks % p == 0]
+            return (f"partitions ({partitions}) must divide the window's {chunks} chunks (window {window} / chunk "
+                    f"{chunk}) so that every call holds whole chunks; use one of {options}")
+    if mode == CONTEXT_WINDOWS and None not in (window, chunk, context_overlap) and context_overlap >= window + chunk:
+        return (f"context_overlap ({context_overlap}) must be smaller than the context window of window + chunk = "
+                f"{window + chunk} frames; use at most {window + chunk - 1}")
+    for name, value, used in (("context_sigma", context_sigma, "context noise"),
+                              ("partitions", partitions if partitions != 1 else None, "partitioning"),
+                              ("lookahead", lookahead or None, "lookahead")):
+        if value and mode not in (None, PROGRESSIVE, AUTO):
+            return (f"{name} is {value}, but {used} is for the progressive mode only; found mode {mode!r}: "
+                    f"{'set it to 0' if name == 'context_sigma' else 'turn it off' if name == 'lookahead' else 'set it to 1'}"
+                    f" or use progressive")
     return None
 
 
@@ -101,10 +178,9 @@ def model_problem(model: SVDModel, settings: SamplingSettings, prefix_frames: in
     keyframes past the end of the video."""
     limit = model.max_frames
     mode, frames = settings.mode, settings.frames
+    if mode in (FULL_SEQUENCE, CONTEXT_WINDOWS) and prefix_frames:
+        return (f"{mode} mode cannot extend a video: use the progressive or a replacement mode, or give no prefix")
     if mode == FULL_SEQUENCE:
-        if prefix_frames:
-            return ("full_sequence mode cannot extend a video: use the progressive or a replacement mode, or give no "
-                    "prefix")
         if frames > model.trained_frames:
             what = (f"this ExVideo extension's frame-position table holds {limit} frames" if limit
                     else f"plain SVD was trained on clips of {model.trained_frames} frames")
@@ -206,6 +282,7 @@ class GenerationRun:
     prefix: torch.Tensor | None
     plan: samplers.SamplingPlan
     frame_shape: tuple[int, int, int, int] = field(repr=False)
+    chosen: str = ""  # the settings in words (what `auto` chose, and why)
 
     @property
     def prefix_frames(self) -> int:
@@ -236,7 +313,10 @@ class GenerationRun:
         args = (model.denoise, keyframes, self.total_frames, self.frame_shape, sigmas)
         if s.mode == PROGRESSIVE:
             return samplers.iter_progressive(*args, window=s.window, chunk=s.chunk, prefix=self.prefix,
-                                             context_sigma=s.context_sigma or None, **common)
+                                             context_sigma=s.context_sigma or None, partitions=s.partitions,
+                                             lookahead=s.lookahead, **common)
+        if s.mode == CONTEXT_WINDOWS:
+            return samplers.iter_context_windows(*args, length=s.context_length, overlap=s.overlap, **common)
         if s.mode == FULL_SEQUENCE:
             return samplers.iter_full_sequence(*args, **common)
         return samplers.iter_replacement(*args, window=s.window + s.chunk, condition_frames=s.chunk,
@@ -246,8 +326,9 @@ class GenerationRun:
 
 def check_settings(settings: SamplingSettings) -> None:
     """Raise ValueError saying what to change unless the settings alone are possible."""
-    _raise(settings_problem(settings.mode, settings.frames, settings.window, settings.chunk, settings.steps,
-                            settings.cfg, settings.min_cfg, settings.context_sigma))
+    s = settings
+    _raise(settings_problem(s.mode, s.frames, s.window, s.chunk, s.steps, s.cfg, s.min_cfg, s.context_sigma,
+                            s.partitions, s.lookahead, s.context_overlap))
 
 
 def plan_sampling(settings: SamplingSettings, prefix_frames: int = 0) -> samplers.SamplingPlan:
@@ -255,7 +336,9 @@ def plan_sampling(settings: SamplingSettings, prefix_frames: int = 0) -> sampler
     s, total = settings, prefix_frames + settings.frames
     if s.mode == PROGRESSIVE:
         return samplers.plan_progressive(total, window=s.window, chunk=s.chunk, steps=s.steps,
-                                         prefix_frames=prefix_frames)
+                                         prefix_frames=prefix_frames, partitions=s.partitions, lookahead=s.lookahead)
+    if s.mode == CONTEXT_WINDOWS:
+        return samplers.plan_context_windows(total, length=s.context_length, overlap=s.overlap, steps=s.steps)
     if s.mode == FULL_SEQUENCE:
         return samplers.plan_full_sequence(total, steps=s.steps)
     return samplers.plan_replacement(total, window=s.window + s.chunk, condition_frames=s.chunk, steps=s.steps,
@@ -266,6 +349,8 @@ def prepare_run(model: SVDModel, cond, settings: SamplingSettings, prefix: torch
     """Check the settings, the model's limits, the conditioning and the prefix, all before any
     model call, and plan the run. ``cond``: one SVDCond or keyframes ``[(start, SVDCond), ...]``."""
     check_settings(settings)  # the settings alone, before anything touches the model
+    settings, chosen = resolve_auto(model, settings)
+    check_settings(settings)  # auto made concrete
     keyframes = [(0, cond)] if isinstance(cond, SVDCond) else [(int(start), c) for start, c in cond]
     if not keyframes:
         raise ValueError("cond: expected one SVDCond or at least one (start_frame, SVDCond) keyframe; got none")
@@ -275,7 +360,7 @@ def prepare_run(model: SVDModel, cond, settings: SamplingSettings, prefix: torch
     prefix_frames = 0 if prefix is None else prefix.shape[1]
     _raise(model_problem(model, settings, prefix_frames, [start for start, _ in keyframes]))
     plan = plan_sampling(settings, prefix_frames)
-    return GenerationRun(model, settings, keyframes, prefix, plan, frame_shape)
+    return GenerationRun(model, settings, keyframes, prefix, plan, frame_shape, chosen)
 
 
 def generate(model: SVDModel, cond, settings: SamplingSettings, sink, *, prefix: torch.Tensor | None = None,
@@ -380,7 +465,8 @@ def recommended_settings(path) -> dict:
 
 
 __all__ = [
-    "BUNDLED_MODEL", "FULL_SEQUENCE", "MODES", "PROGRESSIVE", "REPLACEMENT_WITHOUT_NOISE", "REPLACEMENT_WITH_NOISE",
+    "AUTO", "BUNDLED_MODEL", "CONTEXT_WINDOWS", "FULL_SEQUENCE", "TRAINING_FREE", "TRAINING_FREE_OPTIONS",
+    "resolve_auto", "training_free", "MODES", "PROGRESSIVE", "REPLACEMENT_WITHOUT_NOISE", "REPLACEMENT_WITH_NOISE",
     "GenerationRun", "ImageSink", "LatentSink", "Mp4Sink", "SamplingSettings", "check_size", "condition_images",
     "check_settings", "decode_into", "generate", "latents_from_comfy", "latents_to_comfy", "model_problem", "plan_sampling",
     "prepare_run", "recommended_settings", "settings_problem", "size_problem",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from longvid_core import pipeline, samplers
-from longvid_core.pipeline import PROGRESSIVE
+from longvid_core.pipeline import AUTO
 from longvid_core.progress import SAMPLING
 from longvid_core.schedules import DEFAULT_CHUNK, DEFAULT_STEPS, DEFAULT_WINDOW
 
@@ -22,10 +22,12 @@ def sampling_inputs() -> dict:
         "frames": ("INT", {"default": 96, "min": 1, "max": 1_000_000,
                            "tooltip": "New latent frames to generate (one latent = one video frame). A prefix's "
                                       "frames come in front of these."}),
-        "mode": (MODES, {"default": PROGRESSIVE, "tooltip": (
-            "progressive: PA-VDM rolling window, any length. full_sequence: one clip, all frames at once (<= 25 "
-            "frames for SVD, <= the table for ExVideo). replacement_*: window after window, each conditioned on "
-            "the last chunk frames of the one before, held clean or re-noised (the paper's baselines).")}),
+        "mode": (MODES, {"default": AUTO, "tooltip": (
+            "auto: progressive as trained for weights fine-tuned progressively by LongVid's trainer, otherwise the "
+            "best training-free setting (SVD-XT, ExVideo); the settings output says which. progressive: PA-VDM "
+            "rolling window, any length. context_windows: ComfyUI core's overlapping windows at one noise level. "
+            "full_sequence: one clip, all frames at once (<= 25 frames for SVD, <= the table for ExVideo). "
+            "replacement_*: window after window, each conditioned on the last chunk frames of the one before.")}),
         "window": ("INT", {"default": DEFAULT_WINDOW, "min": 1, "max": 1024,
                            "tooltip": "Noisy frames in the rolling window (a multiple of chunk). The model sees "
                                       "window + chunk frames per call."}),
@@ -48,26 +50,47 @@ CONTEXT_SIGMA_INPUT = ("FLOAT", {"default": 0.0, "min": 0.0, "max": 10.0, "step"
     "progressive: give the finished chunk in front of the window to the model noised at this sigma. Only for "
     "models fine-tuned with training/train.py --progressive-context-sigma; 0 gives it clean, as PA-VDM does.")})
 
+PARTITIONS_INPUT = ("INT", {"default": 1, "min": 1, "max": 64, "tooltip": (
+    "progressive: split each call's window into this many calls, each spanning fewer noise levels "
+    "(FIFO-Diffusion's latent partitioning, for weights trained with one noise level per clip).")})
+LOOKAHEAD_INPUT = ("BOOLEAN", {"default": False, "tooltip": (
+    "progressive: each partition also sees the cleaner partition ahead of it (FIFO-Diffusion's lookahead).")})
+CONTEXT_OVERLAP_INPUT = ("INT", {"default": -1, "min": -1, "max": 1024, "tooltip": (
+    "context_windows: frames shared by neighbouring windows of window + chunk frames; -1: a quarter of a window.")})
+# new inputs go last, so a workflow saved before them keeps its widget values in place
+SAMPLING_OPTIONAL = {"context_sigma": CONTEXT_SIGMA_INPUT, "partitions": PARTITIONS_INPUT,
+                     "lookahead": LOOKAHEAD_INPUT, "context_overlap": CONTEXT_OVERLAP_INPUT}
+
 PREFIX_INPUT = ("LATENT", {"tooltip": "Frames of a video to extend (LongVid Encode Frames); the output starts "
                                       "with them."})
 
 
 def validate_sampling(node_cls, frames=None, mode=None, window=None, chunk=None, steps=None, cfg=None,
-                      min_cfg=None, seed=None, context_sigma=None) -> str | bool:
+                      min_cfg=None, seed=None, context_sigma=None, partitions=None, lookahead=None,
+                      context_overlap=None) -> str | bool:
     return first_problem(
         check_widgets(node_cls, frames=frames, mode=mode, window=window, chunk=chunk, steps=steps, cfg=cfg,
-                      min_cfg=min_cfg, seed=seed, context_sigma=context_sigma),
-        pipeline.settings_problem(mode, frames, window, chunk, steps, cfg, min_cfg, context_sigma),
+                      min_cfg=min_cfg, seed=seed, context_sigma=context_sigma, partitions=partitions,
+                      context_overlap=context_overlap),
+        pipeline.settings_problem(mode, frames, window, chunk, steps, cfg, min_cfg, context_sigma, partitions,
+                                  lookahead, _overlap(context_overlap)),
     )
 
 
+def _overlap(context_overlap):
+    return None if context_overlap is None or context_overlap < 0 else context_overlap
+
+
 def prepare_run(model, cond, frames, mode, window, chunk, steps, cfg, min_cfg, seed, prefix=None,
-                node_cls=None, context_sigma=0.0) -> pipeline.GenerationRun:
+                node_cls=None, context_sigma=0.0, partitions=1, lookahead=False,
+                context_overlap=-1) -> pipeline.GenerationRun:
     """Everything checked before any work: the widgets (a linked input reached VALIDATE_INPUTS as
-    None), then the pipeline's checks of the settings and the model."""
+    None), then the pipeline's checks of the settings and the model (where ``auto`` is resolved)."""
     raise_if(check_widgets(node_cls or LongVidSample, frames=frames, mode=mode, window=window, chunk=chunk,
-                           steps=steps, cfg=cfg, min_cfg=min_cfg, seed=seed, context_sigma=context_sigma))
-    settings = pipeline.SamplingSettings(frames, mode, window, chunk, steps, cfg, min_cfg, seed, context_sigma or None)
+                           steps=steps, cfg=cfg, min_cfg=min_cfg, seed=seed, context_sigma=context_sigma,
+                           partitions=partitions, context_overlap=context_overlap))
+    settings = pipeline.SamplingSettings(frames, mode, window, chunk, steps, cfg, min_cfg, seed, context_sigma or None,
+                                         partitions, bool(lookahead), _overlap(context_overlap))
     prefix_latents = None if prefix is None else pipeline.latents_from_comfy(prefix, "prefix")
     run = pipeline.prepare_run(model.svd, cond, settings, prefix_latents)
     runtime.throw_if_interrupted()
@@ -81,26 +104,26 @@ class LongVidSample:
         "The progress bar counts every denoiser call."
     )
     CATEGORY = "LongVid"
-    RETURN_TYPES = ("LATENT",)
-    RETURN_NAMES = ("latent",)
-    OUTPUT_TOOLTIPS = ("Video latents, prefix frames first.",)
+    RETURN_TYPES = ("LATENT", "STRING")
+    RETURN_NAMES = ("latent", "settings")
+    OUTPUT_TOOLTIPS = ("Video latents, prefix frames first.", "The sampling settings used (what auto chose, and why).")
     FUNCTION = "sample"
 
     @classmethod
     def INPUT_TYPES(cls):
         # context_sigma last: a workflow saved before it existed keeps its widget values in place
-        return {"required": sampling_inputs(),
-                "optional": {"prefix": PREFIX_INPUT, "context_sigma": CONTEXT_SIGMA_INPUT}}
+        return {"required": sampling_inputs(), "optional": {"prefix": PREFIX_INPUT, **SAMPLING_OPTIONAL}}
 
     @classmethod
     def VALIDATE_INPUTS(cls, frames=None, mode=None, window=None, chunk=None, steps=None, cfg=None, min_cfg=None,
-                        seed=None, context_sigma=None):
-        return validate_sampling(cls, frames, mode, window, chunk, steps, cfg, min_cfg, seed, context_sigma)
+                        seed=None, context_sigma=None, partitions=None, lookahead=None, context_overlap=None):
+        return validate_sampling(cls, frames, mode, window, chunk, steps, cfg, min_cfg, seed, context_sigma,
+                                 partitions, lookahead, context_overlap)
 
     def sample(self, model, cond, frames, mode, window, chunk, steps, cfg, min_cfg, seed, prefix=None,
-               context_sigma=0.0):
+               context_sigma=0.0, partitions=1, lookahead=False, context_overlap=-1):
         run = prepare_run(model, cond, frames, mode, window, chunk, steps, cfg, min_cfg, seed, prefix,
-                          node_cls=type(self), context_sigma=context_sigma)
+                          type(self), context_sigma, partitions, lookahead, context_overlap)
         model.prepare("unet")
         latents = run.into(pipeline.LatentSink(), runtime.progress_callback(SAMPLING, run.plan.denoiser_calls))
-        return (pipeline.latents_to_comfy(latents),)
+        return (pipeline.latents_to_comfy(latents), run.chosen)

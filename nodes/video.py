@@ -12,7 +12,7 @@ from longvid_core.progress import DECODING, SAMPLING
 from longvid_core.video_io import DEFAULT_CRF
 
 from . import runtime
-from .sampling import CONTEXT_SIGMA_INPUT, PREFIX_INPUT, prepare_run, sampling_inputs, validate_sampling
+from .sampling import PREFIX_INPUT, SAMPLING_OPTIONAL, prepare_run, sampling_inputs, validate_sampling
 from .validation import check_widgets, first_problem, raise_if
 
 
@@ -75,10 +75,10 @@ def _target(filename_prefix: str, output_path: str):
     return path, {"filename": filename, "subfolder": subfolder, "type": "output"}
 
 
-def _result(path: Path, ui_entry):
+def _result(path: Path, ui_entry, *more):
     # the same preview entry ComfyUI's own SaveVideo sends (a file in the output folder)
     ui = {"images": [ui_entry], "animated": (True,)} if ui_entry else {}
-    return {"ui": ui, "result": (str(path),)}
+    return {"ui": ui, "result": (str(path), *more)}
 
 
 class LongVidDecode:
@@ -147,9 +147,9 @@ class LongVidSampleToVideo:
         "out-of-memory at decode after hours of sampling). Cancelling keeps a playable mp4 of the frames so far."
     )
     CATEGORY = "LongVid"
-    RETURN_TYPES = ("STRING",)
-    RETURN_NAMES = ("path",)
-    OUTPUT_TOOLTIPS = ("The mp4 file written.",)
+    RETURN_TYPES = ("STRING", "STRING")
+    RETURN_NAMES = ("path", "settings")
+    OUTPUT_TOOLTIPS = ("The mp4 file written.", "The sampling settings used (what auto chose, and why).")
     FUNCTION = "sample_to_video"
     OUTPUT_NODE = True
 
@@ -157,26 +157,27 @@ class LongVidSampleToVideo:
     def INPUT_TYPES(cls):
         return {"required": {**sampling_inputs(), **video_inputs()},
                 # context_sigma last: a workflow saved before it existed keeps its widget values in place
-                "optional": {"prefix": PREFIX_INPUT, "output_path": OUTPUT_PATH_INPUT,
-                             "context_sigma": CONTEXT_SIGMA_INPUT}}
+                "optional": {"prefix": PREFIX_INPUT, "output_path": OUTPUT_PATH_INPUT, **SAMPLING_OPTIONAL}}
 
     @classmethod
     def VALIDATE_INPUTS(cls, frames=None, mode=None, window=None, chunk=None, steps=None, cfg=None, min_cfg=None,
                         seed=None, frame_rate=None, crf=None, decode_window=None, overlap=None, output_path=None,
-                        context_sigma=None):
+                        context_sigma=None, partitions=None, lookahead=None, context_overlap=None):
         return first_problem(
-            validate_sampling(cls, frames, mode, window, chunk, steps, cfg, min_cfg, seed, context_sigma),
+            validate_sampling(cls, frames, mode, window, chunk, steps, cfg, min_cfg, seed, context_sigma, partitions,
+                              lookahead, context_overlap),
             video_problem(cls, frame_rate, crf, decode_window, overlap, output_path))
 
     def sample_to_video(self, model, cond, frames, mode, window, chunk, steps, cfg, min_cfg, seed, filename_prefix,
-                        frame_rate, crf, decode_window, overlap, prefix=None, output_path="", context_sigma=0.0):
+                        frame_rate, crf, decode_window, overlap, prefix=None, output_path="", context_sigma=0.0,
+                        partitions=1, lookahead=False, context_overlap=-1):
         # the sampling inputs are checked by prepare_run
         raise_if(video_problem(type(self), frame_rate, crf, decode_window, overlap, output_path))
         run = prepare_run(model, cond, frames, mode, window, chunk, steps, cfg, min_cfg, seed, prefix,
-                          node_cls=type(self), context_sigma=context_sigma)
+                          type(self), context_sigma, partitions, lookahead, context_overlap)
         path, ui_entry = _target(filename_prefix, output_path)
         model.prepare("unet", "vae")
         # The bar counts denoiser calls; decoding only checks cancel, window by window.
         run.into(pipeline.Mp4Sink(path, frame_rate, crf, decode_window, overlap),
                  runtime.progress_callback(SAMPLING, run.plan.denoiser_calls))
-        return _result(path, ui_entry)
+        return _result(path, ui_entry, run.chosen)

@@ -131,4 +131,4 @@ def test_clear_errors(tmp_path):
         main(["generate", "--decode-window", "4", "--decode-overlap", "3", "--frames", "4",
               "--out", str(tmp_path / "x.mp4")])
     with pytest.raises(ValueError, match="use window"):
-        main(["generate", "--window", "7", "--frames", "4", "--out", str(tmp_path / "x.mp4")])
+        main(["generate", "--mode", "progressive", "--window", "7", "--frames", "4", "--out", str(tmp_path / "x.mp4")])

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import nodes as node_pack
-from longvid_core import exvideo, samplers
+from longvid_core import exvideo, pipeline, samplers
 from longvid_core.frames import cover_crop
 from longvid_core import SVDModel, save_svd
 from longvid_core.schedule_plot import schedule_layout
@@ -269,7 +269,13 @@ def test_prefix_of_another_size_is_refused(model):
     ("LongVidSample", dict(mode="progressive", window=24, chunk=2, steps=20),
      r"steps \(20\) must be a multiple of window/chunk = 24/2 = 12.*use steps 12 or 24"),
     ("LongVidSampleToVideo", dict(mode="progressive", window=8, chunk=3, steps=8), "use window 6 or 9"),
-    ("LongVidSample", dict(mode="sideways"), r"mode: 'sideways' is not one of \['progressive'"),
+    ("LongVidSample", dict(mode="sideways"), r"mode: 'sideways' is not one of \['auto', 'progressive'"),
+    ("LongVidSample", dict(mode="progressive", window=8, chunk=2, steps=8, partitions=3),
+     r"partitions \(3\) must divide the window's 4 chunks.*use one of \[1, 2, 4\]"),
+    ("LongVidSample", dict(mode="full_sequence", lookahead=True), "lookahead is True, but lookahead is for the "
+                                                                  "progressive mode only"),
+    ("LongVidSampleToVideo", dict(mode="context_windows", window=6, chunk=2, context_overlap=8),
+     r"context_overlap \(8\) must be smaller than the context window of window \+ chunk = 8 frames"),
     ("LongVidSample", dict(frames=0), "frames is 0; the smallest allowed is 1"),
     ("LongVidSample", dict(mode="full_sequence", context_sigma=0.3), "context noise is for the progressive mode only"),
     ("LongVidSampleToVideo", dict(context_sigma=-1.0), "context_sigma is -1.0; the smallest allowed is 0.0"),
@@ -426,7 +432,7 @@ def test_sample_to_video_streams_prefix_and_new_frames_into_one_file(model, tmp_
     cond, _ = condition(model, last)
     target = tmp_path / "streamed.mp4"
     result = stream_to_video(model, cond, frames=6, prefix=prefix, output_path=str(target))
-    assert result["result"] == (str(target),) and result["ui"] == {}
+    assert result["result"] == (str(target), "progressive: window 4, chunk 2, 2 steps") and result["ui"] == {}
     frames, fps = read_video(target)
     assert frames.shape == (9, 64, 64, 3) and fps == 8
     # the same video as sampling to LATENT and saving it
@@ -514,7 +520,7 @@ def test_the_command_line_refuses_what_the_nodes_refuse_with_the_same_message(fo
                                                                               settings):
     model = load(extension or "none")
     from_node = node_problem(model, **settings)
-    assert from_node == cli_problem(folders, tmp_path, extension, **settings)
+    assert from_node == cli_problem(folders, tmp_path, extension, **{"mode": SMALL["mode"], **settings})
     assert "use" in from_node  # says what to change
 
 
@@ -548,3 +554,18 @@ def test_a_one_frame_clip_on_an_extended_model_is_that_frame_twice(folders):
         single = svd.denoise(x, torch.tensor([[3.0]]), one)
         twice = svd.denoise(x.repeat(1, 2, 1, 1, 1), torch.tensor([[3.0, 3.0]]), one)
     torch.testing.assert_close(single, twice[:, :1])
+
+
+def test_auto_mode_is_the_default_and_the_node_says_what_it_chose(model, monkeypatch):
+    assert NODES["LongVidSample"].INPUT_TYPES()["required"]["mode"][1]["default"] == "auto"
+    assert NODES["LongVidSampleToVideo"].INPUT_TYPES()["required"]["mode"][1]["default"] == "auto"
+    calls = count_denoiser_calls(model, monkeypatch)
+    cond, _ = condition(model)
+    node = NODES["LongVidSample"]()
+    latent, chosen = node.sample(model, cond, 6, "auto", 4, 2, 4, 1.0, 1.0, 0)
+    assert latent["samples"].shape == (6, 4, 8, 8)
+    expected = pipeline.training_free(pipeline.SamplingSettings(6, window=4, chunk=2, steps=4), pipeline.TRAINING_FREE)
+    assert chosen == f"auto -> {expected.describe()} (no progressive fine-tuning recorded)"
+    assert len(calls) == pipeline.plan_sampling(expected).denoiser_calls
+    _, chosen = node.sample(model, cond, 6, "progressive", 4, 2, 4, 1.0, 1.0, 0, partitions=2, lookahead=True)
+    assert chosen == "progressive: window 4, chunk 2, 4 steps, 2 partitions, lookahead"

@@ -113,7 +113,7 @@ class CountingModel:
         return self.inner.denoise(x, sigma, cond)
 
 
-SMALL = pipeline.SamplingSettings(7, window=4, chunk=2, steps=4, cfg=1.5, min_cfg=1.0, seed=3)
+SMALL = pipeline.SamplingSettings(7, "progressive", window=4, chunk=2, steps=4, cfg=1.5, min_cfg=1.0, seed=3)
 
 
 def test_latents_are_the_samplers_own_and_the_plan_is_exact(model):
@@ -184,3 +184,46 @@ def test_keyframes_past_the_end_and_sizes_are_refused(model):
         pipeline.check_size(model, multiple + 1, multiple)
     assert pipeline.size_problem(64, 128) is None
     assert "at least 128 px" in pipeline.size_problem(64, 128, 64, 128, extended=True)
+
+
+# ----------------------------------------------------------------------------------- auto
+
+
+def test_auto_runs_progressive_weights_as_trained_and_others_training_free(model):
+    from longvid_core.trained_for import TrainedFor
+
+    settings = pipeline.SamplingSettings(7, window=4, chunk=2, steps=4, cfg=1.0, min_cfg=1.0)
+    assert settings.mode == pipeline.AUTO
+    chosen, why = pipeline.resolve_auto(model, settings)  # tiny_svd: no record, like svd_xt.safetensors
+    assert chosen == pipeline.training_free(settings, pipeline.TRAINING_FREE) and "no progressive" in why
+    multiple, partitions, lookahead = pipeline.TRAINING_FREE_OPTIONS[pipeline.TRAINING_FREE]
+    assert (chosen.mode, chosen.window, chosen.partitions, chosen.lookahead) == (
+        "progressive", 4 * multiple, partitions, lookahead)
+    assert chosen.steps % (chosen.window // chosen.chunk) == 0  # a valid progressive layout
+    model.trained_for = TrainedFor(progressive=True, clip_frames=10, window=8, chunk=2, steps=16)
+    try:
+        run = pipeline.prepare_run(model, keyframes(model), settings)
+    finally:
+        model.trained_for = None
+    assert (run.settings.mode, run.settings.window, run.settings.steps, run.settings.partitions) == (
+        "progressive", 8, 16, 1)
+    assert run.chosen == "auto -> progressive: window 8, chunk 2, 16 steps (the model was fine-tuned progressively)"
+    assert pipeline.resolve_auto(model, pipeline.replace(settings, mode="context_windows"))[0].mode == "context_windows"
+
+
+@pytest.mark.parametrize("name", list(pipeline.TRAINING_FREE_OPTIONS) + ["context_windows"])
+def test_training_free_settings_run_through_the_pipeline_as_planned(model, name):
+    counting = CountingModel(model)
+    base = pipeline.SamplingSettings(9, "progressive", window=4, chunk=2, steps=4, cfg=1.5, min_cfg=1.0)
+    settings = (pipeline.replace(base, mode="context_windows") if name == "context_windows"
+                else pipeline.training_free(base, name))
+    run = pipeline.prepare_run(counting, keyframes(model), settings)
+    latents = run.into(pipeline.LatentSink())
+    assert latents.shape == (1, 9, 4, 8, 8) and torch.isfinite(latents).all()
+    assert counting.calls == run.plan.denoiser_calls
+
+
+def test_context_windows_cannot_extend_a_video(model):
+    with pytest.raises(ValueError, match="context_windows mode cannot extend a video"):
+        pipeline.prepare_run(model, keyframes(model), pipeline.SamplingSettings(4, "context_windows", 4, 2, 4),
+                             torch.zeros(1, 2, 4, 8, 8))

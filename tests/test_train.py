@@ -24,6 +24,8 @@ import torch
 from longvid_core import load_svd
 from longvid_core.checkpoint_io import open_tensors
 from longvid_core.conditioning import SVDCond
+from longvid_core.pipeline import TRAINING_FREE, SamplingSettings, resolve_auto, training_free
+from longvid_core.trained_for import TrainedFor
 from training import checkpointing, train
 from training.checkpointing import CHECKPOINTS, LATEST, PAUSE_ENV, PAUSED_MARKER
 from training.smoke import smoke_args, write_synthetic_video, write_tiny_base
@@ -278,16 +280,28 @@ def test_rollout_batches_train_through_the_wrapped_model(dataset):
     assert train.main(args) == 0
     records = [r for r in log_records(output) if "loss" in r]
     assert len(records) == 2 and all(0 < r["loss"] < 100 for r in records)
-    trained = load_svd(output / CHECKPOINTS / "step-00000002" / "model.safetensors").sgm_state_dict()
+    model = load_svd(output / CHECKPOINTS / "step-00000002" / "model.safetensors")
+    trained = model.sgm_state_dict()
     plain = open_tensors(dataset[1])
     assert any(not torch.equal(trained[k], plain[k]) for k in trained if k.startswith("model.diffusion_model."))
+    # the file says what it was trained for, so `auto` samples it as trained
+    assert model.trained_for == TrainedFor(progressive=True, clip_frames=6, window=4, chunk=2, steps=4)
+    chosen, why = resolve_auto(model, SamplingSettings(24, window=24, chunk=2, steps=24))
+    assert (chosen.mode, chosen.window, chosen.chunk, chosen.steps, chosen.partitions) == ("progressive", 4, 2, 4, 1)
+    assert "fine-tuned progressively" in why
+    plain_settings = SamplingSettings(24)  # the plain SVD layout base gets the training-free setting
+    assert resolve_auto(load_svd(dataset[1]), plain_settings)[0] == training_free(plain_settings, TRAINING_FREE)
 
 
 def test_full_mode_saves_a_whole_model(dataset):
     output = dataset[0] / "full"
     args = run_args(dataset, output, "--mode", "full", "--frames", "2", "--max-steps", "1", "--ema-decay", "0")
     assert train.main(args) == 0
-    trained = load_svd(output / CHECKPOINTS / "step-00000001" / "model.safetensors").sgm_state_dict()
+    model = load_svd(output / CHECKPOINTS / "step-00000001" / "model.safetensors")
+    assert model.trained_for == TrainedFor(progressive=False, clip_frames=2)
+    one_level = SamplingSettings(24)  # trained with one level per clip: the training-free setting
+    assert resolve_auto(model, one_level)[0] == training_free(one_level, TRAINING_FREE)
+    trained = model.sgm_state_dict()
     plain = open_tensors(dataset[1])
     unet = [k for k in trained if k.startswith("model.diffusion_model.")]
     changed = [k for k in unet if not torch.equal(trained[k], plain[k])]
