@@ -1,23 +1,25 @@
-"""Long-video quality on the synthetic domain: progressive (PA-VDM) vs replacement vs full-sequence.
+"""Long-video quality on the synthetic domain: which rolling setting to run on which weights.
 
-Runs LongVid's bundled small model (trained on synthetic moving shapes, see
-tools/small_model/README.md) from synthetic first frames, 240+ frames per video, and prints
+Two small models with SVD's architecture, trained on synthetic moving shapes
+(tools/small_model/README.md) by the same recipe except for the noise levels: the bundled model,
+fine-tuned with progressive (per-frame) noise, stands in for fine-tuned weights; the one-level
+model, trained with one noise level per clip only, stands in for SVD-XT and the ExVideo release.
+Each samples every setting from synthetic first frames, 240 frames per video, and the bench prints
 metrics that need no downloaded weights (``longvid_core.video_metrics``):
 
-- drift: colour / brightness / contrast change over the video (fitted slope × length), lower is better;
-- seam: frame-difference at window boundaries over the median difference (1 = no seam);
+- colour / contrast drift: change over the video (fitted slope x length), lower is better;
+- seam: frame difference at window boundaries over the median difference (1 = no seam);
 - persistence: fraction of (shape, frame) pairs in which a first-frame shape is still there, with
-  its colour and roughly its size (the generator knows what should be in the frame);
-- form: of those, the fraction that still has its own outline (disc, square or diamond) rather
-  than another kind's, e.g. a square gone round;
-- speed / jitter: how far those shapes' centres move per frame, and how jerkily (px/frame and
-  px/frame^2; compare with the first row: bounces and overlaps make true motion jitter a little).
+  its colour and roughly its size; form: of those, the fraction that keeps its own outline;
+- speed / jitter: how far those shapes' centres move per frame, and how jerkily;
+- latent z: how far each frame's latent statistics (mean and spread of each channel) sit from what
+  the same model produces for a normal clip (full sequence at its trained length), in standard
+  deviations of those, averaged over the last quarter of the video: drift the shape metrics miss;
+- evals/frame: latent frames the model evaluates per output frame; s/video: seconds per video.
 
-The first rows score the scene's true continuation (rendered by the generator), as it is and
-after a round trip through the model's VAE: the ceilings for persistence and form, which are below 1
-because shapes pass behind one another (and the VAE loses some detail).
+The first rows score the scenes' true continuation, as rendered and through the model's VAE.
 
-    python bench/bench_quality.py [--frames 240] [--seeds 0 1 2 3]
+    python bench/bench_quality.py [--frames 240] [--seeds 0 1 2 3 4 5 6 7]
 """
 
 from __future__ import annotations
@@ -27,52 +29,91 @@ import math
 import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
+
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from longvid_core import load_svd, pipeline  # noqa: E402
 from longvid_core.frames import encode_frames  # noqa: E402
-from longvid_core.pipeline import BUNDLED_MODEL, FULL_SEQUENCE, MODES, PROGRESSIVE  # noqa: E402
+from longvid_core.pipeline import (  # noqa: E402
+    BUNDLED_MODEL,
+    CONTEXT_WINDOWS,
+    FULL_SEQUENCE,
+    PROGRESSIVE,
+    REPLACEMENT_WITH_NOISE,
+    SamplingSettings,
+    training_free,
+)
 from longvid_core.synthetic import random_scene, render, shape_areas  # noqa: E402
 from longvid_core.video_metrics import drift, seam_score, shape_form, shape_motion, shape_persistence  # noqa: E402
 
-
+ONE_LEVEL_MODEL = Path(__file__).resolve().parent / "assets" / "longvid_small_one_level.safetensors"
 GROUND_TRUTH = "ground truth (true motion)"
 VAE_ROUND_TRIP = "ground truth through the VAE"
+TRAINED_LENGTH = "full sequence, trained length"
+# row name -> the settings of that row, from the model's recommended progressive settings
+SETTINGS = {
+    "progressive": lambda base, clip: base,
+    "partitioned": lambda base, clip: training_free(base, "partitioned"),
+    "partitioned_lookahead": lambda base, clip: training_free(base, "partitioned_lookahead"),
+    "context windows": lambda base, clip: replace(base, mode=CONTEXT_WINDOWS),
+    "replacement with noise": lambda base, clip: replace(base, mode=REPLACEMENT_WITH_NOISE),
+    TRAINED_LENGTH: lambda base, clip: replace(base, mode=FULL_SEQUENCE, frames=clip),
+}
+COLUMNS = ("colour_drift", "contrast_drift", "seam", "persistence", "form", "speed", "jitter", "latent_z",
+           "evals_per_frame", "seconds")
+HEADER = ("colour drift", "contrast drift", "seam", "persistence", "form", "speed", "jitter", "latent z",
+          "evals/frame", "s/video")
+LABEL = 46
 
 
-def boundaries(mode: str, frames: int, window: int, chunk: int) -> list[int]:
-    """Frames where new material starts: a new replacement window, or a new progressive chunk."""
-    if mode in (FULL_SEQUENCE, GROUND_TRUTH, VAE_ROUND_TRIP):
+def boundaries(settings: SamplingSettings | None, frames: int) -> list[int]:
+    """Frames where new material starts: a new progressive chunk, replacement or context window."""
+    if settings is None or settings.mode == FULL_SEQUENCE:
         return []
-    step = chunk if mode == PROGRESSIVE else window
+    if settings.mode == CONTEXT_WINDOWS:
+        return [w.start for w in pipeline.samplers.context_windows(frames, settings.context_length,
+                                                                   settings.overlap)[1:]]
+    step = settings.chunk if settings.mode == PROGRESSIVE else settings.window
     return list(range(step, frames, step))
 
 
-def run(model, settings: dict, mode: str, frames: int, seed: int):
-    size = settings["width"]
-    scene = random_scene(seed, size, size)
-    image = render(scene, 1)
-    sink = pipeline.ImageSink(settings["decode_window"], settings["decode_overlap"])
-    if mode == GROUND_TRUTH:
-        video = render(scene, frames)
-    elif mode == VAE_ROUND_TRIP:  # decoded as `longvid generate` decodes
-        video = pipeline.decode_into(model, encode_frames(model.vae, render(scene, frames)), sink)[0]
-    else:
-        keyframes, _ = pipeline.condition_images(
-            model, image, size, size, fps=settings["fps"], motion_bucket_id=settings["motion_bucket_id"],
-            noise_aug_strength=settings["noise_aug_strength"], seed=seed)
-        sampling = pipeline.SamplingSettings(frames, mode, settings["window"], settings["chunk"], settings["steps"],
-                                             settings["cfg"], settings["min_cfg"], seed, settings["context_sigma"])
-        video = pipeline.generate(model, keyframes, sampling, sink)[0]
+def latent_stats(latents: torch.Tensor) -> torch.Tensor:
+    """Per frame: each channel's mean and standard deviation, ``[F, 2C]`` (``latents[1, F, C, h, w]``)."""
+    flat = latents[0].flatten(2).double()
+    return torch.cat([flat.mean(2), flat.std(2)], dim=1)
+
+
+def latent_z(stats: torch.Tensor, reference: torch.Tensor) -> float:
+    """Mean |z| of the last quarter of the frames' statistics against the reference frames'."""
+    mean, spread = reference.mean(0), reference.std(0).clamp_min(1e-6)
+    tail = stats[-max(1, stats.shape[0] // 4):]
+    return ((tail - mean) / spread).abs().mean().item()
+
+
+def scene_metrics(video: torch.Tensor, scene, settings: SamplingSettings | None) -> dict[str, float]:
     colors, areas = [s.color for s in scene.shapes], shape_areas(scene)
     metrics = drift(video)
-    metrics["seam"] = seam_score(video, boundaries(mode, frames, settings["window"], settings["chunk"]))
+    metrics["seam"] = seam_score(video, boundaries(settings, video.shape[0]))
     metrics["persistence"] = shape_persistence(video, colors, areas)
     metrics["form"] = shape_form(video, colors, areas, [s.kind for s in scene.shapes])
     metrics.update(shape_motion(video, colors, areas))
     return metrics
+
+
+def sample(model, defaults: dict, settings: SamplingSettings, scene, size: int):
+    """Latents and decoded frames of one video, decoded as `longvid generate` decodes."""
+    keyframes, _ = pipeline.condition_images(
+        model, render(scene, 1), size, size, fps=defaults["fps"], motion_bucket_id=defaults["motion_bucket_id"],
+        noise_aug_strength=defaults["noise_aug_strength"], seed=settings.seed)
+    run = pipeline.prepare_run(model, keyframes, settings)
+    latents = run.into(pipeline.LatentSink())
+    video = pipeline.decode_into(model, latents, pipeline.ImageSink(defaults["decode_window"],
+                                                                    defaults["decode_overlap"]))[0]
+    return latents, video, run.plan
 
 
 def mean_of_measured(values: list[float]) -> float:
@@ -81,41 +122,96 @@ def mean_of_measured(values: list[float]) -> float:
     return statistics.mean(measured) if measured else float("nan")
 
 
+def print_row(label: str, row: dict) -> None:
+    widths = [len(h) + 2 for h in HEADER]
+    cells = [f"{row.get(c, float('nan')):>{w}.{1 if c == 'seconds' else 2 if c in ('seam', 'evals_per_frame') else 3 if 'drift' in c else 2}f}"
+             for c, w in zip(COLUMNS, widths)]
+    print(f"{label:<{LABEL}}" + "".join(cells), flush=True)
+
+
+def bench_model(name: str, path: Path, frames: int, seeds: list[int], rows: list[str]) -> dict[str, dict]:
+    model = load_svd(path)
+    defaults = pipeline.recommended_settings(path)
+    size = defaults["width"]
+    base = SamplingSettings(frames, PROGRESSIVE, defaults["window"], defaults["chunk"], defaults["steps"],
+                            defaults["cfg"], defaults["min_cfg"])
+    clip = model.trained_for.clip_frames if model.trained_for and model.trained_for.clip_frames else \
+        model.trained_frames
+    scenes = {seed: random_scene(seed, size, size) for seed in seeds}
+    reference = torch.cat([latent_stats(sample(model, defaults, replace(base, mode=FULL_SEQUENCE, frames=clip,
+                                                                        seed=seed), scenes[seed], size)[0])
+                           for seed in seeds])
+    results = {}
+    for row in rows:
+        measured, started = [], time.perf_counter()
+        for seed in seeds:
+            settings = replace(SETTINGS[row](base, clip), seed=seed)
+            latents, video, plan = sample(model, defaults, settings, scenes[seed], size)
+            metrics = scene_metrics(video, scenes[seed], settings)
+            metrics["latent_z"] = latent_z(latent_stats(latents), reference)
+            metrics["evals_per_frame"] = plan.evaluations_per_frame
+            measured.append(metrics)
+        mean = {k: mean_of_measured([m[k] for m in measured]) for k in measured[0]}
+        mean["seconds"] = (time.perf_counter() - started) / len(seeds)
+        results[row] = mean
+        print_row(f"{name}: {row}", mean)
+    return results
+
+
+def ground_truth_rows(path: Path, frames: int, seeds: list[int]) -> None:
+    model = load_svd(path)
+    defaults = pipeline.recommended_settings(path)
+    size = defaults["width"]
+    for label in (GROUND_TRUTH, VAE_ROUND_TRIP):
+        measured, started = [], time.perf_counter()
+        for seed in seeds:
+            scene = random_scene(seed, size, size)
+            video = render(scene, frames)
+            if label == VAE_ROUND_TRIP:
+                sink = pipeline.ImageSink(defaults["decode_window"], defaults["decode_overlap"])
+                video = pipeline.decode_into(model, encode_frames(model.vae, video), sink)[0]
+            measured.append(scene_metrics(video, scene, None))
+        mean = {k: mean_of_measured([m[k] for m in measured]) for k in measured[0]}
+        mean["seconds"] = (time.perf_counter() - started) / len(seeds)
+        print_row(label, mean)
+
+
+def print_ratios(name: str, results: dict[str, dict]) -> None:
+    base = results.get("progressive")
+    if base is None:
+        return
+    for row, r in results.items():
+        if row == "progressive":
+            continue
+        parts = [f"{key.replace('_', ' ')} {r[key] / base[key]:.2f}" if base[key] and not math.isnan(base[key])
+                 else f"{key.replace('_', ' ')} n/a" for key in ("colour_drift", "seam", "persistence", "form",
+                                                                 "latent_z", "evals_per_frame")]
+        print(f"ratio {name}: {row} / progressive: " + ", ".join(parts))
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--svd", type=Path, default=BUNDLED_MODEL)
+    p.add_argument("--progressive-model", type=Path, default=BUNDLED_MODEL,
+                   help="weights fine-tuned progressively (default: the bundled small model)")
+    p.add_argument("--one-level-model", type=Path, default=ONE_LEVEL_MODEL,
+                   help="weights trained with one noise level per clip (tools/small_model/build_one_level.sh)")
     p.add_argument("--frames", type=int, default=240)
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
-    p.add_argument("--modes", nargs="+", default=list(MODES))
-    p.add_argument("--context-sigma", type=float, help="progressive context noise (default: the model file's)")
+    p.add_argument("--seeds", type=int, nargs="+", default=list(range(8)))
+    p.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     args = p.parse_args(argv)
-    settings = pipeline.recommended_settings(args.svd)
-    if args.context_sigma is not None:
-        settings["context_sigma"] = args.context_sigma
-    model = load_svd(args.svd)
-    print(f"model {args.svd.name}; {args.frames} frames; window {settings['window']} chunk {settings['chunk']} "
-          f"steps {settings['steps']}; context sigma {settings['context_sigma']}; seeds {args.seeds}")
-    print(f"{'mode':<28}{'colour drift':>13}{'contrast drift':>15}{'seam':>7}{'persistence':>12}{'form':>6}"
-          f"{'speed':>7}{'jitter':>7}{'s/video':>9}")
+    for path in (args.progressive_model, args.one_level_model):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: model missing; the one-level model is built by "
+                                    "tools/small_model/build_one_level.sh")
+    print(f"{args.frames} frames; scenes (seeds) {args.seeds}; progressive model {args.progressive_model.name}, "
+          f"one-level model {args.one_level_model.name}")
+    print(f"{'model: setting':<{LABEL}}" + "".join(f"{h:>{len(h) + 2}}" for h in HEADER))
+    ground_truth_rows(args.progressive_model, args.frames, args.seeds)
     results = {}
-    for mode in [GROUND_TRUTH, VAE_ROUND_TRIP, *args.modes]:
-        rows, started = [], time.perf_counter()
-        for seed in args.seeds:
-            rows.append(run(model, settings, mode, args.frames, seed))
-        seconds = (time.perf_counter() - started) / len(args.seeds)
-        mean = {k: mean_of_measured([r[k] for r in rows]) for k in rows[0]}
-        results[mode] = mean
-        print(f"{mode:<28}{mean['colour_drift']:>13.3f}{mean['contrast_drift']:>15.3f}{mean['seam']:>7.2f}"
-              f"{mean['persistence']:>12.2f}{mean['form']:>6.2f}{mean['speed']:>7.2f}{mean['jitter']:>7.2f}"
-              f"{seconds:>9.1f}", flush=True)
-    if PROGRESSIVE in results:
-        base = results[PROGRESSIVE]
-        for mode, r in results.items():
-            if mode in MODES and mode != PROGRESSIVE:
-                print(f"ratio {mode} / progressive: colour drift "
-                      f"{r['colour_drift'] / max(base['colour_drift'], 1e-6):.2f}, seam {r['seam'] / base['seam']:.2f}, "
-                      f"persistence {r['persistence'] / max(base['persistence'], 1e-6):.2f}, "
-                      f"form {r['form'] / max(base['form'], 1e-6):.2f}")
+    for name, path in (("one-level", args.one_level_model), ("progressive", args.progressive_model)):
+        results[name] = bench_model(name, path, args.frames, args.seeds, args.settings)
+    for name, rows in results.items():
+        print_ratios(name, rows)
     return 0
 
 
