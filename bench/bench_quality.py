@@ -43,7 +43,7 @@ from longvid_core.pipeline import (  # noqa: E402
     CONTEXT_WINDOWS,
     FULL_SEQUENCE,
     PROGRESSIVE,
-    REPLACEMENT_WITH_NOISE,
+    TRAINING_FREE_OPTIONS,
     SamplingSettings,
     training_free,
 )
@@ -53,16 +53,11 @@ from longvid_core.video_metrics import drift, seam_score, shape_form, shape_moti
 ONE_LEVEL_MODEL = Path(__file__).resolve().parent / "assets" / "longvid_small_one_level.safetensors"
 GROUND_TRUTH = "ground truth (true motion)"
 VAE_ROUND_TRIP = "ground truth through the VAE"
-TRAINED_LENGTH = "full sequence, trained length"
-# row name -> the settings of that row, from the model's recommended progressive settings
-SETTINGS = {
-    "progressive": lambda base, clip: base,
-    "partitioned": lambda base, clip: training_free(base, "partitioned"),
-    "partitioned_lookahead": lambda base, clip: training_free(base, "partitioned_lookahead"),
-    "context windows": lambda base, clip: replace(base, mode=CONTEXT_WINDOWS),
-    "replacement with noise": lambda base, clip: replace(base, mode=REPLACEMENT_WITH_NOISE),
-    TRAINED_LENGTH: lambda base, clip: replace(base, mode=FULL_SEQUENCE, frames=clip),
-}
+TRAINED_LENGTH = "full_sequence_trained_length"
+# row name -> the settings of that row, from the model's recommended progressive settings: every
+# training-free option `auto` may pick, and a normal clip for reference
+SETTINGS = {name: (lambda base, clip, name=name: training_free(base, name)) for name in TRAINING_FREE_OPTIONS}
+SETTINGS[TRAINED_LENGTH] = lambda base, clip: replace(base, mode=FULL_SEQUENCE, frames=clip)
 COLUMNS = ("colour_drift", "contrast_drift", "seam", "persistence", "form", "speed", "jitter", "latent_z",
            "evals_per_frame", "seconds")
 HEADER = ("colour drift", "contrast drift", "seam", "persistence", "form", "speed", "jitter", "latent z",

@@ -40,13 +40,19 @@ FULL_SEQUENCE = "full_sequence"
 REPLACEMENT_WITHOUT_NOISE = "replacement_without_noise"
 REPLACEMENT_WITH_NOISE = "replacement_with_noise"
 MODES = (AUTO, PROGRESSIVE, CONTEXT_WINDOWS, FULL_SEQUENCE, REPLACEMENT_WITHOUT_NOISE, REPLACEMENT_WITH_NOISE)
-# Training-free progressive settings for weights trained with one noise level per clip (FIFO-Diffusion,
-# Kim et al. 2024, Sec. 4): name -> (window multiple, partitions, lookahead). The window grows so that
-# one call still holds about the given window's frames: P=2 partitions of it, or with lookahead P=4
-# quarters that each see the quarter ahead.
-TRAINING_FREE_OPTIONS = {"partitioned": (2, 2, False), "partitioned_lookahead": (2, 4, True)}
+# Training-free settings for weights trained with one noise level per clip, as changes to the given
+# settings. The partitioned ones are FIFO-Diffusion's (Kim et al. 2024, Sec. 4) in LongVid's terms:
+# the window is doubled so that one call still holds about the given window's frames, in P=2
+# partitions, or in P=4 quarters that each also see the quarter ahead.
+TRAINING_FREE_OPTIONS = {
+    "progressive": dict(mode=PROGRESSIVE),
+    "partitioned": dict(mode=PROGRESSIVE, window_multiple=2, partitions=2),
+    "partitioned_lookahead": dict(mode=PROGRESSIVE, window_multiple=2, partitions=4, lookahead=True),
+    "context_windows": dict(mode=CONTEXT_WINDOWS),
+    "replacement_with_noise": dict(mode=REPLACEMENT_WITH_NOISE),
+}
 # What `auto` runs on weights without a progressive fine-tuning record (SVD, SVD-XT, SVD-XT 1.1, the
-# ExVideo release): the best of TRAINING_FREE_OPTIONS in bench/bench_quality.py's table.
+# ExVideo release): the best of TRAINING_FREE_OPTIONS for the one-level model in bench_quality.py.
 TRAINING_FREE = "partitioned_lookahead"
 
 SVD_SIZE_MULTIPLE = 64  # SVD: 8x VAE downscale, then the UNet halves the latent 3 times
@@ -112,25 +118,28 @@ def resolve_auto(model: SVDModel, settings: SamplingSettings) -> tuple[SamplingS
         chosen = replace(settings, mode=PROGRESSIVE, window=trained.window, chunk=trained.chunk, steps=trained.steps,
                          partitions=1, lookahead=False)
         return chosen, f"auto -> {chosen.describe()} (the model was fine-tuned progressively)"
-    # the layout given is the one grown: refuse a bad one as given, not as grown
-    _raise(settings_problem(PROGRESSIVE, window=settings.window, chunk=settings.chunk, steps=settings.steps))
+    # a grown layout comes from the one given: refuse a bad one as given
+    if TRAINING_FREE_OPTIONS[TRAINING_FREE]["mode"] == PROGRESSIVE:
+        _raise(settings_problem(PROGRESSIVE, window=settings.window, chunk=settings.chunk, steps=settings.steps))
     chosen = training_free(settings, TRAINING_FREE)
     why = "trained with one noise level per clip" if trained is not None else "no progressive fine-tuning recorded"
     return chosen, f"auto -> {chosen.describe()} ({why})"
 
 
 def training_free(settings: SamplingSettings, name: str) -> SamplingSettings:
-    """``settings`` as the training-free progressive setting ``name`` of :data:`TRAINING_FREE_OPTIONS`:
-    the window grown, steps rounded up to a multiple of its chunks, and as many of the partitions as
+    """``settings`` as the training-free setting ``name`` of :data:`TRAINING_FREE_OPTIONS`. A grown
+    window gets its steps rounded up to a multiple of its chunks and as many of the partitions as
     divide them (a short window gets fewer)."""
-    multiple, partitions, lookahead = TRAINING_FREE_OPTIONS[name]
-    window = settings.window * multiple
+    option = dict(TRAINING_FREE_OPTIONS[name])
+    window = settings.window * option.pop("window_multiple", 1)
+    partitions = option.pop("partitions", 1)
     chunks = window // settings.chunk if settings.chunk and window % settings.chunk == 0 else 0
-    if not chunks:  # a layout the settings check will explain
-        return replace(settings, mode=PROGRESSIVE, window=window, partitions=partitions, lookahead=lookahead)
-    steps = -(-settings.steps // chunks) * chunks
-    partitions = max(p for p in range(1, partitions + 1) if chunks % p == 0)
-    return replace(settings, mode=PROGRESSIVE, window=window, steps=steps, partitions=partitions, lookahead=lookahead)
+    steps = settings.steps
+    if chunks and option["mode"] == PROGRESSIVE:  # otherwise the settings check explains the layout
+        steps = -(-settings.steps // chunks) * chunks
+        partitions = max(p for p in range(1, partitions + 1) if chunks % p == 0)
+    return replace(settings, window=window, steps=steps, partitions=partitions,
+                   lookahead=option.pop("lookahead", False), **option)
 
 
 # ---------------------------------------------------------------------------------------------

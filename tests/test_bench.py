@@ -20,21 +20,21 @@ def _load(name: str):
 def test_bench_quality_prints_every_row_and_column(capsys):
     bench = _load("bench_quality")
     # the bundled model stands in for both models here: this checks the table, not the numbers
-    assert bench.main(["--frames", "12", "--seeds", "3", "--settings", "progressive", "context windows",
+    assert bench.main(["--frames", "12", "--seeds", "3", "--settings", "progressive", "context_windows",
                        "--one-level-model", str(bench.BUNDLED_MODEL)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[1].split() == ["model:", "setting", "colour", "drift", "contrast", "drift", "seam", "persistence",
                                 "form", "speed", "jitter", "latent", "z", "evals/frame", "s/video"]
     rows = {line[:bench.LABEL].strip(): [float(v) for v in line[bench.LABEL:].split()] for line in lines[2:8]}
     assert list(rows) == [bench.GROUND_TRUTH, bench.VAE_ROUND_TRIP, "one-level: progressive",
-                          "one-level: context windows", "progressive: progressive", "progressive: context windows"]
+                          "one-level: context_windows", "progressive: progressive", "progressive: context_windows"]
     # scene 3 is one square: the true frames keep it whole, in its form, moving
     truth = dict(zip(bench.COLUMNS, rows[bench.GROUND_TRUTH]))
     assert truth["persistence"] == 1.0 and truth["form"] == 1.0 and truth["speed"] > 0.3
     assert all(len(values) == len(bench.COLUMNS) for values in rows.values())
-    sampled = dict(zip(bench.COLUMNS, rows["one-level: context windows"]))
+    sampled = dict(zip(bench.COLUMNS, rows["one-level: context_windows"]))
     assert not any(math.isnan(v) for v in sampled.values()) and sampled["evals_per_frame"] > 0
-    assert lines[-1].startswith("ratio progressive: context windows / progressive: colour drift ")
+    assert lines[-1].startswith("ratio progressive: context_windows / progressive: colour drift ")
     assert "latent z" in lines[-1] and "evals per frame" in lines[-1]
 
 
@@ -44,3 +44,11 @@ def test_bench_quality_latent_z_is_small_for_the_reference_and_large_for_a_shift
     same = bench.latent_stats(torch.randn(1, 40, 4, 8, 8, generator=torch.Generator().manual_seed(1)))
     shifted = bench.latent_stats(torch.randn(1, 40, 4, 8, 8, generator=torch.Generator().manual_seed(1)) + 1.0)
     assert bench.latent_z(same, reference) < 2 < bench.latent_z(shifted, reference)
+
+
+def test_bench_quality_rows_are_every_setting_auto_may_pick():
+    from longvid_core import pipeline
+
+    bench = _load("bench_quality")
+    assert set(pipeline.TRAINING_FREE_OPTIONS) <= set(bench.SETTINGS)
+    assert pipeline.TRAINING_FREE in bench.SETTINGS

@@ -196,10 +196,7 @@ def test_auto_runs_progressive_weights_as_trained_and_others_training_free(model
     assert settings.mode == pipeline.AUTO
     chosen, why = pipeline.resolve_auto(model, settings)  # tiny_svd: no record, like svd_xt.safetensors
     assert chosen == pipeline.training_free(settings, pipeline.TRAINING_FREE) and "no progressive" in why
-    multiple, partitions, lookahead = pipeline.TRAINING_FREE_OPTIONS[pipeline.TRAINING_FREE]
-    assert (chosen.mode, chosen.window, chosen.partitions, chosen.lookahead) == (
-        "progressive", 4 * multiple, partitions, lookahead)
-    assert chosen.steps % (chosen.window // chosen.chunk) == 0  # a valid progressive layout
+    pipeline.check_settings(chosen)  # a layout the samplers take
     model.trained_for = TrainedFor(progressive=True, clip_frames=10, window=8, chunk=2, steps=16)
     try:
         run = pipeline.prepare_run(model, keyframes(model), settings)
@@ -211,12 +208,20 @@ def test_auto_runs_progressive_weights_as_trained_and_others_training_free(model
     assert pipeline.resolve_auto(model, pipeline.replace(settings, mode="context_windows"))[0].mode == "context_windows"
 
 
-@pytest.mark.parametrize("name", list(pipeline.TRAINING_FREE_OPTIONS) + ["context_windows"])
+def test_training_free_options_grow_the_window_and_split_it():
+    base = pipeline.SamplingSettings(240, "progressive", window=24, chunk=2, steps=24)
+    split = pipeline.training_free(base, "partitioned_lookahead")
+    assert (split.window, split.steps, split.partitions, split.lookahead) == (48, 24, 4, True)
+    assert pipeline.training_free(base, "partitioned").partitions == 2
+    assert pipeline.training_free(pipeline.replace(base, window=2, steps=2), "partitioned_lookahead").partitions == 2
+    assert pipeline.training_free(base, "context_windows").mode == "context_windows"
+
+
+@pytest.mark.parametrize("name", list(pipeline.TRAINING_FREE_OPTIONS))
 def test_training_free_settings_run_through_the_pipeline_as_planned(model, name):
     counting = CountingModel(model)
     base = pipeline.SamplingSettings(9, "progressive", window=4, chunk=2, steps=4, cfg=1.5, min_cfg=1.0)
-    settings = (pipeline.replace(base, mode="context_windows") if name == "context_windows"
-                else pipeline.training_free(base, name))
+    settings = pipeline.training_free(base, name)
     run = pipeline.prepare_run(counting, keyframes(model), settings)
     latents = run.into(pipeline.LatentSink())
     assert latents.shape == (1, 9, 4, 8, 8) and torch.isfinite(latents).all()
