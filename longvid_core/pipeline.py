@@ -95,6 +95,14 @@ class SamplingSettings:
         return self.window + self.chunk
 
     @property
+    def frames_per_call(self) -> int:
+        """The most frames one denoiser call holds (before guidance doubles the batch)."""
+        if self.mode == PROGRESSIVE:
+            group = self.window // max(1, self.partitions)
+            return max(group + self.chunk, 2 * group if self.lookahead else 0)
+        return self.context_length  # context windows; replacement windows hold window new + chunk carried
+
+    @property
     def overlap(self) -> int:
         return self.context_length // 4 if self.context_overlap is None else self.context_overlap
 
@@ -195,7 +203,11 @@ def model_problem(model: SVDModel, settings: SamplingSettings, prefix_frames: in
                     else f"plain SVD was trained on clips of {model.trained_frames} frames")
             return (f"full_sequence mode denoises all {frames} frames as one clip, but {what}: use frames <= "
                     f"{model.trained_frames}, or the progressive mode for longer videos")
-    elif limit is not None and settings.window + settings.chunk > limit:
+    elif limit is not None and settings.frames_per_call > limit and (settings.partitions > 1 or settings.lookahead):
+        return (f"{settings.describe()} shows the model up to {settings.frames_per_call} frames per call, but this "
+                f"ExVideo extension's frame-position table holds {limit} frames: use a smaller window or more "
+                "partitions")
+    elif limit is not None and settings.frames_per_call > limit:
         window, chunk = settings.window, settings.chunk
         return (f"the {mode} sampler shows the model window + chunk = {window} + {chunk} = {window + chunk} frames "
                 f"per call, but this ExVideo extension's frame-position table holds {limit} frames: use window <= "

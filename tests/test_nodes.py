@@ -569,3 +569,15 @@ def test_auto_mode_is_the_default_and_the_node_says_what_it_chose(model, monkeyp
     assert len(calls) == pipeline.plan_sampling(expected).denoiser_calls
     _, chosen = node.sample(model, cond, 6, "progressive", 4, 2, 4, 1.0, 1.0, 0, partitions=2, lookahead=True)
     assert chosen == "progressive: window 4, chunk 2, 4 steps, 2 partitions, lookahead"
+
+
+def test_extension_limit_counts_frames_per_call_of_a_split_window(folders, monkeypatch):
+    extended = load(EXTENSION)  # a table of 8 frames
+    calls = count_denoiser_calls(extended, monkeypatch)
+    cond, _ = condition(extended)
+    node = NODES["LongVidSample"]()
+    latent, _ = node.sample(extended, cond, 6, "progressive", 8, 2, 4, 1.0, 1.0, 0, partitions=2, lookahead=True)
+    assert latent["samples"].shape == (6, 4, 8, 8) and max(calls) <= EXTENSION_FRAMES
+    with pytest.raises(ValueError, match="shows the model up to 12 frames per call, but this ExVideo extension's "
+                                         "frame-position table holds 8 frames: use a smaller window or more partitions"):
+        node.sample(extended, cond, 6, "progressive", 12, 2, 6, 1.0, 1.0, 0, partitions=2, lookahead=True)
