@@ -53,7 +53,7 @@ TRAINING_FREE_OPTIONS = {
 }
 # What `auto` runs on weights without a progressive fine-tuning record (SVD, SVD-XT, SVD-XT 1.1, the
 # ExVideo release): the best of TRAINING_FREE_OPTIONS for the one-level model in bench_quality.py.
-TRAINING_FREE = "partitioned_lookahead"
+TRAINING_FREE = "replacement_with_noise"
 
 SVD_SIZE_MULTIPLE = 64  # SVD: 8x VAE downscale, then the UNet halves the latent 3 times
 

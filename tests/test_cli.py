@@ -56,8 +56,8 @@ def test_context_sigma_comes_from_the_flag_else_the_model_file_else_clean(tmp_pa
     svd = write_tiny_sgm(tmp_path / "tiny.safetensors")
     trained = tmp_path / "trained_with_context_noise.safetensors"
     save_file(load_file(svd), trained, metadata={DEFAULTS_KEY: json.dumps({"context_sigma": 0.2})})
-    small = ["--width", "16", "--height", "16", "--frames", "4", "--window", "2", "--chunk", "2", "--steps", "2",
-             "--quiet"]
+    small = ["--mode", "progressive", "--width", "16", "--height", "16", "--frames", "4", "--window", "2", "--chunk",
+             "2", "--steps", "2", "--quiet"]
     for model, extra in ((svd, []), (trained, []), (trained, ["--context-sigma", "0.5"])):
         assert main(["generate", "--svd", str(model), "--out", str(tmp_path / "v.mp4"), *small, *extra]) == 0
     assert context_sigmas_seen == [None, 0.2, 0.5]

@@ -163,7 +163,7 @@ def test_comfy_latents_round_trip_and_are_unscaled():
     (dict(mode="full_sequence", frames=26), None, "plain SVD was trained on clips of 25 frames: use frames <= 25"),
     (dict(mode="full_sequence", frames=4), torch.zeros(1, 2, 4, 8, 8), "full_sequence mode cannot extend a video"),
     (dict(frames=4), torch.zeros(1, 2, 4, 4, 4), "prefix latents are 4x4 but the conditioning is 8x8"),
-    (dict(frames=4, window=5), None, r"use window 4 or 6"),
+    (dict(frames=4, window=5, mode="progressive"), None, r"use window 4 or 6"),
     (dict(frames=4, mode="replacement_with_noise", context_sigma=0.2), None,
      "context noise is for the progressive mode only"),
 ])
