@@ -156,8 +156,8 @@ def generate(args) -> int:
     written = run.into(sink, progress)
     if progress is not None:
         progress.close()
-    print(f"{run.settings.mode}: {written} frames {width}x{height}, {run.settings.describe()}, "
-          f"{run.plan.denoiser_calls} denoiser calls, {time.perf_counter() - started:.1f} s")
+    print(f"{written} frames {width}x{height}, {run.settings.describe()}, {run.plan.denoiser_calls} denoiser calls, "
+          f"{time.perf_counter() - started:.1f} s")
     print(Path(args.out).resolve())
     return 0
 

@@ -47,7 +47,7 @@ def test_image_input_modes_and_frames_folder(tmp_path, capsys):
                      "--out", str(out), "--save-frames", str(tmp_path / mode), "--quiet"]) == 0
         assert read_video(out)[0].shape == (6, 16, 16, 3)
         assert len(list((tmp_path / mode).glob("frame_*.png"))) == 6
-    assert f"{mode}: 6 frames 16x16" in capsys.readouterr().out
+    assert f"6 frames 16x16, {mode}: " in capsys.readouterr().out
 
 
 def test_context_sigma_comes_from_the_flag_else_the_model_file_else_clean(tmp_path, context_sigmas_seen):
