@@ -832,3 +832,13 @@ def test_context_windows_fuse_predictions_with_pyramid_weights():
     w = pyramid_weights(4)
     torch.testing.assert_close(out[0, 0], torch.full_like(out[0, 0], 2.0))  # window 0 alone (calls counted first)
     torch.testing.assert_close(out[0, 3], torch.full_like(out[0, 3], (w[3] * 2 + w[0] * 3) / (w[3] + w[0])))
+
+
+def test_context_windows_condition_each_frame_on_its_keyframe():
+    keyframes = [(0, make_cond(1.0)), (5, make_cond(2.0))]
+    recorder = Recorder()
+    sample_context_windows(recorder, keyframes, 11, FRAME, sigmas64(2), length=4, overlap=1, dtype=F64, **NO_CFG)
+    windows = context_windows(11, 4, 1)
+    for i, (x, _, cond) in enumerate(recorder.calls):
+        window = windows[i % len(windows)]
+        assert frame_tags(cond, x.shape[1]) == [1.0 if k < 5 else 2.0 for k in window]
