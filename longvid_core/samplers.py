@@ -692,10 +692,10 @@ class _Progress:
         self.calls_done = 0
         self.frames_done = 0
 
-    def report(self, calls: int, finished: tuple[int, torch.Tensor] | None) -> bool:
-        """Account for ``calls`` denoiser calls (and the frames ``(first_index, [B, n, ...])`` they
-        finished); True when the callback asks to stop."""
-        self.calls_done += calls
+    def report(self, finished: tuple[int, torch.Tensor] | None) -> bool:
+        """Account for one denoiser call (and the frames ``(first_index, [B, n, ...])`` it finished);
+        True when the callback asks to stop."""
+        self.calls_done += 1
         newest_index = newest = None
         if finished is not None:
             first_index, frames = finished
@@ -769,7 +769,7 @@ class _Walk:
         there stops before this one; the last call of a step is reported by :meth:`hand_out`."""
         if self._unreported:
             self._unreported = False
-            if self.progress.report(1, None):
+            if self.progress.report(None):
                 raise self.progress.cancelled()
         out = guided_denoise(self.denoise, x, sigma, cond, cfg_scales)
         self._unreported = True
@@ -778,7 +778,7 @@ class _Walk:
     def hand_out(self, finished: tuple[int, torch.Tensor] | None):
         """After a step: report its last call, yield the frames it finished, then stop if asked to."""
         self._unreported = False
-        cancelled = self.progress.report(1, finished)
+        cancelled = self.progress.report(finished)
         if finished is not None:
             first_index, frames = finished
             for i in range(frames.shape[1]):
