@@ -559,41 +559,67 @@ def iter_context_windows(
     step_rule: StepRule = EULER,
     dtype: torch.dtype | None = None,
     device=None,
+    state_device=None,
 ) -> Iterator[tuple[int, torch.Tensor]]:
     """All N frames at one noise level, each step's prediction made window by window
     (:func:`context_windows`) and fused with :func:`pyramid_weights`: what a user of core ComfyUI
     gets from SVD with Context Windows (Manual) at its defaults. Every window sees the full
     schedule; guidance ramps over the whole video (VideoLinearCFGGuidance on the full batch).
-    Holds all N frames (memory grows with the video); they are yielded after the last step."""
+
+    The method holds all N frames until the last step. They live on ``state_device`` (default: host
+    memory) and only one window at a time goes to ``device``, so device memory does not grow with
+    the video; host memory holds about three latents per frame. Frames are yielded after the last
+    step, on ``state_device``."""
     walk = _Walk.start(denoise, cond, frame_shape, sigmas, seed, dtype, device, None, step_rule)
     plan = plan_context_windows(num_frames, length=length, overlap=overlap, steps=walk.steps, step_rule=step_rule)
     walk.progress = _Progress(callback, plan.denoiser_calls, plan.new_frames)
-    scales = linear_cfg_ramp(num_frames, min_cfg, cfg)
-    return _context_window_frames(walk, num_frames, context_windows(num_frames, length, overlap),
-                                  scales if bool((scales != 1.0).any()) else None)
+    store = _VideoAtOneSigma(walk, num_frames, context_windows(num_frames, length, overlap),
+                             linear_cfg_ramp(num_frames, min_cfg, cfg), state_device)
+    return _context_window_frames(walk, store)
 
 
-def _context_window_frames(walk: "_Walk", num_frames, windows, scales):
+class _VideoAtOneSigma:
+    """What context windows hold for the whole video, on ``device`` (default: host memory): the
+    frames, the windows, their fuse weights and the guidance per frame. Everything else a call
+    needs is one window."""
+
+    def __init__(self, walk: "_Walk", num_frames: int, windows: list[range], scales: torch.Tensor, device=None):
+        self.device = torch.device("cpu") if device is None else torch.device(device)
+        self.num_frames = num_frames
+        self.windows = windows
+        self.scales = scales if bool((scales != 1.0).any()) else None  # float64, CPU, as guided_denoise takes it
+        self.weights = [torch.tensor(pyramid_weights(len(w)), dtype=walk.dtype, device=self.device) for w in windows]
+        self.sigma_dtype = walk.sigmas.dtype
+        # frame by frame: frame_noise draws on the CPU, so the numbers are the same on any device
+        self.frames = walk.levels[0] * torch.stack(
+            [frame_noise(walk.seed, k, walk.frame_shape, dtype=walk.dtype, device=self.device)
+             for k in range(num_frames)], dim=1)
+
+    def sigma(self, value: float) -> torch.Tensor:
+        return torch.full((self.num_frames,), value, dtype=self.sigma_dtype, device=self.device)
+
+
+def _context_window_frames(walk: "_Walk", store: _VideoAtOneSigma):
     batch = walk.frame_shape[0]
-    weights = [torch.tensor(pyramid_weights(len(w)), dtype=walk.dtype, device=walk.device) for w in windows]
 
     def fused(x: torch.Tensor, x_sigma: torch.Tensor) -> torch.Tensor:
         x0 = torch.zeros_like(x)
-        total = torch.zeros(num_frames, dtype=x.dtype, device=x.device)
-        for window, weight in zip(windows, weights):
+        total = torch.zeros(store.num_frames, dtype=x.dtype, device=x.device)
+        for window, weight in zip(store.windows, store.weights):
             part = slice(window.start, window.stop)
-            prediction = walk.call(x[:, part], x_sigma[part].expand(batch, -1).contiguous(),
+            window_sigma = x_sigma[part].to(walk.sigmas.device).expand(batch, -1).contiguous()
+            prediction = walk.call(x[:, part].to(walk.device), window_sigma,
                                    walk.conds.for_frames(window.start, len(window)),
-                                   None if scales is None else scales[part])
-            x0[:, part] += prediction * weight[None, :, None, None, None]
+                                   None if store.scales is None else store.scales[part])
+            x0[:, part] += prediction.to(x.device) * weight[None, :, None, None, None]
             total[part] += weight
+            del prediction, window_sigma  # one window on the model's device at a time
         return x0 / total[None, :, None, None, None]
 
-    x = walk.levels[0] * walk.noise(range(num_frames))
     for i in range(walk.steps):
-        x = walk.step_rule.step(fused, x, walk._values([walk.levels[i]] * num_frames),
-                                walk._values([walk.levels[i + 1]] * num_frames))
-        yield from walk.hand_out((0, x.clone()) if i == walk.steps - 1 else None)
+        store.frames = walk.step_rule.step(fused, store.frames, store.sigma(walk.levels[i]),
+                                           store.sigma(walk.levels[i + 1]))
+        yield from walk.hand_out((0, store.frames.clone()) if i == walk.steps - 1 else None)
 
 
 def sample_context_windows(denoise: Denoiser, cond: CondOverTime, num_frames: int, frame_shape: Sequence[int],

@@ -462,9 +462,10 @@ def test_callback_cancels_within_one_call(name, how):
 # Memory: nothing grows with N
 
 
-def reachable_state(generator) -> tuple[int, int]:
-    """(tensor bytes, total container length) reachable from a suspended generator's frame,
-    following generator delegation, containers and plain objects (not functions or modules)."""
+def reachable_state(generator, skip: tuple[type, ...] = ()) -> tuple[int, int]:
+    """(tensor bytes, total container length) reachable from a suspended (or running) generator's
+    frame, following generator delegation, containers and plain objects (not functions, modules or
+    objects of the ``skip`` types)."""
     seen, storages = set(), set()
     tensor_bytes = container_length = 0
     stack = []
@@ -473,7 +474,7 @@ def reachable_state(generator) -> tuple[int, int]:
         generator = generator.gi_yieldfrom
     while stack:
         obj = stack.pop()
-        if id(obj) in seen or callable(obj):  # the denoiser, callbacks, classes: not sampler state
+        if id(obj) in seen or callable(obj) or isinstance(obj, skip):  # the denoiser, callbacks, classes
             continue
         seen.add(id(obj))
         if isinstance(obj, torch.Tensor):
@@ -799,6 +800,36 @@ def test_context_windows_are_comfyuis_static_standard_windows_with_pyramid_weigh
     assert pyramid_weights(4) == [1, 2, 2, 1] and pyramid_weights(5) == [1, 2, 3, 2, 1]
     with pytest.raises(ValueError, match="context overlap must be between 0 and the window length - 1 = 3"):
         context_windows(10, 4, 4)
+
+
+def test_context_windows_hold_the_video_in_host_memory_and_one_window_on_the_device():
+    from longvid_core.samplers import _VideoAtOneSigma
+
+    frame = (1, 4, 8, 8)
+    frame_bytes = 4 * 8 * 8 * 4
+    cond = SVDCond(torch.ones(1, 1, 8), torch.ones(1, 4, 8, 8), torch.zeros(1, 3))
+    outside, stores = {}, {}
+    for frames in (64, 1024):
+        seen = []
+
+        def denoise(x, sigma, c):
+            seen.append(x.shape[1])
+            if len(seen) == 3 * len(context_windows(frames, 16, 4)) + 2:  # mid-step, mid-video
+                outside[frames] = reachable_state(generator, skip=(_VideoAtOneSigma,))
+                stores[frames] = generator.gi_frame.f_locals["store"]
+            return torch.zeros_like(x)
+
+        generator = iter_context_windows(denoise, cond, frames, frame, length=16, overlap=4)
+        assert sum(1 for _ in generator) == frames
+        assert max(seen) == 16, "the model's device gets one window per call"
+    # Outside the store (the walk, one window's cond and the schedule) nothing grows with the video.
+    assert outside[64] == outside[1024], outside
+    assert outside[1024][0] <= 2 * 16 * frame_bytes
+    # The store is the video in host memory (the default, whatever the model's device is).
+    for frames, store in stores.items():
+        assert store.device == torch.device("cpu")
+        assert store.frames.shape == (1, frames, 4, 8, 8)
+        assert all(w.device == store.device for w in store.weights)
 
 
 def test_context_windows_fuse_every_window_at_every_sigma():
