@@ -141,7 +141,7 @@ def generate(args) -> int:
         image = load_image(Path(args.image))
     else:
         image = synthetic_first_frame(args.seed, width, height)
-    model = load_svd(svd_path, extension=args.extension, device=device, dtype=dtype)
+    model = load_svd(svd_path, extension=args.extension, device=device, dtype=dtype, compile=args.compile or False)
     for warning in model.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     keyframes, fitted = pipeline.condition_images(
@@ -231,6 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda if available)")
     g.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), help="default: fp16 on GPU, fp32 on CPU")
     g.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
+    g.add_argument("--compile", nargs="?", const="inductor", default=None, metavar="BACKEND",
+                   help="torch.compile the UNet (default backend inductor); runs uncompiled, with a warning, "
+                   "where compiling fails")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.set_defaults(func=generate)
     s = sub.add_parser("smoke", help="end-to-end run of the model code with a tiny random SVD")

@@ -17,6 +17,7 @@ from . import base_identity
 from . import image_encoder as image_encoder_lib
 from . import vae as vae_lib
 from .checkpoint_io import CheckpointError, atomic_save_safetensors, open_tensors
+from .compile import compile_unet
 from .exvideo import apply_extension_file
 from .keymaps import sgm_clip, sgm_unet, sgm_vae
 from .keymaps.identify import identify_checkpoint
@@ -157,13 +158,15 @@ def _load_diffusers_folder(folder: Path, dtype, device) -> SVDModel:
 
 
 def load_svd(path, extension=None, device=None, dtype=None, allow_pickle: bool = False,
-             attention: str = "sdpa") -> SVDModel:
+             attention: str = "sdpa", compile: bool | str = False) -> SVDModel:
     """Load SVD / SVD-XT weights, optionally with an ExVideo or LongVid extension on top.
 
     ``path``: an SGM single file (``svd_xt.safetensors`` as ComfyUI users keep it) or a diffusers
     folder (``unet/``, ``vae/``, ``image_encoder/``). ``dtype``: torch dtype or "fp32"/"fp16"/"bf16"
     (default fp32). ``device``: where the weights go (read there tensor by tensor).
     ``attention``: "sdpa" (default, batch-sliced for big temporal batches) or "xformers".
+    ``compile``: torch.compile the UNet (True: inductor, or a backend name); where compiling fails
+    the UNet runs uncompiled, with a warning (:mod:`longvid_core.compile`).
     """
     path = Path(path)
     dtype = resolve_dtype(dtype)
@@ -183,6 +186,8 @@ def load_svd(path, extension=None, device=None, dtype=None, allow_pickle: bool =
         # what the extension's temporal layers were trained for is what the model now does
         model.trained_for = TrainedFor.from_metadata(metadata) or model.trained_for
         check_made_for_base(model, f"extension {Path(extension).name}", metadata)
+    if compile:
+        compile_unet(model.unet, "inductor" if compile is True else compile, on_problem=model.warnings.append)
     return model
 
 
