@@ -14,6 +14,7 @@ Absolute paths are accepted wherever a file name from those lists is expected.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from pathlib import Path
@@ -38,11 +39,18 @@ PREVIEW_MAX_SIZE = 512  # ComfyUI's default --preview-size
 
 
 def register_model_folders() -> None:
-    """Register ``models/longvid_extensions`` with ComfyUI (safetensors only). A folder for the
-    same kind in ``extra_model_paths.yaml`` is kept; ours is added next to it."""
+    """Register ``models/longvid_extensions`` with ComfyUI (safetensors only) and create it when
+    missing, so a user sees where extension files go. A folder for the same kind in
+    ``extra_model_paths.yaml`` is kept; ours is added next to it."""
     if not IN_COMFYUI:
         return
-    folder_paths.add_model_folder_path(EXTENSIONS, os.path.join(folder_paths.models_dir, EXTENSIONS))
+    folder = os.path.join(folder_paths.models_dir, EXTENSIONS)
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as exc:  # a read-only install still loads; extensions then come from other folders
+        logging.warning("LongVid: could not create %s (%s); put extension files in a folder listed for "
+                        "%s in extra_model_paths.yaml", folder, exc, EXTENSIONS)
+    folder_paths.add_model_folder_path(EXTENSIONS, folder)
     folder_paths.folder_names_and_paths[EXTENSIONS][1].update(EXTENSION_SUFFIXES)
 
 
@@ -112,6 +120,43 @@ def next_output_file(filename_prefix: str, suffix: str = ".mp4") -> tuple[Path, 
     filename = f"{prefix.name}_{max(used, default=0) + 1:05}_{suffix}"
     subfolder = "" if str(prefix.parent) == "." else prefix.parent.as_posix()
     return folder / filename, subfolder, filename
+
+
+def output_path_problem(output_path: str) -> str | None:
+    """Why an explicit mp4 path may not be written, or None. Relative paths name a file inside the
+    output folder. Inside ComfyUI that is all a node may write (the server may be reachable by
+    others, and core's savers refuse the same); scripts may also give absolute paths."""
+    if not output_path:
+        return None
+    if not output_path.lower().endswith(".mp4"):
+        return f"output_path must name an .mp4 file; got {output_path!r}"
+    path = Path(output_path)
+    if IN_COMFYUI and (path.is_absolute() or ".." in path.parts):
+        return (f"output_path must be a file inside ComfyUI's output folder, like 'videos/clip.mp4' "
+                f"(absolute paths and '..' are refused: the server may be reachable by others); got {output_path!r}")
+    if ".." in path.parts and not path.is_absolute():
+        return f"output_path must stay inside the output folder ('..' is refused); got {output_path!r}"
+    return None
+
+
+def explicit_output_file(output_path: str) -> tuple[Path, str | None, str | None]:
+    """The file for an explicit ``output_path``: ``(path, subfolder, file name)``, the last two
+    None for a file outside the output folder (no browser preview). Raises ValueError for a path
+    that :func:`output_path_problem` refuses, or one that leaves the output folder through a link."""
+    problem = output_path_problem(output_path)
+    if problem:
+        raise ValueError(problem)
+    given = Path(output_path)
+    if given.is_absolute():
+        return given, None, None
+    root = output_directory().resolve()
+    path = (root / given).resolve()
+    if not path.is_relative_to(root):
+        raise ValueError(f"output_path {output_path!r} leads outside the output folder {root} (through a link); "
+                         "choose a file inside it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    subfolder = path.parent.relative_to(root).as_posix()
+    return path, "" if subfolder == "." else subfolder, path.name
 
 
 # ---------------------------------------------------------------------------------------------
