@@ -223,16 +223,38 @@ def progress_callback(bar_stage: str, total: int):
     from longvid_core.progress import SAMPLING
 
     bar = progress_bar(total)
+    previewer = taesd_previewer() if bar_stage == SAMPLING else None
 
     def callback(progress):
         if progress.stage == bar_stage:
             preview = None
             if progress.stage == SAMPLING and progress.newest_latent is not None:
-                preview = preview_image(approximate_rgb(progress.newest_latent))
+                if previewer is not None:  # ComfyUI's own TAESD preview, as its KSampler shows
+                    preview = previewer.decode_latent_to_preview_image("JPEG", progress.newest_latent[:1])
+                else:
+                    preview = preview_image(approximate_rgb(progress.newest_latent))
             bar.update_absolute(progress.done, progress.total, preview)
         throw_if_interrupted()  # cancel takes effect after the call (or window) in flight
 
     return callback
+
+
+def taesd_previewer():
+    """ComfyUI's TAESD previewer for SD latents (SVD's VAE space) when the user chose TAESD
+    previews and has the decoder in ``models/vae_approx``; None otherwise (the cheap RGB
+    approximation is then used, which is also what ComfyUI's Latent2RGB preview does)."""
+    if not IN_COMFYUI:
+        return None
+    try:
+        import comfy.latent_formats
+        import latent_preview
+        from comfy.cli_args import LatentPreviewMethod, args
+    except ImportError:
+        return None
+    if args.preview_method != LatentPreviewMethod.TAESD:
+        return None
+    previewer = latent_preview.get_previewer(torch_device(), comfy.latent_formats.SD15())
+    return previewer if isinstance(previewer, latent_preview.TAESDPreviewerImpl) else None
 
 
 def throw_if_interrupted() -> None:

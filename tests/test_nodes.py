@@ -641,3 +641,23 @@ def test_extensions_folder_is_created_at_start_up(inside_comfyui):
     folder = Path(runtime.folder_paths.models_dir) / runtime.EXTENSIONS
     assert folder.is_dir()
     assert runtime.folder_paths.folder_names_and_paths[runtime.EXTENSIONS][0] == [str(folder)]
+
+
+def test_taesd_previews_come_from_comfyuis_previewer_when_chosen(model, bars, monkeypatch):
+    seen = []
+
+    class TAESDPreviewer:  # stands in for latent_preview.TAESDPreviewerImpl
+        def decode_latent_to_preview_image(self, preview_format, x0):
+            seen.append(tuple(x0.shape))
+            return (preview_format, "taesd picture", 512)
+
+    monkeypatch.setattr(runtime, "taesd_previewer", lambda: TAESDPreviewer())
+    cond, _ = condition(model)
+    sample(model, cond, frames=7)
+    previews = [preview for _, _, preview in bars[0].updates if preview is not None]
+    assert previews and all(p == ("JPEG", "taesd picture", 512) for p in previews)
+    assert set(seen) == {(1, 4, 8, 8)}  # the newest finished latent frame, in SVD's (SD) latent space
+
+
+def test_without_comfyui_there_is_no_taesd_previewer():
+    assert runtime.taesd_previewer() is None
