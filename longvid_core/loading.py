@@ -19,6 +19,7 @@ from .checkpoint_io import CheckpointError, atomic_save_safetensors, open_tensor
 from .exvideo import apply_extension_file
 from .keymaps import sgm_clip, sgm_unet, sgm_vae
 from .keymaps.identify import identify_checkpoint
+from .lora import apply_lora_file
 from .model import SVDModel
 from .trained_for import TrainedFor
 from .unet import LongVidUNet, config_from_diffusers_shapes
@@ -156,13 +157,16 @@ def _load_diffusers_folder(folder: Path, dtype, device) -> SVDModel:
 
 
 def load_svd(path, extension=None, device=None, dtype=None, allow_pickle: bool = False,
-             attention: str = "sdpa") -> SVDModel:
-    """Load SVD / SVD-XT weights, optionally with an ExVideo or LongVid extension on top.
+             attention: str = "sdpa", lora=None, lora_strength: float = 1.0, merge_lora: bool = True) -> SVDModel:
+    """Load SVD / SVD-XT weights, optionally with an ExVideo or LongVid extension and a LoRA on top.
 
     ``path``: an SGM single file (``svd_xt.safetensors`` as ComfyUI users keep it) or a diffusers
     folder (``unet/``, ``vae/``, ``image_encoder/``). ``dtype``: torch dtype or "fp32"/"fp16"/"bf16"
     (default fp32). ``device``: where the weights go (read there tensor by tensor).
     ``attention``: "sdpa" (default, batch-sliced for big temporal batches) or "xformers".
+    ``lora``: a LongVid LoRA file (:mod:`longvid_core.lora`), applied after the extension at
+    ``lora_strength``: merged into the weights (``merge_lora=True``, no cost per step) or kept as
+    separate LoRA layers.
     """
     path = Path(path)
     dtype = resolve_dtype(dtype)
@@ -178,6 +182,9 @@ def load_svd(path, extension=None, device=None, dtype=None, allow_pickle: bool =
         apply_extension_file(model, extension)
         # what the extension's temporal layers were trained for is what the model now does
         model.trained_for = TrainedFor.from_metadata(_file_metadata(extension)) or model.trained_for
+    if lora is not None:
+        applied = apply_lora_file(model, lora, lora_strength, merge=merge_lora)
+        model.trained_for = applied.trained_for or model.trained_for  # the LoRA's training is the last word
     return model
 
 
