@@ -14,7 +14,8 @@ File (safetensors; the trainer writes float32, the values it trained):
   its adapter-name infix (``lora_A.default.weight``);
 - metadata :data:`META_KIND` = :data:`FORMAT_KIND`, :data:`META_VERSION`, :data:`META_RANK`,
   :data:`META_ALPHA`, :data:`META_TARGETS` (the patterns the layers were chosen by, JSON), and when
-  LongVid's trainer wrote it ``longvid.trained_for`` (:mod:`longvid_core.trained_for`).
+  LongVid's trainer wrote it ``longvid.trained_for`` (:mod:`longvid_core.trained_for`) and
+  :data:`META_EXTENSION` (the name of the ExVideo extension it was trained beside, if any).
 
 Layers are injected with peft (the library diffusers uses for LoRA), which the trainer trains and
 unmerged loading keeps; this module is the only place that knows the file's names.
@@ -41,6 +42,7 @@ META_VERSION = "longvid.format_version"
 META_RANK = "longvid.lora.rank"
 META_ALPHA = "longvid.lora.alpha"
 META_TARGETS = "longvid.lora.targets"
+META_EXTENSION = "longvid.lora.trained_beside_extension"  # provenance: the extension file's name, if any
 # TODO(base identity): record the base model's content identity (longvid_core/base_identity.py, being
 # added on main) in the file and warn on load when the LoRA was made for another base.
 
@@ -323,6 +325,7 @@ def apply_lora_file(model, path, strength: float = 1.0, merge: bool = True) -> L
 
 __all__ = [
     "FORMAT_KIND", "FORMAT_VERSION", "META_KIND", "META_VERSION", "META_RANK", "META_ALPHA", "META_TARGETS",
+    "META_EXTENSION",
     "DEFAULT_TARGETS", "ADAPTER", "parse_targets", "matches", "linear_layers", "resolve_targets", "lora_layers",
     "add_lora_layers", "lora_parameters", "without_lora_layers", "lora_metadata", "save_lora", "LoraFile",
     "read_lora", "check_fits", "merge_lora", "attach_lora", "set_strength", "apply_lora_file",

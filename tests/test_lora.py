@@ -171,3 +171,28 @@ def test_written_metadata_is_self_describing(files):
     assert metadata[lora.META_KIND] == "longvid.lora" and metadata[lora.META_VERSION] == "1"
     assert (int(metadata[lora.META_RANK]), float(metadata[lora.META_ALPHA])) == (RANK, ALPHA)
     assert json.loads(metadata[lora.META_TARGETS]) == list(lora.DEFAULT_TARGETS)
+
+
+def test_loader_node_lists_loras_and_merges_the_chosen_one(files, monkeypatch, tmp_path):
+    from nodes import NODE_CLASS_MAPPINGS, model_cache
+
+    loras = tmp_path / "loras"
+    (loras / "mine").mkdir(parents=True)
+    (loras / "mine" / "lora.safetensors").write_bytes(files["lora"].read_bytes())
+    monkeypatch.setenv("LONGVID_CHECKPOINTS_DIR", str(files["root"]))
+    monkeypatch.setenv("LONGVID_LORAS_DIR", str(loras))
+    node = NODE_CLASS_MAPPINGS["LongVidLoadModel"]
+    optional = node.INPUT_TYPES()["optional"]
+    assert optional["lora"][0] == ["none", "mine/lora.safetensors"] and optional["lora_strength"][1]["default"] == 1.0
+    model_cache.clear_cache()
+    try:
+        plain = node().load("svd_tiny.safetensors", "none", "fp32")[0]  # the inputs saved workflows already have
+        tuned = node().load("svd_tiny.safetensors", "none", "fp32", "mine/lora.safetensors", 0.7)[0]
+        assert tuned is not plain and "LoRA lora.safetensors at 0.7" in tuned.describe()
+        expected = load_svd(files["base"], lora=files["lora"], lora_strength=0.7)
+        assert torch.equal(_denoise(tuned.svd), _denoise(expected))
+        assert node().load("svd_tiny.safetensors", "none", "fp32", "mine/lora.safetensors", 0.7)[0] is tuned
+        assert node.IS_CHANGED("svd_tiny.safetensors", "none", "fp32", "mine/lora.safetensors", 0.5) != \
+            node.IS_CHANGED("svd_tiny.safetensors", "none", "fp32", "mine/lora.safetensors", 0.7)
+    finally:
+        model_cache.clear_cache()
