@@ -143,6 +143,8 @@ def generate(args) -> int:
         image = synthetic_first_frame(args.seed, width, height)
     model = load_svd(svd_path, extension=args.extension, device=device, dtype=dtype, lora=args.lora,
                      lora_strength=args.lora_strength)
+    for warning in model.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     keyframes, fitted = pipeline.condition_images(
         model, image, width, height, fps=settings["fps"], motion_bucket_id=settings["motion_bucket_id"],
         noise_aug_strength=settings["noise_aug_strength"], seed=args.seed)

@@ -15,7 +15,9 @@ File (safetensors; the trainer writes float32, the values it trained):
 - metadata :data:`META_KIND` = :data:`FORMAT_KIND`, :data:`META_VERSION`, :data:`META_RANK`,
   :data:`META_ALPHA`, :data:`META_TARGETS` (the patterns the layers were chosen by, JSON), and when
   LongVid's trainer wrote it ``longvid.trained_for`` (:mod:`longvid_core.trained_for`) and
-  :data:`META_EXTENSION` (the name of the ExVideo extension it was trained beside, if any).
+  :data:`META_EXTENSION` (the name of the ExVideo extension it was trained beside, if any);
+  the base it was made on: ``longvid.base_content`` (:mod:`longvid_core.base_identity`; ``load_svd``
+  warns when the loaded base differs) and :data:`META_BASE_SOURCE` (its file name).
 
 Layers are injected with peft (the library diffusers uses for LoRA), which the trainer trains and
 unmerged loading keeps; this module is the only place that knows the file's names.
@@ -43,8 +45,7 @@ META_RANK = "longvid.lora.rank"
 META_ALPHA = "longvid.lora.alpha"
 META_TARGETS = "longvid.lora.targets"
 META_EXTENSION = "longvid.lora.trained_beside_extension"  # provenance: the extension file's name, if any
-# TODO(base identity): record the base model's content identity (longvid_core/base_identity.py, being
-# added on main) in the file and warn on load when the LoRA was made for another base.
+META_BASE_SOURCE = "longvid.base_source"  # provenance: the base file's name (as extensions record it)
 
 # SVD's attention projections, in spatial and temporal transformer blocks alike (self- and cross-attention)
 DEFAULT_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
@@ -176,10 +177,14 @@ def lora_metadata(rank: int, alpha: float, targets: Iterable[str], extra: Mappin
     }
 
 
-def save_lora(unet: torch.nn.Module, path, targets: Iterable[str], metadata: Mapping[str, str] | None = None) -> Path:
-    """Write the LoRA layers of ``unet`` to ``path`` (atomically), as they are (the trainer's: float32).
+def save_lora(model, path, targets: Iterable[str], metadata: Mapping[str, str] | None = None) -> Path:
+    """Write the LoRA layers of ``model`` (an SVDModel or its UNet) to ``path`` (atomically), as they
+    are (the trainer's: float32), with the base identity ``load_svd`` gave the model, if any.
     ``targets``: the patterns the layers were chosen by (recorded); ``metadata``: e.g. what it was
     trained for."""
+    from .base_identity import identity_metadata
+
+    unet = getattr(model, "unet", model)
     layers = lora_layers(unet)
     if not layers:
         raise ValueError("expected a UNet with LoRA layers (add_lora_layers); found none")
@@ -187,8 +192,12 @@ def save_lora(unet: torch.nn.Module, path, targets: Iterable[str], metadata: Map
     alphas = {float(layer.lora_alpha[ADAPTER]) for layer in layers.values()}
     if len(ranks) != 1 or len(alphas) != 1:
         raise ValueError(f"expected one rank and alpha for every LoRA layer; found ranks {ranks}, alphas {alphas}")
+    extra = {**dict(metadata or {}), **identity_metadata(getattr(model, "base_identity", None))}
+    source = getattr(model, "source", "")
+    if source:
+        extra[META_BASE_SOURCE] = Path(str(source)).name  # named in the loader's warning; never checked
     tensors = {name: p.detach() for name, p in lora_parameters(unet).items()}
-    return atomic_save_safetensors(tensors, path, metadata=lora_metadata(ranks.pop(), alphas.pop(), targets, metadata))
+    return atomic_save_safetensors(tensors, path, metadata=lora_metadata(ranks.pop(), alphas.pop(), targets, extra))
 
 
 @dataclass(frozen=True)
@@ -325,7 +334,7 @@ def apply_lora_file(model, path, strength: float = 1.0, merge: bool = True) -> L
 
 __all__ = [
     "FORMAT_KIND", "FORMAT_VERSION", "META_KIND", "META_VERSION", "META_RANK", "META_ALPHA", "META_TARGETS",
-    "META_EXTENSION",
+    "META_EXTENSION", "META_BASE_SOURCE",
     "DEFAULT_TARGETS", "ADAPTER", "parse_targets", "matches", "linear_layers", "resolve_targets", "lora_layers",
     "add_lora_layers", "lora_parameters", "without_lora_layers", "lora_metadata", "save_lora", "LoraFile",
     "read_lora", "check_fits", "merge_lora", "attach_lora", "set_strength", "apply_lora_file",

@@ -10,6 +10,7 @@ below then holds them only in CPU RAM, and at most :data:`CACHE_SIZE` models.
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,6 +112,8 @@ def load_model(checkpoint: Path, extension: Path | None, dtype_choice: str, lora
     load_device = runtime.offload_device() if runtime.IN_COMFYUI else device
     svd = load_svd(checkpoint, extension=extension, device=load_device, dtype=dtype, lora=lora,
                    lora_strength=lora_strength)
+    for warning in svd.warnings:  # ComfyUI's console and log
+        logging.warning("LongVid: %s", warning)
     model = LongVidModel(
         svd=svd,
         name=checkpoint.name,

@@ -190,7 +190,7 @@ def test_impossible_settings_are_refused_with_http_400(server):
     # keep only the video branch: with no valid output left, ComfyUI answers 400
     prompt = {k: n for k, n in prompt.items() if n["class_type"] not in ("LongVidScheduleView", "PreviewImage")}
     sampler = next(n for n in prompt.values() if n["class_type"] == "LongVidSample")
-    sampler["inputs"].update(window=5, chunk=2)
+    sampler["inputs"].update(mode="progressive", window=5, chunk=2)
     with pytest.raises(urllib.error.HTTPError) as error:
         request(server["url"], "/prompt", {"prompt": prompt, "client_id": "test"})
     assert error.value.code == 400

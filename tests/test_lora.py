@@ -196,3 +196,20 @@ def test_loader_node_lists_loras_and_merges_the_chosen_one(files, monkeypatch, t
             node.IS_CHANGED("svd_tiny.safetensors", "none", "fp32", "mine/lora.safetensors", 0.7)
     finally:
         model_cache.clear_cache()
+
+
+def test_a_lora_made_on_another_base_loads_with_a_warning(files, tmp_path):
+    made_on = load_svd(files["base"])  # load_svd gives the model its base identity, which the file records
+    params = lora.add_lora_layers(made_on.unet, lora.resolve_targets(made_on.unet, "to_q"), RANK, ALPHA)
+    with torch.no_grad():
+        for p in params.values():
+            p.fill_(0.01)
+    path = lora.save_lora(made_on, tmp_path / "on_base.safetensors", ["to_q"],
+                          metadata={lora.META_EXTENSION: "some_extension.safetensors"})
+    assert lora.read_lora(path).metadata[lora.META_BASE_SOURCE] == "svd_tiny.safetensors"
+    assert load_svd(files["base"], extension=files["extension"], lora=path).warnings == []
+    other = write_tiny_sgm(tmp_path / "other_base.safetensors", seed=1)
+    [warning] = load_svd(other, extension=files["extension"], lora=path).warnings
+    assert warning.startswith("LoRA on_base.safetensors was made for base ") and "(svd_tiny.safetensors)" in warning
+    [warning] = load_svd(files["base"], lora=path).warnings
+    assert "trained beside the extension some_extension.safetensors, but no extension is loaded" in warning

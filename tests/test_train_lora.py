@@ -104,6 +104,7 @@ def test_lora_beside_a_frozen_extension_loads_in_load_svd_and_the_command_line(d
     both = load_svd(dataset[1], extension=frozen_extension, lora=lora_file)
     kept = load_svd(dataset[1], extension=frozen_extension, lora=lora_file, merge_lora=False)
     assert both.max_frames == 8 and both.trained_for == PROGRESSIVE_RECORD
+    assert both.warnings == []  # the base it was trained on, beside an extension as trained
     assert (_denoise(both, 6) - _denoise(extended, 6)).abs().max() > 1e-3
     assert (_denoise(both, 6) - _denoise(kept, 6)).abs().max() <= 1e-5
     common = ["generate", "--svd", str(dataset[1]), "--extension", str(frozen_extension), "--width", "16",

@@ -270,10 +270,10 @@ def write_exports(model, trainable, ema, config: TrainConfig, folder: Path) -> l
     def save(role):  # "weights" or "ema"
         lora_file = names.get("lora" if role == "weights" else "lora_ema")
         if config.parameter_set == "lora":
-            save_lora(model.unet, folder / names[role], lora_targets, metadata=lora_metadata)
+            save_lora(model, folder / names[role], lora_targets, metadata=lora_metadata)
             return [names[role]]
         if lora_file:
-            save_lora(model.unet, folder / lora_file, lora_targets, metadata=lora_metadata)
+            save_lora(model, folder / lora_file, lora_targets, metadata=lora_metadata)
         with without_lora_layers(model.unet):  # the extension's file and base identity as without LoRA
             if config.parameter_set == "exvideo":
                 save_extension(model, folder / names[role], layout="longvid", metadata=trained_for)
