@@ -7,6 +7,7 @@ from environment variables, each a list of folders separated by ``os.pathsep``:
 
 - ``LONGVID_CHECKPOINTS_DIR`` — SVD checkpoints (ComfyUI's ``checkpoints``);
 - ``LONGVID_EXTENSIONS_DIR`` — ExVideo / LongVid extension files (``longvid_extensions``);
+- ``LONGVID_LORAS_DIR`` — LongVid LoRA files (ComfyUI's ``loras``);
 - ``LONGVID_OUTPUT_DIR`` — where videos are written (default ``./output``).
 
 Absolute paths are accepted wherever a file name from those lists is expected.
@@ -32,8 +33,10 @@ IN_COMFYUI = folder_paths is not None
 
 CHECKPOINTS = "checkpoints"
 EXTENSIONS = "longvid_extensions"  # the pack's own model folder: models/longvid_extensions
+LORAS = "loras"  # ComfyUI's own LoRA folder (models/loras)
 EXTENSION_SUFFIXES = {".safetensors"}
-ENV_FOLDERS = {CHECKPOINTS: "LONGVID_CHECKPOINTS_DIR", EXTENSIONS: "LONGVID_EXTENSIONS_DIR"}
+ENV_FOLDERS = {CHECKPOINTS: "LONGVID_CHECKPOINTS_DIR", EXTENSIONS: "LONGVID_EXTENSIONS_DIR",
+               LORAS: "LONGVID_LORAS_DIR"}
 ENV_OUTPUT = "LONGVID_OUTPUT_DIR"
 PREVIEW_MAX_SIZE = 512  # ComfyUI's default --preview-size
 
@@ -67,7 +70,7 @@ def list_files(kind: str) -> list[str]:
     """File names (relative to their folder, subfolders included) for a combo box."""
     if IN_COMFYUI:
         return folder_paths.get_filename_list(kind)
-    suffixes = EXTENSION_SUFFIXES if kind == EXTENSIONS else {".safetensors", ".ckpt", ".pt", ".pth", ".bin"}
+    suffixes = EXTENSION_SUFFIXES if kind in (EXTENSIONS, LORAS) else {".safetensors", ".ckpt", ".pt", ".pth", ".bin"}
     names = set()
     for folder in _env_folders(kind):
         if folder.is_dir():
