@@ -154,6 +154,7 @@ def train(config: TrainConfig) -> int:
     from training.determinism import generator, seed_everything
     from training.ema import EMA
     from training.noise_levels import ProgressiveLevels
+    from training.optimizers import make_optimizer
 
     resume_from = checkpointing.resolve_resume(config.output_dir, config.resume)
     existing = checkpointing.complete_checkpoints(Path(config.output_dir) / checkpointing.CHECKPOINTS)
@@ -172,9 +173,7 @@ def train(config: TrainConfig) -> int:
     log.info(f"training {sum(p.numel() for p in trainable.values()):,} of "
              f"{sum(p.numel() for p in model.unet.parameters()):,} UNet parameters ({config.parameter_set})")
     denoiser = make_denoiser_module(model.unet)
-    optimizer = torch.optim.AdamW(list(trainable.values()), lr=config.learning_rate,
-                                  betas=(config.adam_beta1, config.adam_beta2), eps=config.adam_eps,
-                                  weight_decay=config.weight_decay)
+    optimizer = make_optimizer(config, trainable.values())
     denoiser, optimizer = accelerator.prepare(denoiser, optimizer)
     ema = EMA(trainable, config.ema_decay) if config.ema_decay > 0 else None
     ctx = Context(config, accelerator, log, model, trainable, denoiser, optimizer, ema, deepspeed)
