@@ -123,3 +123,13 @@ def test_trainer_with_8bit_states_learns_and_resumes_exactly(dataset):
         a = open_tensors(root / "straight" / CHECKPOINTS / "step-00000004" / name)
         b = open_tensors(root / "resumed" / CHECKPOINTS / "step-00000004" / name)
         assert max((a[k] - b[k]).abs().max().item() for k in a.keys()) <= 1e-6, name
+
+
+def test_the_install_hint_is_the_pin_of_the_extras():
+    import tomllib
+
+    from training.optimizers import BITSANDBYTES
+
+    extras = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]
+    assert BITSANDBYTES in extras["training"] and BITSANDBYTES in extras["test"]

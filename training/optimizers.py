@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 OPTIMIZERS = ("adamw", "adamw8bit")
 # the bitsandbytes pin of pyproject.toml's training extra
-BITSANDBYTES = "bitsandbytes>=0.45,<0.51"
+BITSANDBYTES = "bitsandbytes>=0.50,<0.51"
 # bitsandbytes' own default: smaller tensors keep float32 moments
 MIN_8BIT_SIZE = 4096
 
