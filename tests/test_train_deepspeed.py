@@ -72,7 +72,7 @@ def test_a_launch_whose_processes_did_not_join_is_refused():
     assert not deepspeed_requested({})
     check_process_group(2, {"WORLD_SIZE": "2"})
     check_process_group(1, {})
-    with pytest.raises(RuntimeError, match="launched 2 processes .* accelerate sees 1"):
+    with pytest.raises(ValueError, match="launched 2 processes .* accelerate sees 1"):
         check_process_group(1, {"WORLD_SIZE": "2"})
 
 

@@ -82,5 +82,5 @@ def check_process_group(num_processes: int, environ=None) -> None:
     environ = os.environ if environ is None else environ
     launched = environ.get("WORLD_SIZE", "")
     if launched.isdigit() and int(launched) > 1 and num_processes != int(launched):
-        raise RuntimeError(f"launched {launched} processes (WORLD_SIZE) but accelerate sees {num_processes}: the "
+        raise ValueError(f"launched {launched} processes (WORLD_SIZE) but accelerate sees {num_processes}: the "
                            "processes did not form one group")
