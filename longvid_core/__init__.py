@@ -5,11 +5,17 @@ Data flows one way: images -> :func:`encode_image` (conditioning) -> a sampler o
 ``model.denoise`` -> latents -> ``model.decode`` -> frames -> a writer.
 """
 
-from .checkpoint_io import CheckpointError
-from .conditioning import SVDCond
-from .keymaps.identify import identify_checkpoint
-from .loading import load_svd, save_svd
-from .model import SVDModel
+import logging
+
+# diffusers imports bitsandbytes whenever it is installed (the trainer's --optimizer adamw8bit), and its
+# CPU backend then warns on every import about an optional 4-bit kernel package LongVid never uses
+logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+
+from .checkpoint_io import CheckpointError  # noqa: E402
+from .conditioning import SVDCond  # noqa: E402
+from .keymaps.identify import identify_checkpoint  # noqa: E402
+from .loading import load_svd, save_svd  # noqa: E402
+from .model import SVDModel  # noqa: E402
 
 __all__ = ["CheckpointError", "SVDCond", "SVDModel", "identify_checkpoint", "load_svd", "save_svd"]
 

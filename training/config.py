@@ -13,6 +13,8 @@ import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from training.optimizers import OPTIMIZERS, require_bitsandbytes
+
 MODES = ("exvideo", "progressive", "full", "lora")
 PRECISIONS = ("fp32", "bf16", "fp16")
 
@@ -103,6 +105,9 @@ class TrainConfig:
     max_steps: int = _f(1000, "optimizer steps to train (a resumed run counts from its checkpoint)", "optim")
     batch_size: int = _f(1, "videos per process per micro-batch", "optim")
     grad_accum: int = _f(1, "micro-batches per optimizer step", "optim")
+    optimizer: str = _f("adamw", "adamw: float32 Adam states (8 bytes per trained weight); adamw8bit: "
+                        "bitsandbytes' 8-bit states (about 2 bytes; needs bitsandbytes)", "optim",
+                        choices=OPTIMIZERS)
     learning_rate: float = _f(1e-5, "AdamW learning rate (ExVideo: 1e-5)", "optim")
     lr_warmup_steps: int = _f(0, "linear learning-rate warm-up steps", "optim")
     weight_decay: float = _f(1e-2, "AdamW weight decay", "optim")
@@ -226,6 +231,8 @@ class TrainConfig:
             raise ValueError(f"--image-batch-fraction must be in [0, 1]; found {self.image_batch_fraction}")
         if not (self.ema_decay == 0.0 or 0.0 < self.ema_decay < 1.0):
             raise ValueError(f"--ema-decay must be 0 (off) or in (0, 1); found {self.ema_decay}")
+        if self.optimizer == "adamw8bit":
+            require_bitsandbytes(self.optimizer)  # before any model is loaded
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -78,22 +78,25 @@ class Context:
 
 
 def make_accelerator(config: TrainConfig):
+    import torch
     from accelerate import Accelerator
-    from accelerate.utils import DistributedType
+    from accelerate.utils import DistributedType, InitProcessGroupKwargs
 
+    from training.distributed import (accelerator_options, check_process_group, deepspeed_requested,
+                                      fill_deepspeed_config)
+
+    options = accelerator_options(config.cpu, deepspeed_requested(), torch.cuda.is_available())
+    handlers = [InitProcessGroupKwargs(backend=options["backend"])] if options["backend"] else []
     accelerator = Accelerator(mixed_precision=MIXED_PRECISION[config.precision],
-                              gradient_accumulation_steps=config.grad_accum, cpu=config.cpu)
+                              gradient_accumulation_steps=config.grad_accum, cpu=options["cpu"],
+                              kwargs_handlers=handlers)
+    check_process_group(accelerator.num_processes)
     deepspeed = accelerator.distributed_type == DistributedType.DEEPSPEED
     if deepspeed:
-        ds = accelerator.state.deepspeed_plugin.deepspeed_config
         # our data loader is not prepared by accelerate, so fill the values it would have inferred
-        for key, value in (("train_micro_batch_size_per_gpu", config.batch_size),
-                           ("gradient_accumulation_steps", config.grad_accum),
-                           ("gradient_clipping", config.max_grad_norm)):
-            if ds.get(key, "auto") == "auto":
-                ds[key] = value
-        if ds.get("train_batch_size", "auto") == "auto":
-            ds["train_batch_size"] = config.batch_size * config.grad_accum * accelerator.num_processes
+        ds = accelerator.state.deepspeed_plugin.deepspeed_config
+        ds.update(fill_deepspeed_config(ds, config.batch_size, config.grad_accum, config.max_grad_norm,
+                                        accelerator.num_processes))
     return accelerator, deepspeed
 
 
@@ -151,6 +154,7 @@ def train(config: TrainConfig) -> int:
     from training.determinism import generator, seed_everything
     from training.ema import EMA
     from training.noise_levels import ProgressiveLevels
+    from training.optimizers import make_optimizer
 
     resume_from = checkpointing.resolve_resume(config.output_dir, config.resume)
     existing = checkpointing.complete_checkpoints(Path(config.output_dir) / checkpointing.CHECKPOINTS)
@@ -169,9 +173,7 @@ def train(config: TrainConfig) -> int:
     log.info(f"training {sum(p.numel() for p in trainable.values()):,} of "
              f"{sum(p.numel() for p in model.unet.parameters()):,} UNet parameters ({config.parameter_set})")
     denoiser = make_denoiser_module(model.unet)
-    optimizer = torch.optim.AdamW(list(trainable.values()), lr=config.learning_rate,
-                                  betas=(config.adam_beta1, config.adam_beta2), eps=config.adam_eps,
-                                  weight_decay=config.weight_decay)
+    optimizer = make_optimizer(config, trainable.values())
     denoiser, optimizer = accelerator.prepare(denoiser, optimizer)
     ema = EMA(trainable, config.ema_decay) if config.ema_decay > 0 else None
     ctx = Context(config, accelerator, log, model, trainable, denoiser, optimizer, ema, deepspeed)
