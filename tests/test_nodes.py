@@ -25,7 +25,7 @@ from longvid_core.vae import VAE_SCALE, build_vae
 from longvid_core.video_io import read_video
 from nodes import model_cache, runtime
 
-NODES = node_pack.NODE_CLASS_MAPPINGS
+NODES = node_pack.NODES
 REPO = Path(__file__).resolve().parents[1]
 CHECKPOINT = "svd_xt.safetensors"
 EXTENSION = "ExVideo-SVD-128f-v1/model.fp16.safetensors"  # the release's folder and file name
@@ -145,8 +145,9 @@ def test_pack_imports_the_comfyui_way_without_comfyui():
         spec.loader.exec_module(module)
     finally:
         sys.modules.pop(spec.name, None)
-    assert set(module.NODE_CLASS_MAPPINGS) == set(NODES)
-    assert set(module.NODE_DISPLAY_NAME_MAPPINGS) == set(NODES)
+    assert set(module.NODES) == set(NODES)
+    # V3 registration only: with NODE_CLASS_MAPPINGS ComfyUI would load the pack the V1 way
+    assert callable(module.comfy_entrypoint) and not hasattr(module, "NODE_CLASS_MAPPINGS")
     assert not runtime.IN_COMFYUI
 
 
@@ -156,22 +157,21 @@ def test_node_ids_and_schemas_are_well_formed():
         "LongVidSaveVideo", "LongVidSampleToVideo", "LongVidScheduleView",
     }
     for node_id, cls in NODES.items():
-        assert node_id.startswith("LongVid") and cls.CATEGORY == "LongVid" and cls.DESCRIPTION
-        types = cls.INPUT_TYPES()
-        inputs = {**types["required"], **types.get("optional", {})}
-        assert callable(getattr(cls, cls.FUNCTION))
-        assert len(cls.RETURN_TYPES) == len(getattr(cls, "RETURN_NAMES", cls.RETURN_TYPES))
-        signature = inspect.signature(getattr(cls, cls.FUNCTION))
+        spec = cls.SPEC
+        assert spec.node_id == node_id and node_id.startswith("LongVid") and spec.category == "LongVid"
+        inputs = spec.input_names
+        assert len(set(inputs)) == len(inputs) and not set(inputs) & {o.name for o in spec.outputs}, node_id
+        signature = inspect.signature(getattr(cls, spec.function))
         assert set(signature.parameters) - {"self"} == set(inputs), node_id
-        if hasattr(cls, "VALIDATE_INPUTS"):  # ComfyUI passes only inputs it names; names must exist
-            assert set(inspect.signature(cls.VALIDATE_INPUTS).parameters) <= set(inputs), node_id
-            assert cls.VALIDATE_INPUTS() is True  # everything linked: nothing to say yet
+        if hasattr(cls, "validate_inputs"):  # ComfyUI passes only inputs it names; names must exist
+            assert set(inspect.signature(cls.validate_inputs).parameters) <= set(inputs), node_id
+            assert cls.validate_inputs() is True  # everything linked: nothing to say yet
 
 
 def test_loader_lists_files_from_the_folders(folders):
-    types = NODES["LongVidLoadModel"].INPUT_TYPES()["required"]
-    assert types["ckpt_name"][0] == [CHECKPOINT]
-    assert types["extension"][0] == ["none", EXTENSION]
+    spec = NODES["LongVidLoadModel"].SPEC
+    assert spec.input("ckpt_name").choices() == [CHECKPOINT]
+    assert spec.input("extension").choices() == ["none", EXTENSION]
     with pytest.raises(FileNotFoundError, match="missing.safetensors.*checkpoints.*LONGVID_CHECKPOINTS_DIR"):
         NODES["LongVidLoadModel"]().load("missing.safetensors", "none", "auto")
     absolute = NODES["LongVidLoadModel"]().load(str(folders["checkpoints"] / CHECKPOINT), "none", "auto")[0]
@@ -289,7 +289,7 @@ def test_prefix_of_another_size_is_refused(model):
     ("LongVidScheduleView", dict(window=6, chunk=4, steps=6), "multiple of chunk"),
 ])
 def test_impossible_settings_are_refused_at_validation_saying_what_to_change(node_id, values, message):
-    result = NODES[node_id].VALIDATE_INPUTS(**values)
+    result = NODES[node_id].validate_inputs(**values)
     assert isinstance(result, str)
     assert re.search(message, result), result
 
@@ -304,8 +304,8 @@ def test_context_sigma_widget_reaches_the_progressive_sampler_and_zero_means_cle
 
 
 def test_replacement_modes_do_not_need_the_progressive_arithmetic():
-    assert NODES["LongVidSample"].VALIDATE_INPUTS(mode="replacement_with_noise", window=5, chunk=2, steps=7) is True
-    assert NODES["LongVidSample"].VALIDATE_INPUTS(mode="full_sequence", window=5, chunk=2, steps=7) is True
+    assert NODES["LongVidSample"].validate_inputs(mode="replacement_with_noise", window=5, chunk=2, steps=7) is True
+    assert NODES["LongVidSample"].validate_inputs(mode="full_sequence", window=5, chunk=2, steps=7) is True
 
 
 def test_validation_runs_again_when_the_node_runs(model, monkeypatch):
@@ -475,9 +475,12 @@ def test_model_cache_reuses_a_model_while_inputs_are_unchanged(folders):
     assert len(model_cache.cached_models()) == model_cache.CACHE_SIZE == 1
     path = folders["checkpoints"] / CHECKPOINT
     stat = path.stat()
-    before = NODES["LongVidLoadModel"].IS_CHANGED(CHECKPOINT, "none", "fp16")
+    inputs = dict(ckpt_name=CHECKPOINT, extension="none", dtype="fp16")
+    before = NODES["LongVidLoadModel"].fingerprint_inputs(**inputs)
+    assert NODES["LongVidLoadModel"].fingerprint_inputs(**inputs) == before
+    assert NODES["LongVidLoadModel"].fingerprint_inputs(**{**inputs, "dtype": "fp32"}) != before
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))  # the file was replaced
-    assert NODES["LongVidLoadModel"].IS_CHANGED(CHECKPOINT, "none", "fp16") != before
+    assert NODES["LongVidLoadModel"].fingerprint_inputs(**inputs) != before
     assert load(dtype="fp16") is not fp16
 
 
@@ -557,8 +560,8 @@ def test_a_one_frame_clip_on_an_extended_model_is_that_frame_twice(folders):
 
 
 def test_auto_mode_is_the_default_and_the_node_says_what_it_chose(model, monkeypatch):
-    assert NODES["LongVidSample"].INPUT_TYPES()["required"]["mode"][1]["default"] == "auto"
-    assert NODES["LongVidSampleToVideo"].INPUT_TYPES()["required"]["mode"][1]["default"] == "auto"
+    assert NODES["LongVidSample"].SPEC.input("mode").default == "auto"
+    assert NODES["LongVidSampleToVideo"].SPEC.input("mode").default == "auto"
     calls = count_denoiser_calls(model, monkeypatch)
     cond, _ = condition(model)
     node = NODES["LongVidSample"]()
