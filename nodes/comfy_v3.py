@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from comfy_api.v0_0_2 import ComfyExtension, io
+from comfy_api.v0_0_2 import ComfyExtension, InputImpl, Types, io
 
 from . import NODES
 from .spec import Input, NodeSpec
+from .video import VideoFrames
 
 API_VERSION = "0.0.2"
 CORE_TYPES = {"INT": io.Int, "FLOAT": io.Float, "STRING": io.String, "BOOLEAN": io.Boolean, "COMBO": io.Combo,
@@ -56,11 +57,19 @@ def schema(spec: NodeSpec) -> io.Schema:
     )
 
 
+def core_value(value):
+    """A plain class's output value as ComfyUI's own type where they differ (VIDEO)."""
+    if isinstance(value, VideoFrames):
+        return InputImpl.VideoFromComponents(Types.VideoComponents(images=value.images, frame_rate=value.frame_rate))
+    return value
+
+
 def node_output(result) -> io.NodeOutput:
     """A plain class's return value (a tuple, or {"ui": ..., "result": tuple}) as V3's NodeOutput."""
+    ui = None
     if isinstance(result, dict):
-        return io.NodeOutput(*result["result"], ui=result.get("ui") or None)
-    return io.NodeOutput(*result)
+        result, ui = result["result"], result.get("ui") or None
+    return io.NodeOutput(*(core_value(v) for v in result), ui=ui)
 
 
 def v3_node(plain: type) -> type[io.ComfyNode]:

@@ -1,12 +1,16 @@
-"""Frames out: LongVidDecode (-> IMAGE), LongVidSaveVideo (LATENT -> mp4) and LongVidSampleToVideo
+"""Frames out: LongVidDecode (-> IMAGE and VIDEO), LongVidSaveVideo (LATENT -> mp4) and LongVidSampleToVideo
 (sampling straight into an mp4, frames decoded as the sampler finishes them)."""
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
-from longvid_core import pipeline
+import torch
+
+from longvid_core import pipeline, video_io
 from longvid_core.decoding import DEFAULT_DECODE_OVERLAP, DEFAULT_DECODE_WINDOW, decode_settings
 from longvid_core.progress import DECODING, SAMPLING
 from longvid_core.video_io import DEFAULT_CRF
@@ -46,6 +50,15 @@ def video_inputs() -> tuple:
 OUTPUT_PATH_INPUT = String("output_path", "", optional=True, advanced=True, tooltip=(
     "Optional: write to this absolute .mp4 path instead of the output folder (no preview in the browser)."))
 PATH_OUTPUT = Output("path", "STRING", "The mp4 file written.")
+
+
+@dataclass(frozen=True)
+class VideoFrames:
+    """A VIDEO output's value outside ComfyUI: frames ``[n, H, W, 3]`` (0..1) and their frame rate.
+    Inside ComfyUI nodes/comfy_v3.py hands it on as core's ``VideoFromComponents`` (no copy)."""
+
+    images: torch.Tensor
+    frame_rate: Fraction
 
 
 def check_decode(decode_window, overlap) -> str | None:
@@ -95,21 +108,26 @@ class LongVidDecode:
             "memory) -> IMAGE frames [frames, H, W, 3]. For very long videos use LongVid Save Video, which never "
             "holds all frames."),
         function="decode",
-        inputs=(MODEL_INPUT, SAMPLES_INPUT, *decode_inputs()),
-        outputs=(Output("frames", "IMAGE", "The video frames, first to last."),),
+        # added after the V1 release: an optional input and an output, both last
+        inputs=(MODEL_INPUT, SAMPLES_INPUT, *decode_inputs(),
+                Float("frame_rate", 8.0, 0.1, 240.0, step=0.1, optional=True,
+                      tooltip="Frames per second the video output plays at (the IMAGE output has none).")),
+        outputs=(Output("frames", "IMAGE", "The video frames, first to last."),
+                 Output("video", "VIDEO", "The same frames as ComfyUI's VIDEO, with frame_rate: for core Save "
+                                          "Video, Get Video Components and the video preview.")),
     )
 
     @classmethod
-    def validate_inputs(cls, decode_window=None, overlap=None):
-        return first_problem(check_widgets(cls, decode_window=decode_window, overlap=overlap),
+    def validate_inputs(cls, decode_window=None, overlap=None, frame_rate=None):
+        return first_problem(check_widgets(cls, decode_window=decode_window, overlap=overlap, frame_rate=frame_rate),
                              check_decode(decode_window, overlap))
 
-    def decode(self, model, samples, decode_window, overlap):
-        raise_if(self.validate_inputs(decode_window, overlap))
+    def decode(self, model, samples, decode_window, overlap, frame_rate=8.0):
+        raise_if(self.validate_inputs(decode_window, overlap, frame_rate))
         latents = pipeline.latents_from_comfy(samples)
         frames = pipeline.decode_into(model.prepare("vae"), latents, pipeline.ImageSink(decode_window, overlap),
-                                      runtime.progress_callback(DECODING, latents.shape[1]))
-        return (frames[0],)
+                                      runtime.progress_callback(DECODING, latents.shape[1]))[0]
+        return (frames, VideoFrames(frames, video_io.frame_rate(frame_rate)))
 
 
 class LongVidSaveVideo:

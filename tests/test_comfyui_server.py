@@ -302,8 +302,32 @@ def test_old_release_ui_workflow_fits_the_servers_node_schemas(server, name):
         assert node["type"] in info, where
         links, widgets, specs = slots(info[node["type"]])
         assert [(i["name"], i["type"]) for i in node["inputs"]] == links, where
-        assert [o["type"] for o in node["outputs"]] == info[node["type"]]["output"], where
-        assert len(node["widgets_values"]) == len(widgets), (where, widgets)
-        for widget, value in zip(widgets, node["widgets_values"]):
+        outputs = info[node["type"]]["output"]
+        assert [o["type"] for o in node["outputs"]] == outputs[:len(node["outputs"])], where
+        # widgets added since the file was saved are optional and last: the browser gives them defaults
+        saved, added = widgets[:len(node["widgets_values"])], widgets[len(node["widgets_values"]):]
+        assert len(saved) == len(node["widgets_values"]), (where, widgets)
+        assert all(name in info[node["type"]]["input_order"].get("optional", []) for name in added), (where, added)
+        for widget, value in zip(saved, node["widgets_values"]):
             if widget not in (CONTROL, UPLOAD):
                 assert widget_problem(node["type"], widget, value, *specs[widget]) is None, (where, widget)
+
+
+def test_core_save_video_saves_a_longvid_video_with_its_frame_rate(server):
+    """LongVid Decode's VIDEO output is core's own type: core SaveVideo (V3, video.save_to) writes it."""
+    from longvid_core.video_io import read_video
+
+    prompt = shrink(json.loads((WORKFLOWS / "image_to_long_video.json").read_text()))
+    prompt = {k: n for k, n in prompt.items() if n["class_type"] not in ("LongVidScheduleView", "PreviewImage")}
+    key = {n["class_type"]: k for k, n in prompt.items()}
+    prompt[key["LongVidSaveVideo"]] = {"class_type": "LongVidDecode", "inputs": {
+        "model": [key["LongVidLoadModel"], 0], "samples": [key["LongVidSample"], 0], "decode_window": 4, "overlap": 1,
+        "frame_rate": 7.5}}
+    prompt["90"] = {"class_type": "SaveVideo", "inputs": {
+        "video": [key["LongVidSaveVideo"], 1], "filename_prefix": "video/core_save", "format": "auto", "codec": "auto"}}
+    result = run_prompt(server, prompt)
+    assert result["status"]["status_str"] == "success", json.dumps(result["status"], indent=1)[-3000:]
+    (entry,) = result["outputs"]["90"]["images"]
+    assert entry["filename"].startswith("core_save") and entry["filename"].endswith(".mp4")
+    frames, fps = read_video(server["base"] / "output" / entry["subfolder"] / entry["filename"])
+    assert frames.shape == (FRAMES, 64, 64, 3) and fps == 7.5

@@ -25,12 +25,23 @@ def test_every_node_of_the_v1_release_is_still_there():
 
 
 def test_input_names_kinds_and_order_are_those_of_the_v1_release(spec):
-    """Saved UI workflows hold widget values by position and API prompts by name: neither may move."""
+    """Saved UI workflows hold widget values and links by position, API prompts by name: nothing of
+    the V1 release may move. Inputs added since are optional and come after; so do new outputs."""
     old = V1_SCHEMAS[spec.node_id]
     assert [[i.name, i.kind] for i in spec.inputs if not i.optional] == old["required"]
-    assert [[i.name, i.kind] for i in spec.inputs if i.optional] == old["optional"]
-    assert [[o.name, o.kind] for o in spec.outputs] == old["outputs"]
+    optional = [[i.name, i.kind] for i in spec.inputs if i.optional]
+    assert optional[:len(old["optional"])] == old["optional"]
+    outputs = [[o.name, o.kind] for o in spec.outputs]
+    assert outputs[:len(old["outputs"])] == old["outputs"]
     assert spec.output_node == old["output_node"]
+
+
+def test_what_was_added_since_the_v1_release():
+    added = {node_id: ([i.name for i in plain.SPEC.inputs][len(V1_SCHEMAS[node_id]["required"])
+                                                          + len(V1_SCHEMAS[node_id]["optional"]):],
+                       [o.name for o in plain.SPEC.outputs][len(V1_SCHEMAS[node_id]["outputs"]):])
+             for node_id, plain in NODES.items()}
+    assert {k: v for k, v in added.items() if v != ([], [])} == {"LongVidDecode": (["frame_rate"], ["video"])}
 
 
 def test_required_inputs_are_declared_before_optional_ones(spec):

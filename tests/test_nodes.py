@@ -191,6 +191,16 @@ def test_image_to_frames_end_to_end(model):
     assert torch.isfinite(frames).all() and 0 <= frames.min() and frames.max() <= 1
 
 
+def test_decode_also_gives_the_frames_as_a_video_with_its_frame_rate(model):
+    from fractions import Fraction
+
+    latent = sample(model, condition(model)[0], frames=3)
+    frames, video = NODES["LongVidDecode"]().decode(model, latent, 4, 1, frame_rate=7.5)
+    assert video.images is frames and video.frame_rate == Fraction(15, 2)  # the same tensor: no copy
+    assert NODES["LongVidDecode"]().decode(model, latent, 4, 1)[1].frame_rate == 8  # an old workflow's default
+    assert NODES["LongVidDecode"].validate_inputs(frame_rate=0.0) == "frame_rate is 0.0; the smallest allowed is 0.1"
+
+
 def test_latent_output_is_unscaled_like_comfyui_vae_encode(model):
     """ComfyUI's LATENT holds raw VAE latents; the sampler works in scaled ones."""
     cond, _ = condition(model)
