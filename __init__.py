@@ -26,8 +26,13 @@ except ImportError:  # imported as a plain module, not as a package (no relative
 
 async def comfy_entrypoint():
     """ComfyUI's V3 registration: the extension listing the pack's nodes."""
-    from .nodes.comfy_v3 import LongVidExtension
-
+    try:
+        from .nodes.comfy_v3 import LongVidExtension
+    except ModuleNotFoundError as e:
+        if not (e.name or "").startswith("comfy_api"):
+            raise
+        raise ImportError(f"LongVid needs ComfyUI's node API module comfy_api.v0_0_2 (ComfyUI 0.3.64 or newer); "
+                          f"this ComfyUI lacks it ({e})") from e
     return LongVidExtension()
 
 

@@ -16,7 +16,6 @@ from . import NODES
 from .spec import Input, NodeSpec
 from .video import VideoFrames
 
-API_VERSION = "0.0.2"
 CORE_TYPES = {"INT": io.Int, "FLOAT": io.Float, "STRING": io.String, "BOOLEAN": io.Boolean, "COMBO": io.Combo,
               "IMAGE": io.Image, "LATENT": io.Latent, "VIDEO": io.Video}
 

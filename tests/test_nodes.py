@@ -4,6 +4,7 @@ The tiny checkpoint's VAE has SVD's 8x downscale (four levels), so the nodes' re
 multiples of 64) hold and 64x64 images give 8x8 latents that sample in a fraction of a second.
 """
 
+import asyncio
 import importlib.util
 import inspect
 import os
@@ -143,6 +144,9 @@ def test_pack_imports_the_comfyui_way_without_comfyui():
     sys.modules[spec.name] = module
     try:
         spec.loader.exec_module(module)
+        # without ComfyUI there is nothing to register with: a clear message if it is asked anyway
+        with pytest.raises(ImportError, match=r"needs ComfyUI's node API module comfy_api.v0_0_2 \(ComfyUI 0.3"):
+            asyncio.run(module.comfy_entrypoint())
     finally:
         sys.modules.pop(spec.name, None)
     assert set(module.NODES) == set(NODES)
