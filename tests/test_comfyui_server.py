@@ -331,3 +331,15 @@ def test_core_save_video_saves_a_longvid_video_with_its_frame_rate(server):
     assert entry["filename"].startswith("core_save") and entry["filename"].endswith(".mp4")
     frames, fps = read_video(server["base"] / "output" / entry["subfolder"] / entry["filename"])
     assert frames.shape == (FRAMES, 64, 64, 3) and fps == 7.5
+
+
+def test_unchanged_loader_inputs_and_files_reuse_the_cached_model(server):
+    """fingerprint_inputs (V3's IS_CHANGED) stamps the model files: an identical second prompt is
+    answered from ComfyUI's cache. (A failing fingerprint would make ComfyUI re-run every time.)"""
+    prompt = shrink(json.loads((WORKFLOWS / "image_to_long_video.json").read_text()))
+    loader = next(k for k, n in prompt.items() if n["class_type"] == "LongVidLoadModel")
+    run_prompt(server, prompt)
+    again = run_prompt(server, prompt)
+    assert again["status"]["status_str"] == "success"
+    cached = [m[1]["nodes"] for m in again["status"]["messages"] if m[0] == "execution_cached"]
+    assert cached and loader in cached[0], again["status"]["messages"]
