@@ -1,8 +1,10 @@
 """LongVid — a ComfyUI node pack for long videos (ExVideo-SVD, PA-VDM progressive sampling).
 
-ComfyUI imports this file as the pack's module and reads ``NODE_CLASS_MAPPINGS``. Outside ComfyUI
-(plain ``import``, pytest, pip) it imports cleanly: the node layer only touches ComfyUI's runtime
-(``comfy``, ``folder_paths``) behind guarded imports.
+ComfyUI imports this file as the pack's module and registers the nodes through
+``comfy_entrypoint`` (its V3 node API; see ``nodes/comfy_v3.py``). There is deliberately no
+``NODE_CLASS_MAPPINGS`` here: ComfyUI would then load the pack the V1 way and ignore the entry
+point. Outside ComfyUI (plain ``import``, pytest, pip) this file imports cleanly: the node layer
+only touches ComfyUI's runtime (``comfy``, ``comfy_api``, ``folder_paths``) behind guarded imports.
 """
 
 import os
@@ -15,11 +17,24 @@ if _PACK_DIR not in sys.path:
     sys.path.append(_PACK_DIR)
 
 try:
-    from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+    from .nodes import NODES
 except ImportError:  # imported as a plain module, not as a package (no relative imports possible)
     if __package__:  # imported as a package (ComfyUI): a real failure that ComfyUI should report
         raise
-    NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS = {}, {}
+    NODES = {}
+
+
+async def comfy_entrypoint():
+    """ComfyUI's V3 registration: the extension listing the pack's nodes."""
+    try:
+        from .nodes.comfy_v3 import LongVidExtension
+    except ModuleNotFoundError as e:
+        if not (e.name or "").startswith("comfy_api"):
+            raise
+        raise ImportError(f"LongVid needs ComfyUI's node API module comfy_api.v0_0_2 (ComfyUI 0.3.64 or newer); "
+                          f"this ComfyUI lacks it ({e})") from e
+    return LongVidExtension()
+
 
 WEB_DIRECTORY = None
-__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]
+__all__ = ["NODES", "comfy_entrypoint"]

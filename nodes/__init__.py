@@ -1,7 +1,13 @@
-"""LongVid's ComfyUI nodes: a thin UI layer over ``longvid_core`` (V1 node API).
+"""LongVid's ComfyUI nodes: a thin UI layer over ``longvid_core``, on ComfyUI's V3 node API.
 
-Node ids carry the ``LongVid`` prefix and are never renamed once shipped: saved workflows refer to
-them. A node that must change gets a new id; the old one stays as a deprecated alias.
+Each node is a plain class (no ComfyUI import) holding its logic and ``SPEC``, a declaration of its
+inputs and outputs (:mod:`nodes.spec`). Inside ComfyUI, :mod:`nodes.comfy_v3` builds a V3
+``io.ComfyNode`` from each (``comfy_api.v0_0_2``, a pinned API version) and the pack registers them
+through ``comfy_entrypoint``; tests and scripts use the plain classes directly.
+
+Node ids carry the ``LongVid`` prefix and are never renamed once shipped, nor are input names or
+their order: saved workflows refer to them. A node that must change gets a new id; the old one
+stays as a deprecated alias. New inputs go last.
 Data flows one way: Load -> Condition -> Sample -> Decode / Save Video (or Sample to Video).
 """
 
@@ -14,26 +20,16 @@ from .video import LongVidDecode, LongVidSampleToVideo, LongVidSaveVideo
 
 runtime.register_model_folders()
 
-NODE_CLASS_MAPPINGS = {
-    "LongVidLoadModel": LongVidLoadModel,
-    "LongVidCondition": LongVidCondition,
-    "LongVidEncodeFrames": LongVidEncodeFrames,
-    "LongVidSample": LongVidSample,
-    "LongVidDecode": LongVidDecode,
-    "LongVidSaveVideo": LongVidSaveVideo,
-    "LongVidSampleToVideo": LongVidSampleToVideo,
-    "LongVidScheduleView": LongVidScheduleView,
-}
+# node id -> the node's ComfyUI-free class (its SPEC, validate_inputs, and the method SPEC.function)
+NODES = {cls.SPEC.node_id: cls for cls in (
+    LongVidLoadModel,
+    LongVidCondition,
+    LongVidEncodeFrames,
+    LongVidSample,
+    LongVidDecode,
+    LongVidSaveVideo,
+    LongVidSampleToVideo,
+    LongVidScheduleView,
+)}
 
-NODE_DISPLAY_NAME_MAPPINGS = {
-    "LongVidLoadModel": "LongVid Load SVD (+ ExVideo)",
-    "LongVidCondition": "LongVid Condition (image / keyframes)",
-    "LongVidEncodeFrames": "LongVid Encode Frames (video to extend)",
-    "LongVidSample": "LongVid Sample",
-    "LongVidDecode": "LongVid Decode (overlapping windows)",
-    "LongVidSaveVideo": "LongVid Save Video (mp4, streamed)",
-    "LongVidSampleToVideo": "LongVid Sample to Video (streamed)",
-    "LongVidScheduleView": "LongVid Schedule View",
-}
-
-__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]
+__all__ = ["NODES"]

@@ -9,56 +9,48 @@ from longvid_core.frames import cover_crop, encode_frames
 from longvid_core.pipeline import SVD_SIZE_MULTIPLE
 
 from . import runtime
+from .spec import Float, Int, NodeSpec, Output, Socket, String
 from .validation import check_keyframe_starts, check_widgets, first_problem, parse_keyframe_starts, raise_if
 
 SIZE_TOOLTIP = ("Video {} in pixels, a multiple of 64. Images are scaled to cover it and centre-cropped "
                 "(nothing is stretched or padded).")
+MODEL_TOOLTIP = "The model from LongVid Load SVD."
 
 
-def size_inputs():
-    return {
-        "width": ("INT", {"default": 1024, "min": SVD_SIZE_MULTIPLE, "max": 4096, "step": SVD_SIZE_MULTIPLE,
-                          "tooltip": SIZE_TOOLTIP.format("width")}),
-        "height": ("INT", {"default": 576, "min": SVD_SIZE_MULTIPLE, "max": 4096, "step": SVD_SIZE_MULTIPLE,
-                           "tooltip": SIZE_TOOLTIP.format("height")}),
-    }
+def size_inputs() -> tuple:
+    return (
+        Int("width", 1024, SVD_SIZE_MULTIPLE, 4096, step=SVD_SIZE_MULTIPLE, tooltip=SIZE_TOOLTIP.format("width")),
+        Int("height", 576, SVD_SIZE_MULTIPLE, 4096, step=SVD_SIZE_MULTIPLE, tooltip=SIZE_TOOLTIP.format("height")),
+    )
 
 
 class LongVidCondition:
-    DESCRIPTION = (
-        "SVD conditioning from one image, or from a batch of images used as keyframes: image i takes over at the "
-        "frame given by the i-th number of keyframe_starts (frames counted in the whole output video, a prefix "
-        "included). Images are scaled to cover width x height and centre-cropped."
+    SPEC = NodeSpec(
+        node_id="LongVidCondition",
+        display_name="LongVid Condition (image / keyframes)",
+        description=(
+            "SVD conditioning from one image, or from a batch of images used as keyframes: image i takes over at the "
+            "frame given by the i-th number of keyframe_starts (frames counted in the whole output video, a prefix "
+            "included). Images are scaled to cover width x height and centre-cropped."),
+        function="condition",
+        inputs=(
+            Socket("model", "LONGVID_MODEL", MODEL_TOOLTIP),
+            Socket("image", "IMAGE", "One start image, or a batch of keyframe images (ImageBatch)."),
+            *size_inputs(),
+            String("keyframe_starts", "0", tooltip=(
+                "Frame where each image of the batch takes over, e.g. '0, 48, 96' for 3 images. Starts at 0, "
+                "increasing, one number per image.")),
+            Int("fps", 6, 1, 1000, tooltip="SVD's frame-rate conditioning (fps - 1 is what the model sees)."),
+            Int("motion_bucket_id", 127, 0, 1023, tooltip="More motion with higher values (SVD default 127)."),
+            Float("augmentation", 0.02, 0.0, 10.0, step=0.01,
+                  tooltip="Noise added to the conditioning image (SVD's noise_aug_strength)."),
+        ),
+        outputs=(Output("cond", "LONGVID_COND", "Conditioning for LongVid Sample."),
+                 Output("images", "IMAGE", "The images as fitted to the video size.")),
     )
-    CATEGORY = "LongVid"
-    RETURN_TYPES = ("LONGVID_COND", "IMAGE")
-    RETURN_NAMES = ("cond", "images")
-    OUTPUT_TOOLTIPS = ("Conditioning for LongVid Sample.", "The images as fitted to the video size.")
-    FUNCTION = "condition"
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "model": ("LONGVID_MODEL",),
-                "image": ("IMAGE", {"tooltip": "One start image, or a batch of keyframe images (ImageBatch)."}),
-                **size_inputs(),
-                "keyframe_starts": ("STRING", {
-                    "default": "0",
-                    "tooltip": "Frame where each image of the batch takes over, e.g. '0, 48, 96' for 3 images. "
-                               "Starts at 0, increasing, one number per image."}),
-                "fps": ("INT", {"default": 6, "min": 1, "max": 1000,
-                                "tooltip": "SVD's frame-rate conditioning (fps - 1 is what the model sees)."}),
-                "motion_bucket_id": ("INT", {"default": 127, "min": 0, "max": 1023,
-                                             "tooltip": "More motion with higher values (SVD default 127)."}),
-                "augmentation": ("FLOAT", {
-                    "default": 0.02, "min": 0.0, "max": 10.0, "step": 0.01,
-                    "tooltip": "Noise added to the conditioning image (SVD's noise_aug_strength)."}),
-            }
-        }
-
-    @classmethod
-    def VALIDATE_INPUTS(cls, width=None, height=None, keyframe_starts=None, fps=None, motion_bucket_id=None,
+    def validate_inputs(cls, width=None, height=None, keyframe_starts=None, fps=None, motion_bucket_id=None,
                         augmentation=None):
         return first_problem(
             check_widgets(cls, width=width, height=height, fps=fps, motion_bucket_id=motion_bucket_id,
@@ -68,7 +60,7 @@ class LongVidCondition:
         )
 
     def condition(self, model, image, width, height, keyframe_starts, fps, motion_bucket_id, augmentation):
-        raise_if(self.VALIDATE_INPUTS(width, height, keyframe_starts, fps, motion_bucket_id, augmentation))
+        raise_if(self.validate_inputs(width, height, keyframe_starts, fps, motion_bucket_id, augmentation))
         starts = parse_keyframe_starts(keyframe_starts)
         keyframes, fitted = pipeline.condition_images(
             model.prepare("vae", "image_encoder"), image, width, height, starts, fps=fps,
@@ -78,28 +70,30 @@ class LongVidCondition:
 
 
 class LongVidEncodeFrames:
-    DESCRIPTION = (
-        "Encodes video frames (e.g. Load Video -> Get Video Components) to a LATENT for LongVid Sample's prefix, "
-        "to extend that video. Frames are fitted to width x height like LongVid Condition does. Also returns the "
-        "last frame, a natural conditioning image for the continuation."
+    SPEC = NodeSpec(
+        node_id="LongVidEncodeFrames",
+        display_name="LongVid Encode Frames (video to extend)",
+        description=(
+            "Encodes video frames (e.g. Load Video -> Get Video Components) to a LATENT for LongVid Sample's prefix, "
+            "to extend that video. Frames are fitted to width x height like LongVid Condition does. Also returns the "
+            "last frame, a natural conditioning image for the continuation."),
+        function="encode",
+        inputs=(
+            Socket("model", "LONGVID_MODEL", MODEL_TOOLTIP),
+            Socket("images", "IMAGE", "The frames of the video to extend, first to last (IMAGE batch)."),
+            *size_inputs(),
+        ),
+        outputs=(Output("prefix", "LATENT", "Latent frames (ComfyUI layout [frames, 4, h, w]) for LongVid Sample's "
+                                            "prefix."),
+                 Output("last_frame", "IMAGE", "The last frame, fitted to the video size.")),
     )
-    CATEGORY = "LongVid"
-    RETURN_TYPES = ("LATENT", "IMAGE")
-    RETURN_NAMES = ("prefix", "last_frame")
-    OUTPUT_TOOLTIPS = ("Latent frames (ComfyUI layout [frames, 4, h, w]) for LongVid Sample's prefix.",
-                       "The last frame, fitted to the video size.")
-    FUNCTION = "encode"
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"model": ("LONGVID_MODEL",), "images": ("IMAGE",), **size_inputs()}}
-
-    @classmethod
-    def VALIDATE_INPUTS(cls, width=None, height=None):
+    def validate_inputs(cls, width=None, height=None):
         return first_problem(check_widgets(cls, width=width, height=height), pipeline.size_problem(width, height))
 
     def encode(self, model, images, width, height):
-        raise_if(self.VALIDATE_INPUTS(width, height))
+        raise_if(self.validate_inputs(width, height))
         pipeline.check_size(model.svd, width, height)
         fitted = cover_crop(images, width, height)
         svd = model.prepare("vae")

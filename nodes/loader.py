@@ -3,64 +3,70 @@
 from __future__ import annotations
 
 from . import model_cache, runtime
+from .spec import Combo, Float, NodeSpec, Output
 
-NO_EXTENSION = "none"
-NO_LORA = "none"
+NO_EXTENSION = "none"  # also the "no file" choice of any optional file combo
+NO_LORA = NO_EXTENSION
+
+
+def _checkpoints() -> list[str]:
+    return runtime.list_files(runtime.CHECKPOINTS)
+
+
+def _extensions() -> list[str]:
+    return [NO_EXTENSION] + runtime.list_files(runtime.EXTENSIONS)
+
+
+def _loras() -> list[str]:
+    return [NO_LORA] + runtime.list_files(runtime.LORAS)
 
 
 class LongVidLoadModel:
-    DESCRIPTION = (
-        "Loads an SVD / SVD-XT checkpoint (models/checkpoints, e.g. svd_xt.safetensors) and, optionally, an "
-        "ExVideo or LongVid extension from models/longvid_extensions (e.g. the released "
-        "ExVideo-SVD-128f-v1/model.fp16.safetensors) and a LongVid LoRA from models/loras (trained with "
-        "training/train.py --mode lora), merged after the extension. The model is reused while these inputs and "
-        "files are unchanged."
+    SPEC = NodeSpec(
+        node_id="LongVidLoadModel",
+        display_name="LongVid Load SVD (+ ExVideo)",
+        description=(
+            "Loads an SVD / SVD-XT checkpoint (models/checkpoints, e.g. svd_xt.safetensors) and, optionally, an "
+            "ExVideo or LongVid extension from models/longvid_extensions (e.g. the released "
+            "ExVideo-SVD-128f-v1/model.fp16.safetensors) and a LongVid LoRA from models/loras (trained with "
+            "training/train.py --mode lora), merged after the extension. The model is reused while these inputs and "
+            "files are unchanged."),
+        function="load",
+        inputs=(
+            Combo("ckpt_name", _checkpoints, None, model_folder=runtime.CHECKPOINTS, tooltip=(
+                "SVD single-file checkpoint from models/checkpoints (svd_xt.safetensors, svd_xt_1_1.safetensors, "
+                "...).")),
+            Combo("extension", _extensions, NO_EXTENSION, model_folder=runtime.EXTENSIONS, tooltip=(
+                "ExVideo (DiffSynth layout) or LongVid extension file from models/longvid_extensions; 'none' for "
+                "plain SVD (25-frame clips).")),
+            Combo("dtype", model_cache.DTYPE_CHOICES, "auto", advanced=True,
+                  tooltip="Weights precision. auto: fp16 on GPUs that run it well, otherwise fp32."),
+            # added after the first release: optional and last, so saved workflows keep their values
+            Combo("lora", _loras, NO_LORA, model_folder=runtime.LORAS, optional=True, tooltip=(
+                "LongVid LoRA file from models/loras (training/train.py --mode lora), merged into the weights after "
+                "the extension; 'none' for no LoRA.")),
+            Float("lora_strength", 1.0, -4.0, 4.0, step=0.05, optional=True,
+                  tooltip="Scale of the LoRA's update (0: the model without it)."),
+        ),
+        outputs=(Output("model", "LONGVID_MODEL", "SVD (or ExVideo-extended SVD) for the LongVid nodes."),),
     )
-    CATEGORY = "LongVid"
-    RETURN_TYPES = ("LONGVID_MODEL",)
-    RETURN_NAMES = ("model",)
-    OUTPUT_TOOLTIPS = ("SVD (or ExVideo-extended SVD) for the LongVid nodes.",)
-    FUNCTION = "load"
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "ckpt_name": (runtime.list_files(runtime.CHECKPOINTS), {
-                    "tooltip": "SVD single-file checkpoint from models/checkpoints (svd_xt.safetensors, "
-                               "svd_xt_1_1.safetensors, ...)."}),
-                "extension": ([NO_EXTENSION] + runtime.list_files(runtime.EXTENSIONS), {
-                    "default": NO_EXTENSION,
-                    "tooltip": "ExVideo (DiffSynth layout) or LongVid extension file from models/longvid_extensions; "
-                               "'none' for plain SVD (25-frame clips)."}),
-                "dtype": (model_cache.DTYPE_CHOICES, {
-                    "default": "auto",
-                    "tooltip": "Weights precision. auto: fp16 on GPUs that run it well, otherwise fp32."}),
-            },
-            "optional": {
-                "lora": ([NO_LORA] + runtime.list_files(runtime.LORAS), {
-                    "default": NO_LORA,
-                    "tooltip": "LongVid LoRA file from models/loras (training/train.py --mode lora), merged into "
-                               "the weights after the extension; 'none' for no LoRA."}),
-                "lora_strength": ("FLOAT", {
-                    "default": 1.0, "min": -4.0, "max": 4.0, "step": 0.05,
-                    "tooltip": "Scale of the LoRA's update (0: the model without it)."}),
-            },
-        }
-
-    @classmethod
-    def IS_CHANGED(cls, ckpt_name, extension, dtype, lora=NO_LORA, lora_strength=1.0):
-        # Re-run (and reload) when a file was replaced under the same name.
+    def fingerprint_inputs(cls, **inputs):
+        """Same inputs and same files -> the cached model is reused; a file replaced under the same
+        name (new modification time) makes the node run again and reload."""
         stamps = []
-        for kind, name in ((runtime.CHECKPOINTS, ckpt_name), (runtime.EXTENSIONS, extension), (runtime.LORAS, lora)):
-            if name in (NO_EXTENSION, NO_LORA):
+        for spec in cls.SPEC.inputs:
+            value = inputs.get(spec.name)
+            if spec.model_folder is None or value in (None, NO_EXTENSION):
+                stamps.append(f"{spec.name}={value!r}")
                 continue
             try:
-                path = runtime.full_path(kind, name)
+                path = runtime.full_path(spec.model_folder, value)
                 stamps.append(f"{path}:{path.stat().st_mtime_ns}")
             except (FileNotFoundError, OSError):
-                stamps.append(f"{name}:missing")
-        return "|".join(stamps) + f"|{dtype}|{lora_strength}"
+                stamps.append(f"{value}:missing")
+        return "|".join(stamps)
 
     def load(self, ckpt_name, extension, dtype, lora=NO_LORA, lora_strength=1.0):
         checkpoint = runtime.full_path(runtime.CHECKPOINTS, ckpt_name)

@@ -8,61 +8,61 @@ from longvid_core.progress import SAMPLING
 from longvid_core.schedules import DEFAULT_CHUNK, DEFAULT_STEPS, DEFAULT_WINDOW
 
 from . import runtime
+from .spec import Boolean, Combo, Float, Int, NodeSpec, Output, Socket
 from .validation import check_widgets, first_problem, raise_if
 
 MODES = list(pipeline.MODES)
 MAX_SEED = 0xFFFFFFFFFFFFFFFF
 
 
-def sampling_inputs() -> dict:
-    """The sampling widgets shared by LongVidSample and LongVidSampleToVideo (same names, same order)."""
-    return {
-        "model": ("LONGVID_MODEL",),
-        "cond": ("LONGVID_COND",),
-        "frames": ("INT", {"default": 96, "min": 1, "max": 1_000_000,
-                           "tooltip": "New latent frames to generate (one latent = one video frame). A prefix's "
-                                      "frames come in front of these."}),
-        "mode": (MODES, {"default": AUTO, "tooltip": (
+def sampling_inputs() -> tuple:
+    """The sampling inputs shared by LongVidSample and LongVidSampleToVideo (same names, same order)."""
+    return (
+        Socket("model", "LONGVID_MODEL", "The model from LongVid Load SVD."),
+        Socket("cond", "LONGVID_COND", "The conditioning from LongVid Condition (image or keyframes)."),
+        Int("frames", 96, 1, 1_000_000, tooltip=(
+            "New latent frames to generate (one latent = one video frame). A prefix's frames come in front of "
+            "these.")),
+        Combo("mode", MODES, AUTO, tooltip=(
             "auto: progressive as trained for weights fine-tuned progressively by LongVid's trainer, otherwise the "
             "best training-free setting (SVD-XT, ExVideo); the settings output says which. progressive: PA-VDM "
             "rolling window, any length. context_windows: ComfyUI core's overlapping windows at one noise level. "
             "full_sequence: one clip, all frames at once (<= 25 frames for SVD, <= the table for ExVideo). "
-            "replacement_*: window after window, each conditioned on the last chunk frames of the one before.")}),
-        "window": ("INT", {"default": DEFAULT_WINDOW, "min": 1, "max": 1024,
-                           "tooltip": "Noisy frames in the rolling window (a multiple of chunk). The model sees "
-                                      "window + chunk frames per call."}),
-        "chunk": ("INT", {"default": DEFAULT_CHUNK, "min": 1, "max": 1024,
-                          "tooltip": "Frames that enter and leave the window together (replacement modes: the "
-                                     "condition frames carried from window to window)."}),
-        "steps": ("INT", {"default": DEFAULT_STEPS, "min": 1, "max": 1000,
-                          "tooltip": "Denoising steps every frame goes through (progressive: a multiple of "
-                                     "window / chunk)."}),
-        "cfg": ("FLOAT", {"default": samplers.DEFAULT_CFG, "min": 0.0, "max": 30.0, "step": 0.1, "round": 0.01,
-                          "tooltip": "Guidance at the back (noisiest end) of the window."}),
-        "min_cfg": ("FLOAT", {"default": samplers.DEFAULT_MIN_CFG, "min": 0.0, "max": 30.0, "step": 0.1,
-                              "round": 0.01, "tooltip": "Guidance at the front of the window (SVD's linear ramp)."}),
-        "seed": ("INT", {"default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": True,
-                         "tooltip": "Start noise of frame k depends only on (seed, k)."}),
-    }
+            "replacement_*: window after window, each conditioned on the last chunk frames of the one before.")),
+        Int("window", DEFAULT_WINDOW, 1, 1024, tooltip=(
+            "Noisy frames in the rolling window (a multiple of chunk). The model sees window + chunk frames per "
+            "call.")),
+        Int("chunk", DEFAULT_CHUNK, 1, 1024, tooltip=(
+            "Frames that enter and leave the window together (replacement modes: the condition frames carried "
+            "from window to window).")),
+        Int("steps", DEFAULT_STEPS, 1, 1000, tooltip=(
+            "Denoising steps every frame goes through (progressive: a multiple of window / chunk).")),
+        Float("cfg", samplers.DEFAULT_CFG, 0.0, 30.0, step=0.1, round=0.01,
+              tooltip="Guidance at the back (noisiest end) of the window."),
+        Float("min_cfg", samplers.DEFAULT_MIN_CFG, 0.0, 30.0, step=0.1, round=0.01,
+              tooltip="Guidance at the front of the window (SVD's linear ramp)."),
+        Int("seed", 0, 0, MAX_SEED, control_after_generate=True,
+            tooltip="Start noise of frame k depends only on (seed, k)."),
+    )
 
 
-CONTEXT_SIGMA_INPUT = ("FLOAT", {"default": 0.0, "min": 0.0, "max": 10.0, "step": 0.01, "round": 0.001, "tooltip": (
+CONTEXT_SIGMA_INPUT = Float("context_sigma", 0.0, 0.0, 10.0, step=0.01, round=0.001, optional=True, advanced=True,
+                            tooltip=(
     "progressive: give the finished chunk in front of the window to the model noised at this sigma. Only for "
-    "models fine-tuned with training/train.py --progressive-context-sigma; 0 gives it clean, as PA-VDM does.")})
-
-PARTITIONS_INPUT = ("INT", {"default": 1, "min": 1, "max": 64, "tooltip": (
+    "models fine-tuned with training/train.py --progressive-context-sigma; 0 gives it clean, as PA-VDM does."))
+PARTITIONS_INPUT = Int("partitions", 1, 1, 64, optional=True, advanced=True, tooltip=(
     "progressive: split each call's window into this many calls, each spanning fewer noise levels "
-    "(FIFO-Diffusion's latent partitioning, for weights trained with one noise level per clip).")})
-LOOKAHEAD_INPUT = ("BOOLEAN", {"default": False, "tooltip": (
-    "progressive: each partition also sees the cleaner partition ahead of it (FIFO-Diffusion's lookahead).")})
-CONTEXT_OVERLAP_INPUT = ("INT", {"default": -1, "min": -1, "max": 1024, "tooltip": (
-    "context_windows: frames shared by neighbouring windows of window + chunk frames; -1: a quarter of a window.")})
+    "(FIFO-Diffusion's latent partitioning, for weights trained with one noise level per clip)."))
+LOOKAHEAD_INPUT = Boolean("lookahead", False, optional=True, advanced=True, tooltip=(
+    "progressive: each partition also sees the cleaner partition ahead of it (FIFO-Diffusion's lookahead)."))
+CONTEXT_OVERLAP_INPUT = Int("context_overlap", -1, -1, 1024, optional=True, advanced=True, tooltip=(
+    "context_windows: frames shared by neighbouring windows of window + chunk frames; -1: a quarter of a window."))
 # new inputs go last, so a workflow saved before them keeps its widget values in place
-SAMPLING_OPTIONAL = {"context_sigma": CONTEXT_SIGMA_INPUT, "partitions": PARTITIONS_INPUT,
-                     "lookahead": LOOKAHEAD_INPUT, "context_overlap": CONTEXT_OVERLAP_INPUT}
+SAMPLING_OPTIONAL = (CONTEXT_SIGMA_INPUT, PARTITIONS_INPUT, LOOKAHEAD_INPUT, CONTEXT_OVERLAP_INPUT)
 
-PREFIX_INPUT = ("LATENT", {"tooltip": "Frames of a video to extend (LongVid Encode Frames); the output starts "
-                                      "with them."})
+PREFIX_INPUT = Socket("prefix", "LATENT", optional=True, tooltip=(
+    "Frames of a video to extend (LongVid Encode Frames); the output starts with them."))
+SETTINGS_OUTPUT = Output("settings", "STRING", "The sampling settings used (what auto chose, and why).")
 
 
 def validate_sampling(node_cls, frames=None, mode=None, window=None, chunk=None, steps=None, cfg=None,
@@ -84,7 +84,7 @@ def _overlap(context_overlap):
 def prepare_run(model, cond, frames, mode, window, chunk, steps, cfg, min_cfg, seed, prefix=None,
                 node_cls=None, context_sigma=0.0, partitions=1, lookahead=False,
                 context_overlap=-1) -> pipeline.GenerationRun:
-    """Everything checked before any work: the widgets (a linked input reached VALIDATE_INPUTS as
+    """Everything checked before any work: the widgets (a linked input reached validate_inputs as
     None), then the pipeline's checks of the settings and the model (where ``auto`` is resolved)."""
     raise_if(check_widgets(node_cls or LongVidSample, frames=frames, mode=mode, window=window, chunk=chunk,
                            steps=steps, cfg=cfg, min_cfg=min_cfg, seed=seed, context_sigma=context_sigma,
@@ -98,24 +98,20 @@ def prepare_run(model, cond, frames, mode, window, chunk, steps, cfg, min_cfg, s
 
 
 class LongVidSample:
-    DESCRIPTION = (
-        "Samples a long video latent with the PA-VDM progressive rolling sampler (or full-sequence / replacement). "
-        "Output: LATENT [frames, 4, h, w] in ComfyUI's layout, starting with the prefix's frames when one is given. "
-        "The progress bar counts every denoiser call."
+    SPEC = NodeSpec(
+        node_id="LongVidSample",
+        display_name="LongVid Sample",
+        description=(
+            "Samples a long video latent with the PA-VDM progressive rolling sampler (or full-sequence / "
+            "replacement). Output: LATENT [frames, 4, h, w] in ComfyUI's layout, starting with the prefix's frames "
+            "when one is given. The progress bar counts every denoiser call."),
+        function="sample",
+        inputs=(*sampling_inputs(), PREFIX_INPUT, *SAMPLING_OPTIONAL),
+        outputs=(Output("latent", "LATENT", "Video latents, prefix frames first."), SETTINGS_OUTPUT),
     )
-    CATEGORY = "LongVid"
-    RETURN_TYPES = ("LATENT", "STRING")
-    RETURN_NAMES = ("latent", "settings")
-    OUTPUT_TOOLTIPS = ("Video latents, prefix frames first.", "The sampling settings used (what auto chose, and why).")
-    FUNCTION = "sample"
 
     @classmethod
-    def INPUT_TYPES(cls):
-        # context_sigma last: a workflow saved before it existed keeps its widget values in place
-        return {"required": sampling_inputs(), "optional": {"prefix": PREFIX_INPUT, **SAMPLING_OPTIONAL}}
-
-    @classmethod
-    def VALIDATE_INPUTS(cls, frames=None, mode=None, window=None, chunk=None, steps=None, cfg=None, min_cfg=None,
+    def validate_inputs(cls, frames=None, mode=None, window=None, chunk=None, steps=None, cfg=None, min_cfg=None,
                         seed=None, context_sigma=None, partitions=None, lookahead=None, context_overlap=None):
         return validate_sampling(cls, frames, mode, window, chunk, steps, cfg, min_cfg, seed, context_sigma,
                                  partitions, lookahead, context_overlap)

@@ -1,8 +1,8 @@
-"""Checks shared by ``VALIDATE_INPUTS`` (before anything runs) and the nodes' own start.
+"""Checks shared by ``validate_inputs`` (before anything runs) and the nodes' own start.
 
-ComfyUI skips its own min/max/combo checks for every input a ``VALIDATE_INPUTS`` names, so
-:func:`check_widgets` redoes them from the node's ``INPUT_TYPES``. Inputs fed by a link reach
-``VALIDATE_INPUTS`` as missing (``None``): those are checked again when the node runs.
+ComfyUI skips its own min/max/combo checks for every input a ``validate_inputs`` names, so
+:func:`check_widgets` redoes them from the node's declared inputs (``SPEC``). Inputs fed by a link
+reach ``validate_inputs`` as missing (``None``): those are checked again when the node runs.
 Every message says what was found and what to change.
 """
 
@@ -12,22 +12,19 @@ import re
 
 
 def check_widgets(node_cls, **values) -> str | None:
-    """Range and combo checks of ``values`` against ``node_cls.INPUT_TYPES()``; a message or None."""
-    types = node_cls.INPUT_TYPES()
-    spec = {**types.get("required", {}), **types.get("optional", {})}
+    """Range and combo checks of ``values`` against ``node_cls.SPEC``'s inputs; a message or None."""
     for name, value in values.items():
         if value is None:
             continue
-        kind = spec[name][0]
-        options = spec[name][1] if len(spec[name]) > 1 else {}
-        if isinstance(kind, (list, tuple)):
-            if value not in kind:
-                return f"{name}: {value!r} is not one of {list(kind)}"
-        elif kind in ("INT", "FLOAT"):
-            if "min" in options and value < options["min"]:
-                return f"{name} is {value}; the smallest allowed is {options['min']}"
-            if "max" in options and value > options["max"]:
-                return f"{name} is {value}; the largest allowed is {options['max']}"
+        widget = node_cls.SPEC.input(name)
+        if widget.kind == "COMBO":
+            if value not in widget.choices():
+                return f"{name}: {value!r} is not one of {widget.choices()}"
+        elif widget.kind in ("INT", "FLOAT"):
+            if widget.min is not None and value < widget.min:
+                return f"{name} is {value}; the smallest allowed is {widget.min}"
+            if widget.max is not None and value > widget.max:
+                return f"{name} is {value}; the largest allowed is {widget.max}"
     return None
 
 
@@ -62,7 +59,7 @@ def check_keyframe_starts(text) -> str | None:
 
 
 def first_problem(*messages) -> str | bool:
-    """What ``VALIDATE_INPUTS`` returns: the first message, or True when all are None."""
+    """What ``validate_inputs`` returns: the first message, or True when all are None."""
     return next((m for m in messages if m), True)
 
 

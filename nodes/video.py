@@ -1,46 +1,64 @@
-"""Frames out: LongVidDecode (-> IMAGE), LongVidSaveVideo (LATENT -> mp4) and LongVidSampleToVideo
+"""Frames out: LongVidDecode (-> IMAGE and VIDEO), LongVidSaveVideo (LATENT -> mp4) and LongVidSampleToVideo
 (sampling straight into an mp4, frames decoded as the sampler finishes them)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
-from longvid_core import pipeline
+import torch
+
+from longvid_core import pipeline, video_io
 from longvid_core.decoding import DEFAULT_DECODE_OVERLAP, DEFAULT_DECODE_WINDOW, decode_settings
 from longvid_core.progress import DECODING, SAMPLING
 from longvid_core.video_io import DEFAULT_CRF
 
 from . import runtime
-from .sampling import PREFIX_INPUT, SAMPLING_OPTIONAL, prepare_run, sampling_inputs, validate_sampling
+from .sampling import PREFIX_INPUT, SAMPLING_OPTIONAL, SETTINGS_OUTPUT, prepare_run, sampling_inputs, validate_sampling
+from .spec import Float, Int, NodeSpec, Output, Socket, String
 from .validation import check_widgets, first_problem, raise_if
 
 
-def decode_inputs() -> dict:
-    return {
-        "decode_window": ("INT", {"default": DEFAULT_DECODE_WINDOW, "min": 1, "max": 256, "tooltip": (
+MODEL_INPUT = Socket("model", "LONGVID_MODEL", "The model from LongVid Load SVD (its VAE decodes).")
+SAMPLES_INPUT = Socket("samples", "LATENT", "Video latents from LongVid Sample ([frames, 4, h, w]).")
+
+
+def decode_inputs() -> tuple:
+    return (
+        Int("decode_window", DEFAULT_DECODE_WINDOW, 1, 256, advanced=True, tooltip=(
             "Latent frames the temporal VAE decodes together; bounds memory (lower it if decoding runs out of "
-            "memory).")}),
-        "overlap": ("INT", {"default": DEFAULT_DECODE_OVERLAP, "min": 0, "max": 128, "tooltip": (
+            "memory).")),
+        Int("overlap", DEFAULT_DECODE_OVERLAP, 0, 128, advanced=True, tooltip=(
             "Frames shared by consecutive decode windows and cross-faded, so there is no hard cut (flicker) at "
-            "window borders. At most half of decode_window; 0 = back-to-back chunks.")}),
-    }
+            "window borders. At most half of decode_window; 0 = back-to-back chunks.")),
+    )
 
 
-def video_inputs() -> dict:
-    return {
-        "filename_prefix": ("STRING", {"default": "video/LongVid", "tooltip": (
-            "File name start inside ComfyUI's output folder (subfolders allowed); a number and .mp4 are added.")}),
-        "frame_rate": ("FLOAT", {"default": 8.0, "min": 0.1, "max": 240.0, "step": 0.1,
-                                 "tooltip": "Playback frames per second of the mp4."}),
-        "crf": ("INT", {"default": DEFAULT_CRF, "min": 0, "max": 51,
-                        "tooltip": "H.264 quality: lower = better and larger (0 lossless, 19 visually lossless)."}),
-        **decode_inputs(),
-    }
+def video_inputs() -> tuple:
+    return (
+        String("filename_prefix", "video/LongVid", tooltip=(
+            "File name start inside ComfyUI's output folder (subfolders allowed); a number and .mp4 are added.")),
+        Float("frame_rate", 8.0, 0.1, 240.0, step=0.1, tooltip="Playback frames per second of the mp4."),
+        Int("crf", DEFAULT_CRF, 0, 51, advanced=True,
+            tooltip="H.264 quality: lower = better and larger (0 lossless, 19 visually lossless)."),
+        *decode_inputs(),
+    )
 
 
-OUTPUT_PATH_INPUT = ("STRING", {"default": "", "tooltip": (
+OUTPUT_PATH_INPUT = String("output_path", "", optional=True, advanced=True, tooltip=(
     "Optional: write exactly this .mp4 file inside the output folder (e.g. 'videos/clip.mp4', replacing a file "
-    "of that name) instead of a new numbered one. Absolute paths work only outside ComfyUI (scripts).")})
+    "of that name) instead of a new numbered one. Absolute paths work only outside ComfyUI (scripts)."))
+PATH_OUTPUT = Output("path", "STRING", "The mp4 file written.")
+
+
+@dataclass(frozen=True)
+class VideoFrames:
+    """A VIDEO output's value outside ComfyUI: frames ``[n, H, W, 3]`` (0..1) and their frame rate.
+    Inside ComfyUI nodes/comfy_v3.py hands it on as core's ``VideoFromComponents`` (no copy)."""
+
+    images: torch.Tensor
+    frame_rate: Fraction
 
 
 def check_decode(decode_window, overlap) -> str | None:
@@ -80,56 +98,56 @@ def _result(path: Path, ui_entry, *more):
 
 
 class LongVidDecode:
-    DESCRIPTION = (
-        "Decodes video latents with SVD's temporal VAE in overlapping windows, cross-faded (no seams, bounded "
-        "memory) -> IMAGE frames [frames, H, W, 3]. For very long videos use LongVid Save Video, which never holds "
-        "all frames."
+    SPEC = NodeSpec(
+        node_id="LongVidDecode",
+        display_name="LongVid Decode (overlapping windows)",
+        description=(
+            "Decodes video latents with SVD's temporal VAE in overlapping windows, cross-faded (no seams, bounded "
+            "memory) -> IMAGE frames [frames, H, W, 3]. For very long videos use LongVid Save Video, which never "
+            "holds all frames."),
+        function="decode",
+        # added after the V1 release: an optional input and an output, both last
+        inputs=(MODEL_INPUT, SAMPLES_INPUT, *decode_inputs(),
+                Float("frame_rate", 8.0, 0.1, 240.0, step=0.1, optional=True,
+                      tooltip="Frames per second the video output plays at (the IMAGE output has none).")),
+        outputs=(Output("frames", "IMAGE", "The video frames, first to last."),
+                 Output("video", "VIDEO", "The same frames as ComfyUI's VIDEO, with frame_rate: for core Save "
+                                          "Video, Get Video Components and the video preview.")),
     )
-    CATEGORY = "LongVid"
-    RETURN_TYPES = ("IMAGE",)
-    RETURN_NAMES = ("frames",)
-    FUNCTION = "decode"
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"model": ("LONGVID_MODEL",), "samples": ("LATENT",), **decode_inputs()}}
-
-    @classmethod
-    def VALIDATE_INPUTS(cls, decode_window=None, overlap=None):
-        return first_problem(check_widgets(cls, decode_window=decode_window, overlap=overlap),
+    def validate_inputs(cls, decode_window=None, overlap=None, frame_rate=None):
+        return first_problem(check_widgets(cls, decode_window=decode_window, overlap=overlap, frame_rate=frame_rate),
                              check_decode(decode_window, overlap))
 
-    def decode(self, model, samples, decode_window, overlap):
-        raise_if(self.VALIDATE_INPUTS(decode_window, overlap))
+    def decode(self, model, samples, decode_window, overlap, frame_rate=8.0):
+        raise_if(self.validate_inputs(decode_window, overlap, frame_rate))
         latents = pipeline.latents_from_comfy(samples)
         frames = pipeline.decode_into(model.prepare("vae"), latents, pipeline.ImageSink(decode_window, overlap),
-                                      runtime.progress_callback(DECODING, latents.shape[1]))
-        return (frames[0],)
+                                      runtime.progress_callback(DECODING, latents.shape[1]))[0]
+        return (frames, VideoFrames(frames, video_io.frame_rate(frame_rate)))
 
 
 class LongVidSaveVideo:
-    DESCRIPTION = (
-        "Decodes video latents window by window (cross-faded overlap) and writes each finished frame straight into "
-        "an mp4 (H.264, yuv420p), so a video of any length is saved without holding its frames in memory."
+    SPEC = NodeSpec(
+        node_id="LongVidSaveVideo",
+        display_name="LongVid Save Video (mp4, streamed)",
+        description=(
+            "Decodes video latents window by window (cross-faded overlap) and writes each finished frame straight "
+            "into an mp4 (H.264, yuv420p), so a video of any length is saved without holding its frames in "
+            "memory."),
+        function="save",
+        inputs=(MODEL_INPUT, SAMPLES_INPUT, *video_inputs(), OUTPUT_PATH_INPUT),
+        outputs=(PATH_OUTPUT,),
+        output_node=True,
     )
-    CATEGORY = "LongVid"
-    RETURN_TYPES = ("STRING",)
-    RETURN_NAMES = ("path",)
-    OUTPUT_TOOLTIPS = ("The mp4 file written.",)
-    FUNCTION = "save"
-    OUTPUT_NODE = True
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"model": ("LONGVID_MODEL",), "samples": ("LATENT",), **video_inputs()},
-                "optional": {"output_path": OUTPUT_PATH_INPUT}}
-
-    @classmethod
-    def VALIDATE_INPUTS(cls, frame_rate=None, crf=None, decode_window=None, overlap=None, output_path=None):
+    def validate_inputs(cls, frame_rate=None, crf=None, decode_window=None, overlap=None, output_path=None):
         return video_problem(cls, frame_rate, crf, decode_window, overlap, output_path)
 
     def save(self, model, samples, filename_prefix, frame_rate, crf, decode_window, overlap, output_path=""):
-        raise_if(self.VALIDATE_INPUTS(frame_rate, crf, decode_window, overlap, output_path))
+        raise_if(self.validate_inputs(frame_rate, crf, decode_window, overlap, output_path))
         latents = pipeline.latents_from_comfy(samples)
         path, ui_entry = _target(filename_prefix, output_path)
         pipeline.decode_into(model.prepare("vae"), latents, pipeline.Mp4Sink(path, frame_rate, crf, decode_window,
@@ -139,26 +157,23 @@ class LongVidSaveVideo:
 
 
 class LongVidSampleToVideo:
-    DESCRIPTION = (
-        "LongVid Sample and LongVid Save Video in one: every frame is decoded and written to the mp4 as soon as the "
-        "sampler finishes it, so neither the latents nor the frames of a long video are ever held in memory (no "
-        "out-of-memory at decode after hours of sampling). Cancelling keeps a playable mp4 of the frames so far."
+    SPEC = NodeSpec(
+        node_id="LongVidSampleToVideo",
+        display_name="LongVid Sample to Video (streamed)",
+        description=(
+            "LongVid Sample and LongVid Save Video in one: every frame is decoded and written to the mp4 as soon as "
+            "the sampler finishes it, so neither the latents nor the frames of a long video are ever held in memory "
+            "(no out-of-memory at decode after hours of sampling). Cancelling keeps a playable mp4 of the frames so "
+            "far."),
+        function="sample_to_video",
+        # optional inputs in the order they were added: a saved workflow keeps its widget values in place
+        inputs=(*sampling_inputs(), *video_inputs(), PREFIX_INPUT, OUTPUT_PATH_INPUT, *SAMPLING_OPTIONAL),
+        outputs=(PATH_OUTPUT, SETTINGS_OUTPUT),
+        output_node=True,
     )
-    CATEGORY = "LongVid"
-    RETURN_TYPES = ("STRING", "STRING")
-    RETURN_NAMES = ("path", "settings")
-    OUTPUT_TOOLTIPS = ("The mp4 file written.", "The sampling settings used (what auto chose, and why).")
-    FUNCTION = "sample_to_video"
-    OUTPUT_NODE = True
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {**sampling_inputs(), **video_inputs()},
-                # context_sigma last: a workflow saved before it existed keeps its widget values in place
-                "optional": {"prefix": PREFIX_INPUT, "output_path": OUTPUT_PATH_INPUT, **SAMPLING_OPTIONAL}}
-
-    @classmethod
-    def VALIDATE_INPUTS(cls, frames=None, mode=None, window=None, chunk=None, steps=None, cfg=None, min_cfg=None,
+    def validate_inputs(cls, frames=None, mode=None, window=None, chunk=None, steps=None, cfg=None, min_cfg=None,
                         seed=None, frame_rate=None, crf=None, decode_window=None, overlap=None, output_path=None,
                         context_sigma=None, partitions=None, lookahead=None, context_overlap=None):
         return first_problem(

@@ -35,6 +35,8 @@ pytestmark = pytest.mark.skipif(not COMFYUI or not (Path(COMFYUI) / "main.py").i
 
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOWS = REPO / "workflows" / "api"
+OLD_RELEASE = REPO / "tests" / "data" / "workflows_v0_1"  # workflows saved with the V1 nodes
+WORKFLOW_NAMES = ["image_to_long_video", "text_to_long_video", "keyframes_to_long_video", "extend_video"]
 TEST_IMAGE = "longvid_test.png"
 INPUT_VIDEO = "input_video.mp4"  # the name extend_video.json loads
 INPUT_VIDEO_FRAMES = 3
@@ -153,28 +155,54 @@ def run_prompt(server, prompt):
 
 
 def test_server_lists_our_nodes_and_model_files(server):
-    from nodes import NODE_CLASS_MAPPINGS
+    from nodes import NODES
 
     info = request(server["url"], "/object_info")
-    assert set(NODE_CLASS_MAPPINGS) <= set(info)
+    assert set(NODES) <= set(info)
     loader = info["LongVidLoadModel"]["input"]["required"]
-    assert "svd_xt.safetensors" in loader["ckpt_name"][0]
-    assert "ExVideo-SVD-128f-v1/model.fp16.safetensors" in loader["extension"][0]
-    failed = [line for line in server["log"].read_text().splitlines()
+    assert "svd_xt.safetensors" in loader["ckpt_name"][1]["options"]
+    assert "ExVideo-SVD-128f-v1/model.fp16.safetensors" in loader["extension"][1]["options"]
+    log = server["log"].read_text()
+    failed = [line for line in log.splitlines()
               if ("Cannot import" in line or "IMPORT FAILED" in line) and "LongVid" in line]
-    assert failed == []
+    assert failed == [] and "Error while calling comfy_entrypoint" not in log
 
 
-@pytest.mark.parametrize("name, expected_frames", [
-    ("image_to_long_video", FRAMES),
-    ("text_to_long_video", FRAMES),
-    ("keyframes_to_long_video", FRAMES),
-    ("extend_video", INPUT_VIDEO_FRAMES + FRAMES),
-])
-def test_workflow_runs_and_writes_the_video(server, name, expected_frames):
+def test_server_shows_the_v3_nodes_as_declared(server):
+    """/object_info is what the frontend builds nodes, widgets, tooltips and the help panel from."""
+    from nodes import NODES
+
+    info = request(server["url"], "/object_info")
+    for node_id, plain in NODES.items():
+        spec, shown = plain.SPEC, info[node_id]
+        assert (shown["display_name"], shown["description"], shown["category"], shown["output_node"]) == (
+            spec.display_name, spec.description, spec.category, spec.output_node)
+        assert shown["python_module"].startswith("custom_nodes."), shown["python_module"]
+        assert shown["output"] == [o.kind for o in spec.outputs]
+        assert shown["output_name"] == [o.name for o in spec.outputs]
+        assert shown["output_tooltips"] == [o.tooltip for o in spec.outputs]
+        order = shown["input_order"]
+        assert order.get("required", []) + order.get("optional", []) == spec.input_names
+        for item in spec.inputs:
+            section = "optional" if item.optional else "required"
+            kind, options = (shown["input"][section][item.name] + [{}])[:2]
+            assert kind == item.kind and options["tooltip"] == item.tooltip, (node_id, item.name)
+            assert options.get("advanced", False) == item.advanced, (node_id, item.name)
+            if item.kind in ("INT", "FLOAT"):
+                assert (options["default"], options["min"], options["max"]) == (item.default, item.min, item.max)
+            if item.kind == "COMBO":  # V3's form: "COMBO" with options (V1 sent the list itself)
+                assert options.get("default") == item.default
+                if item.model_folder is None:  # (file lists are the server's; checked above)
+                    assert options["options"] == item.choices()
+
+
+@pytest.mark.parametrize("folder", [WORKFLOWS, OLD_RELEASE / "api"], ids=["shipped", "v0.1 release"])
+@pytest.mark.parametrize("name", WORKFLOW_NAMES)
+def test_workflow_runs_and_writes_the_video(server, folder, name):
     from longvid_core.video_io import read_video
 
-    prompt = shrink(json.loads((WORKFLOWS / f"{name}.json").read_text()))
+    expected_frames = FRAMES + (INPUT_VIDEO_FRAMES if name == "extend_video" else 0)
+    prompt = shrink(json.loads((folder / f"{name}.json").read_text()))
     result = run_prompt(server, prompt)
     assert result["status"]["status_str"] == "success", json.dumps(result["status"], indent=1)[-3000:]
     videos = [entry for output in result["outputs"].values() for entry in output.get("images", [])
@@ -227,6 +255,94 @@ def test_interrupt_stops_a_long_run_within_a_denoiser_call(server):
     status = history[answer["prompt_id"]]["status"]
     assert status["status_str"] == "error"
     assert any(message[0] == "execution_interrupted" for message in status["messages"])
+
+
+WIDGET_KINDS = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+CONTROL, UPLOAD = "<control after generate>", "<upload>"
+UPLOAD_FLAGS = ("image_upload", "video_upload", "audio_upload", "file_upload")
+# combo boxes that list files of the user's install (the test server has none of these)
+INSTALL_FILES = {("LoadImage", "image"), ("LoadVideo", "file"), ("CheckpointLoaderSimple", "ckpt_name")}
+
+
+def slots(node_info: dict):
+    """(link inputs [(name, type)], widget names in widgets_values order) from /object_info, V1 or V3
+    style: a combo is a list of options (V1) or "COMBO" with ``options`` (V3)."""
+    links, widgets, specs = [], [], {}
+    for section in ("required", "optional"):
+        for name in node_info["input_order"].get(section, []):
+            kind, options = (node_info["input"][section][name] + [{}])[:2]
+            specs[name] = (kind, options)
+            if (isinstance(kind, list) or kind in WIDGET_KINDS) and not options.get("forceInput"):
+                widgets.append(name)
+                widgets += [CONTROL] * bool(options.get("control_after_generate"))
+                widgets += [UPLOAD] * any(options.get(flag) for flag in UPLOAD_FLAGS)
+            else:
+                links.append((name, kind))
+    return links, widgets, specs
+
+
+def widget_problem(node_type, name, value, kind, options):
+    if isinstance(kind, list) or kind == "COMBO":
+        choices = kind if isinstance(kind, list) else options["options"]
+        if (node_type, name) not in INSTALL_FILES and value not in choices:
+            return f"{value!r} not in {choices}"
+    elif kind in ("INT", "FLOAT") and not options.get("min", value) <= value <= options.get("max", value):
+        return f"{value} outside {options.get('min')}..{options.get('max')}"
+    return None
+
+
+@pytest.mark.parametrize("name", WORKFLOW_NAMES)
+def test_old_release_ui_workflow_fits_the_servers_node_schemas(server, name):
+    """What the browser does with a saved UI file: every node type exists, every link socket is where
+    the file has it, and each widget value lands on the widget it was saved from and fits it."""
+    info = request(server["url"], "/object_info")
+    ui = json.loads((OLD_RELEASE / f"{name}.json").read_text())
+    for node in ui["nodes"]:
+        where = (name, node["id"], node["type"])
+        assert node["type"] in info, where
+        links, widgets, specs = slots(info[node["type"]])
+        assert [(i["name"], i["type"]) for i in node["inputs"]] == links, where
+        outputs = info[node["type"]]["output"]
+        assert [o["type"] for o in node["outputs"]] == outputs[:len(node["outputs"])], where
+        # widgets added since the file was saved are optional and last: the browser gives them defaults
+        saved, added = widgets[:len(node["widgets_values"])], widgets[len(node["widgets_values"]):]
+        assert len(saved) == len(node["widgets_values"]), (where, widgets)
+        assert all(name in info[node["type"]]["input_order"].get("optional", []) for name in added), (where, added)
+        for widget, value in zip(saved, node["widgets_values"]):
+            if widget not in (CONTROL, UPLOAD):
+                assert widget_problem(node["type"], widget, value, *specs[widget]) is None, (where, widget)
+
+
+def test_core_save_video_saves_a_longvid_video_with_its_frame_rate(server):
+    """LongVid Decode's VIDEO output is core's own type: core SaveVideo (V3, video.save_to) writes it."""
+    from longvid_core.video_io import read_video
+
+    prompt = shrink(json.loads((WORKFLOWS / "image_to_long_video.json").read_text()))
+    prompt = {k: n for k, n in prompt.items() if n["class_type"] not in ("LongVidScheduleView", "PreviewImage")}
+    key = {n["class_type"]: k for k, n in prompt.items()}
+    prompt[key["LongVidSaveVideo"]] = {"class_type": "LongVidDecode", "inputs": {
+        "model": [key["LongVidLoadModel"], 0], "samples": [key["LongVidSample"], 0], "decode_window": 4, "overlap": 1,
+        "frame_rate": 7.5}}
+    prompt["90"] = {"class_type": "SaveVideo", "inputs": {
+        "video": [key["LongVidSaveVideo"], 1], "filename_prefix": "video/core_save", "format": "auto", "codec": "auto"}}
+    result = run_prompt(server, prompt)
+    assert result["status"]["status_str"] == "success", json.dumps(result["status"], indent=1)[-3000:]
+    (entry,) = result["outputs"]["90"]["images"]
+    assert entry["filename"].startswith("core_save") and entry["filename"].endswith(".mp4")
+    frames, fps = read_video(server["base"] / "output" / entry["subfolder"] / entry["filename"])
+    assert frames.shape == (FRAMES, 64, 64, 3) and fps == 7.5
+
+
+def test_unchanged_loader_inputs_and_files_reuse_the_cached_model(server):
+    """fingerprint_inputs (V3's IS_CHANGED) stamps the model files: an identical second prompt is
+    answered from ComfyUI's cache. (A failing fingerprint would make ComfyUI re-run every time.)"""
+    prompt = shrink(json.loads((WORKFLOWS / "image_to_long_video.json").read_text()))
+    loader = next(k for k, n in prompt.items() if n["class_type"] == "LongVidLoadModel")
+    run_prompt(server, prompt)
+    again = run_prompt(server, prompt)
+    assert again["status"]["status_str"] == "success"
+    cached = [m[1]["nodes"] for m in again["status"]["messages"] if m[0] == "execution_cached"]
+    assert cached and loader in cached[0], again["status"]["messages"]
 
 
 @pytest.mark.parametrize("output_path", ["/tmp/longvid_escape.mp4", "../escape.mp4"])

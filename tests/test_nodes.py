@@ -4,6 +4,7 @@ The tiny checkpoint's VAE has SVD's 8x downscale (four levels), so the nodes' re
 multiples of 64) hold and 64x64 images give 8x8 latents that sample in a fraction of a second.
 """
 
+import asyncio
 import importlib.util
 import inspect
 import os
@@ -25,7 +26,7 @@ from longvid_core.vae import VAE_SCALE, build_vae
 from longvid_core.video_io import read_video
 from nodes import model_cache, runtime
 
-NODES = node_pack.NODE_CLASS_MAPPINGS
+NODES = node_pack.NODES
 REPO = Path(__file__).resolve().parents[1]
 CHECKPOINT = "svd_xt.safetensors"
 EXTENSION = "ExVideo-SVD-128f-v1/model.fp16.safetensors"  # the release's folder and file name
@@ -143,10 +144,14 @@ def test_pack_imports_the_comfyui_way_without_comfyui():
     sys.modules[spec.name] = module
     try:
         spec.loader.exec_module(module)
+        # without ComfyUI there is nothing to register with: a clear message if it is asked anyway
+        with pytest.raises(ImportError, match=r"needs ComfyUI's node API module comfy_api.v0_0_2 \(ComfyUI 0.3"):
+            asyncio.run(module.comfy_entrypoint())
     finally:
         sys.modules.pop(spec.name, None)
-    assert set(module.NODE_CLASS_MAPPINGS) == set(NODES)
-    assert set(module.NODE_DISPLAY_NAME_MAPPINGS) == set(NODES)
+    assert set(module.NODES) == set(NODES)
+    # V3 registration only: with NODE_CLASS_MAPPINGS ComfyUI would load the pack the V1 way
+    assert callable(module.comfy_entrypoint) and not hasattr(module, "NODE_CLASS_MAPPINGS")
     assert not runtime.IN_COMFYUI
 
 
@@ -156,22 +161,21 @@ def test_node_ids_and_schemas_are_well_formed():
         "LongVidSaveVideo", "LongVidSampleToVideo", "LongVidScheduleView",
     }
     for node_id, cls in NODES.items():
-        assert node_id.startswith("LongVid") and cls.CATEGORY == "LongVid" and cls.DESCRIPTION
-        types = cls.INPUT_TYPES()
-        inputs = {**types["required"], **types.get("optional", {})}
-        assert callable(getattr(cls, cls.FUNCTION))
-        assert len(cls.RETURN_TYPES) == len(getattr(cls, "RETURN_NAMES", cls.RETURN_TYPES))
-        signature = inspect.signature(getattr(cls, cls.FUNCTION))
+        spec = cls.SPEC
+        assert spec.node_id == node_id and node_id.startswith("LongVid") and spec.category == "LongVid"
+        inputs = spec.input_names
+        assert len(set(inputs)) == len(inputs) and not set(inputs) & {o.name for o in spec.outputs}, node_id
+        signature = inspect.signature(getattr(cls, spec.function))
         assert set(signature.parameters) - {"self"} == set(inputs), node_id
-        if hasattr(cls, "VALIDATE_INPUTS"):  # ComfyUI passes only inputs it names; names must exist
-            assert set(inspect.signature(cls.VALIDATE_INPUTS).parameters) <= set(inputs), node_id
-            assert cls.VALIDATE_INPUTS() is True  # everything linked: nothing to say yet
+        if hasattr(cls, "validate_inputs"):  # ComfyUI passes only inputs it names; names must exist
+            assert set(inspect.signature(cls.validate_inputs).parameters) <= set(inputs), node_id
+            assert cls.validate_inputs() is True  # everything linked: nothing to say yet
 
 
 def test_loader_lists_files_from_the_folders(folders):
-    types = NODES["LongVidLoadModel"].INPUT_TYPES()["required"]
-    assert types["ckpt_name"][0] == [CHECKPOINT]
-    assert types["extension"][0] == ["none", EXTENSION]
+    spec = NODES["LongVidLoadModel"].SPEC
+    assert spec.input("ckpt_name").choices() == [CHECKPOINT]
+    assert spec.input("extension").choices() == ["none", EXTENSION]
     with pytest.raises(FileNotFoundError, match="missing.safetensors.*checkpoints.*LONGVID_CHECKPOINTS_DIR"):
         NODES["LongVidLoadModel"]().load("missing.safetensors", "none", "auto")
     absolute = NODES["LongVidLoadModel"]().load(str(folders["checkpoints"] / CHECKPOINT), "none", "auto")[0]
@@ -189,6 +193,16 @@ def test_image_to_frames_end_to_end(model):
     frames = NODES["LongVidDecode"]().decode(model, latent, 4, 2)[0]
     assert frames.shape == (6, 64, 64, 3) and frames.dtype == torch.float32
     assert torch.isfinite(frames).all() and 0 <= frames.min() and frames.max() <= 1
+
+
+def test_decode_also_gives_the_frames_as_a_video_with_its_frame_rate(model):
+    from fractions import Fraction
+
+    latent = sample(model, condition(model)[0], frames=3)
+    frames, video = NODES["LongVidDecode"]().decode(model, latent, 4, 1, frame_rate=7.5)
+    assert video.images is frames and video.frame_rate == Fraction(15, 2)  # the same tensor: no copy
+    assert NODES["LongVidDecode"]().decode(model, latent, 4, 1)[1].frame_rate == 8  # an old workflow's default
+    assert NODES["LongVidDecode"].validate_inputs(frame_rate=0.0) == "frame_rate is 0.0; the smallest allowed is 0.1"
 
 
 def test_latent_output_is_unscaled_like_comfyui_vae_encode(model):
@@ -290,7 +304,7 @@ def test_prefix_of_another_size_is_refused(model):
     ("LongVidScheduleView", dict(window=6, chunk=4, steps=6), "multiple of chunk"),
 ])
 def test_impossible_settings_are_refused_at_validation_saying_what_to_change(node_id, values, message):
-    result = NODES[node_id].VALIDATE_INPUTS(**values)
+    result = NODES[node_id].validate_inputs(**values)
     assert isinstance(result, str)
     assert re.search(message, result), result
 
@@ -305,8 +319,8 @@ def test_context_sigma_widget_reaches_the_progressive_sampler_and_zero_means_cle
 
 
 def test_replacement_modes_do_not_need_the_progressive_arithmetic():
-    assert NODES["LongVidSample"].VALIDATE_INPUTS(mode="replacement_with_noise", window=5, chunk=2, steps=7) is True
-    assert NODES["LongVidSample"].VALIDATE_INPUTS(mode="full_sequence", window=5, chunk=2, steps=7) is True
+    assert NODES["LongVidSample"].validate_inputs(mode="replacement_with_noise", window=5, chunk=2, steps=7) is True
+    assert NODES["LongVidSample"].validate_inputs(mode="full_sequence", window=5, chunk=2, steps=7) is True
 
 
 def test_validation_runs_again_when_the_node_runs(model, monkeypatch):
@@ -476,9 +490,12 @@ def test_model_cache_reuses_a_model_while_inputs_are_unchanged(folders):
     assert len(model_cache.cached_models()) == model_cache.CACHE_SIZE == 1
     path = folders["checkpoints"] / CHECKPOINT
     stat = path.stat()
-    before = NODES["LongVidLoadModel"].IS_CHANGED(CHECKPOINT, "none", "fp16")
+    inputs = dict(ckpt_name=CHECKPOINT, extension="none", dtype="fp16")
+    before = NODES["LongVidLoadModel"].fingerprint_inputs(**inputs)
+    assert NODES["LongVidLoadModel"].fingerprint_inputs(**inputs) == before
+    assert NODES["LongVidLoadModel"].fingerprint_inputs(**{**inputs, "dtype": "fp32"}) != before
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))  # the file was replaced
-    assert NODES["LongVidLoadModel"].IS_CHANGED(CHECKPOINT, "none", "fp16") != before
+    assert NODES["LongVidLoadModel"].fingerprint_inputs(**inputs) != before
     assert load(dtype="fp16") is not fp16
 
 
@@ -558,8 +575,8 @@ def test_a_one_frame_clip_on_an_extended_model_is_that_frame_twice(folders):
 
 
 def test_auto_mode_is_the_default_and_the_node_says_what_it_chose(model, monkeypatch):
-    assert NODES["LongVidSample"].INPUT_TYPES()["required"]["mode"][1]["default"] == "auto"
-    assert NODES["LongVidSampleToVideo"].INPUT_TYPES()["required"]["mode"][1]["default"] == "auto"
+    assert NODES["LongVidSample"].SPEC.input("mode").default == "auto"
+    assert NODES["LongVidSampleToVideo"].SPEC.input("mode").default == "auto"
     calls = count_denoiser_calls(model, monkeypatch)
     cond, _ = condition(model)
     node = NODES["LongVidSample"]()

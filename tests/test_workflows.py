@@ -1,4 +1,5 @@
-"""Every shared workflow: known node types, consistent links, valid widget values, UI == API copy.
+"""Every shared workflow, and every workflow shipped with the V1 nodes (tests/data/workflows_v0_1):
+known node types, consistent links, valid widget values, UI == API copy.
 
 Core node schemas below were read from ComfyUI 0.3.64 (``nodes.py``; ``comfy_extras/nodes_video.py``
 for LoadVideo and GetVideoComponents): link inputs in slot order, widget names in
@@ -17,8 +18,9 @@ import nodes as node_pack
 from nodes.loader import NO_EXTENSION
 
 WORKFLOWS = Path(__file__).resolve().parents[1] / "workflows"
+OLD_RELEASE = Path(__file__).resolve().parent / "data" / "workflows_v0_1"
 UI_FILES = sorted(WORKFLOWS.glob("*.json"))
-OURS = node_pack.NODE_CLASS_MAPPINGS
+OURS = node_pack.NODES
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN"}
 CONTROL, UPLOAD = "<control after generate>", "<upload>"
 CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
@@ -44,18 +46,17 @@ STANDARD_FILES = {"ckpt_name": {"svd_xt.safetensors"},
 
 
 def our_schema(node_type):
-    types = OURS[node_type].INPUT_TYPES()
-    specs = {**types["required"], **types.get("optional", {})}
+    """(link inputs, widget names in widgets_values order, outputs) from the node's SPEC."""
+    spec = OURS[node_type].SPEC
     links, widgets = [], []
-    for name, spec in specs.items():
-        if isinstance(spec[0], list) or spec[0] in WIDGET_TYPES:
-            widgets.append(name)
-            if len(spec) > 1 and spec[1].get("control_after_generate"):
+    for item in spec.inputs:
+        if item.is_widget:
+            widgets.append(item.name)
+            if item.control_after_generate:
                 widgets.append(CONTROL)
         else:
-            links.append((name, spec[0]))
-    cls = OURS[node_type]
-    return links, widgets, list(zip(getattr(cls, "RETURN_NAMES", cls.RETURN_TYPES), cls.RETURN_TYPES))
+            links.append((item.name, item.kind))
+    return links, widgets, [(o.name, o.kind) for o in spec.outputs]
 
 
 def schema(node_type):
@@ -65,17 +66,19 @@ def schema(node_type):
 def required_links(node_type):
     if node_type in CORE_NODES:
         return {name for name, _ in CORE_NODES[node_type][0]}
-    required = OURS[node_type].INPUT_TYPES()["required"]
-    return {name for name, _ in our_schema(node_type)[0] if name in required}
+    spec = OURS[node_type].SPEC
+    return {name for name, _ in our_schema(node_type)[0] if not spec.input(name).optional}
 
 
 def load(path):
     return json.loads(path.read_text())
 
 
-@pytest.fixture(params=UI_FILES, ids=lambda p: p.stem)
+@pytest.fixture(params=UI_FILES + sorted(OLD_RELEASE.glob("*.json")),
+                ids=lambda p: p.stem + ("" if p.parent == WORKFLOWS else "-v0.1"))
 def workflow(request):
-    return request.param.stem, load(request.param), load(WORKFLOWS / "api" / f"{request.param.stem}.json")
+    path = request.param
+    return path.stem, load(path), load(path.parent / "api" / f"{path.stem}.json")
 
 
 def test_the_four_shared_workflows_exist_with_api_copies():
@@ -123,31 +126,30 @@ def test_our_widget_values_fit_our_schemas(workflow):
         if node["type"] not in OURS:
             continue
         cls = OURS[node["type"]]
-        types = cls.INPUT_TYPES()
-        specs = {**types["required"], **types.get("optional", {})}
         values = {}
         for widget, value in zip(widgets, node["widgets_values"]):
             if widget == CONTROL:
                 assert value in CONTROL_VALUES
                 continue
-            kind, options = specs[widget][0], (specs[widget][1] if len(specs[widget]) > 1 else {})
+            spec = cls.SPEC.input(widget)
+            low = value if spec.min is None else spec.min
+            high = value if spec.max is None else spec.max
             if widget in STANDARD_FILES:
                 assert value in STANDARD_FILES[widget], (name, widget, value)
-            elif isinstance(kind, list):
-                assert value in kind, (name, widget, value)
-            elif kind == "INT":
-                assert isinstance(value, int) and options.get("min", value) <= value <= options.get("max", value)
-            elif kind == "FLOAT":
-                assert isinstance(value, (int, float))
-                assert options.get("min", value) <= value <= options.get("max", value)
-            elif kind == "STRING":
+            elif spec.kind == "COMBO":
+                assert value in spec.choices(), (name, widget, value)
+            elif spec.kind == "INT":
+                assert isinstance(value, int) and low <= value <= high
+            elif spec.kind == "FLOAT":
+                assert isinstance(value, (int, float)) and low <= value <= high
+            elif spec.kind == "STRING":
                 assert isinstance(value, str)
-            elif kind == "BOOLEAN":
+            elif spec.kind == "BOOLEAN":
                 assert isinstance(value, bool)
             values[widget] = value
-        if hasattr(cls, "VALIDATE_INPUTS"):
-            named = set(inspect.signature(cls.VALIDATE_INPUTS).parameters)
-            assert cls.VALIDATE_INPUTS(**{k: v for k, v in values.items() if k in named}) is True, (name, node["id"])
+        if hasattr(cls, "validate_inputs"):
+            named = set(inspect.signature(cls.validate_inputs).parameters)
+            assert cls.validate_inputs(**{k: v for k, v in values.items() if k in named}) is True, (name, node["id"])
 
 
 def test_ui_file_matches_its_api_copy(workflow):
