@@ -174,16 +174,17 @@ def test_written_metadata_is_self_describing(files):
 
 
 def test_loader_node_lists_loras_and_merges_the_chosen_one(files, monkeypatch, tmp_path):
-    from nodes import NODE_CLASS_MAPPINGS, model_cache
+    from nodes import NODES, model_cache
 
     loras = tmp_path / "loras"
     (loras / "mine").mkdir(parents=True)
     (loras / "mine" / "lora.safetensors").write_bytes(files["lora"].read_bytes())
     monkeypatch.setenv("LONGVID_CHECKPOINTS_DIR", str(files["root"]))
     monkeypatch.setenv("LONGVID_LORAS_DIR", str(loras))
-    node = NODE_CLASS_MAPPINGS["LongVidLoadModel"]
-    optional = node.INPUT_TYPES()["optional"]
-    assert optional["lora"][0] == ["none", "mine/lora.safetensors"] and optional["lora_strength"][1]["default"] == 1.0
+    node = NODES["LongVidLoadModel"]
+    lora_input, strength = node.SPEC.input("lora"), node.SPEC.input("lora_strength")
+    assert lora_input.optional and strength.optional
+    assert lora_input.choices() == ["none", "mine/lora.safetensors"] and strength.default == 1.0
     model_cache.clear_cache()
     try:
         plain = node().load("svd_tiny.safetensors", "none", "fp32")[0]  # the inputs saved workflows already have
@@ -192,8 +193,10 @@ def test_loader_node_lists_loras_and_merges_the_chosen_one(files, monkeypatch, t
         expected = load_svd(files["base"], lora=files["lora"], lora_strength=0.7)
         assert torch.equal(_denoise(tuned.svd), _denoise(expected))
         assert node().load("svd_tiny.safetensors", "none", "fp32", "mine/lora.safetensors", 0.7)[0] is tuned
-        assert node.IS_CHANGED("svd_tiny.safetensors", "none", "fp32", "mine/lora.safetensors", 0.5) != \
-            node.IS_CHANGED("svd_tiny.safetensors", "none", "fp32", "mine/lora.safetensors", 0.7)
+        inputs = dict(ckpt_name="svd_tiny.safetensors", extension="none", dtype="fp32",
+                      lora="mine/lora.safetensors")
+        assert node.fingerprint_inputs(**inputs, lora_strength=0.5) != node.fingerprint_inputs(**inputs,
+                                                                                               lora_strength=0.7)
     finally:
         model_cache.clear_cache()
 

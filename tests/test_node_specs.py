@@ -41,7 +41,8 @@ def test_what_was_added_since_the_v1_release():
                                                           + len(V1_SCHEMAS[node_id]["optional"]):],
                        [o.name for o in plain.SPEC.outputs][len(V1_SCHEMAS[node_id]["outputs"]):])
              for node_id, plain in NODES.items()}
-    assert {k: v for k, v in added.items() if v != ([], [])} == {"LongVidDecode": (["frame_rate"], ["video"])}
+    assert {k: v for k, v in added.items() if v != ([], [])} == {"LongVidDecode": (["frame_rate"], ["video"]),
+                                                                 "LongVidLoadModel": (["lora", "lora_strength"], [])}
 
 
 def test_required_inputs_are_declared_before_optional_ones(spec):

@@ -629,7 +629,7 @@ def inside_comfyui(monkeypatch, tmp_path):
 
 @pytest.mark.parametrize("path", ["/tmp/x.mp4", "../x.mp4", "videos/../../x.mp4"])
 def test_inside_comfyui_absolute_and_parent_paths_are_refused(inside_comfyui, path):
-    problem = NODES["LongVidSaveVideo"].VALIDATE_INPUTS(output_path=path)
+    problem = NODES["LongVidSaveVideo"].validate_inputs(output_path=path)
     assert isinstance(problem, str) and "inside ComfyUI's output folder" in problem and repr(path) in problem
     with pytest.raises(ValueError, match="inside ComfyUI's output folder"):
         runtime.explicit_output_file(path)

@@ -122,7 +122,11 @@ def test_our_widget_values_fit_our_schemas(workflow):
     name, ui, _ = workflow
     for node in ui["nodes"]:
         _, widgets, _ = schema(node["type"])
-        assert len(node["widgets_values"]) == len(widgets), (name, node["id"], widgets)
+        saved = len(node["widgets_values"])
+        if node["type"] in OURS and saved < len(widgets):  # a file saved before optional widgets were added
+            assert all(OURS[node["type"]].SPEC.input(w).optional for w in widgets[saved:]), (name, node["id"])
+            widgets = widgets[:saved]
+        assert saved == len(widgets), (name, node["id"], widgets)
         if node["type"] not in OURS:
             continue
         cls = OURS[node["type"]]
