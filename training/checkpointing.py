@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from longvid_core.checkpoint_io import atomic_write
+from training.user_errors import UserError
 
 if TYPE_CHECKING:
     from training.config import TrainConfig
@@ -96,6 +96,8 @@ def fsync_tree(root) -> None:
 
 
 def write_text_atomic(path, text: str) -> None:
+    from longvid_core.checkpoint_io import atomic_write  # here: importing longvid_core imports torch
+
     path = Path(path)
     atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     fsync_dir(path.parent)
@@ -153,8 +155,13 @@ def resolve_resume(output_dir, resume: str) -> Path | None:
 
 
 def read_state(folder) -> dict:
-    state = json.loads((Path(folder) / STATE / STATE_FILE).read_text(encoding="utf-8"))
-    if state.get("format") != STATE_FORMAT:
+    path = Path(folder) / STATE / STATE_FILE
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{path}: expected the trainer's JSON state; found a damaged file ({exc})") from exc
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        state = state if isinstance(state, dict) else {}
         raise ValueError(f"{folder}: expected trainer state format {STATE_FORMAT}; found {state.get('format')}")
     return state
 
@@ -330,6 +337,17 @@ def read_exported_weights(config: TrainConfig, path: Path) -> dict:
     return load_svd(path, dtype=torch.float32).unet.state_dict()
 
 
+def read_checkpoint_file(path: Path, read):
+    """``read(path)``; a missing or damaged file is the user's error (a checkpoint copied in part,
+    or edited), named with what was expected."""
+    try:
+        return read(path)
+    except Exception as exc:
+        raise UserError(f"{path}: expected a complete file of this checkpoint; found "
+                        f"{'nothing' if not path.exists() else 'a damaged one'} ({type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0] if str(exc) else ''})") from exc
+
+
 def load_checkpoint(ctx, folder: Path) -> Progress:
     """Restore weights, optimizer, EMA, data position and this process's random state."""
     import torch
@@ -348,26 +366,27 @@ def load_checkpoint(ctx, folder: Path) -> Progress:
     if ctx.deepspeed:
         ctx.denoiser.load_checkpoint(str(folder / STATE / DEEPSPEED_DIR), tag="state", load_module_strict=False)
     else:
-        saved = read_exported_weights(config, folder / names["weights"])
+        saved = read_checkpoint_file(folder / names["weights"], lambda path: read_exported_weights(config, path))
         with torch.no_grad():
             for name, p in ctx.trainable.items():
                 if name not in saved:
                     raise ValueError(f"{folder}: {names['weights']} has no {name}")
                 p.copy_(saved[name])
-        optimizer_state = torch.load(folder / STATE / OPTIMIZER_FILE, map_location="cpu", weights_only=True)
+        optimizer_state = read_checkpoint_file(folder / STATE / OPTIMIZER_FILE, lambda path: torch.load(
+            path, map_location="cpu", weights_only=True))
         ctx.optimizer.load_state_dict(optimizer_state["optimizer"])
         if accelerator.scaler is not None and "scaler" in optimizer_state:
             accelerator.scaler.load_state_dict(optimizer_state["scaler"])
     if ctx.ema is not None:
         ema_file = folder / names["ema"]
         if ema_file.is_file():
-            saved = read_exported_weights(config, ema_file)
+            saved = read_checkpoint_file(ema_file, lambda path: read_exported_weights(config, path))
             ctx.ema.load_state_dict({name: saved[name] for name in ctx.trainable}, state["ema_updates"])
         else:
             ctx.log.info(f"warning: {folder} has no EMA; the EMA restarts from the current weights")
     rng_file = folder / STATE / RNG_DIR / f"rank{accelerator.process_index}.pt"
     if rng_file.is_file():
-        set_rng_state(torch.load(rng_file, weights_only=True))
+        set_rng_state(read_checkpoint_file(rng_file, lambda path: torch.load(path, weights_only=True)))
     else:
         ctx.log.warn_any_process(f"{folder} has no random state for process {accelerator.process_index} "
                                  f"(saved with {state['world_size']} processes); keeping a fresh one",

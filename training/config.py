@@ -116,6 +116,9 @@ class TrainConfig:
     keep_last: int = _f(3, "keep the newest n checkpoints (0: all)", "checkpoints")
     save_diffsynth: bool = _f(False, "exvideo: also write the extension in DiffSynth-Studio's layout", "checkpoints")
     resume: str = _f("", "'latest' (newest checkpoint in output_dir, if any) or a checkpoint folder", "checkpoints")
+    allow_changed_settings: bool = _f(False, "resume even though settings differ from the checkpoint's (learning "
+                                      "rate, frames, data, ...); mode, --exvideo-frames and the progressive "
+                                      "window/chunk can never change", "checkpoints")
     log_every: int = _f(10, "log every n optimizer steps", "checkpoints")
     eval_every: int = _f(0, "loss on a fixed held-out batch (fixed sigmas and noise) every n steps (0: never)",
                          "checkpoints")
@@ -238,13 +241,15 @@ def read_config_file(path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"--config {path}: no such file")
-    if path.suffix.lower() == ".toml":
-        with open(path, "rb") as fh:
-            values = tomllib.load(fh)
-    elif path.suffix.lower() == ".json":
-        values = json.loads(path.read_text(encoding="utf-8"))
-    else:
+    suffix = path.suffix.lower()
+    if suffix not in (".toml", ".json"):
         raise ValueError(f"--config {path}: expected a .toml or .json file; found {path.suffix or 'no suffix'}")
+    try:
+        text = path.read_text(encoding="utf-8")
+        values = tomllib.loads(text) if suffix == ".toml" else json.loads(text)
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+        # the parsers' messages name a line and column but not the file
+        raise ValueError(f"--config {path}: expected valid {suffix[1:].upper()}; found an error: {exc}") from exc
     if not isinstance(values, dict):
         raise ValueError(f"--config {path}: expected a table/object of settings; found {type(values).__name__}")
     known = {f.name: f for f in fields(TrainConfig)}

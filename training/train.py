@@ -41,8 +41,10 @@ from training import checkpointing  # noqa: E402
 from training.batches import Batch, batch_loss, fixed_eval_loss, held_out_batch, still_batch, video_batch  # noqa: E402
 from training.checkpointing import Progress, load_checkpoint, save_checkpoint  # noqa: E402
 from training.config import TrainConfig, parse_config  # noqa: E402
+from training.resume_check import check_resume_settings, describe  # noqa: E402
 from training.model_setup import load_model, make_denoiser_module  # noqa: E402
-from training.train_log import Log, peak_memory_mb  # noqa: E402
+from training.train_log import Log, peak_memory_mb, tracking_options  # noqa: E402
+from training.user_errors import EXIT_USER_ERROR, UserError, is_user_error, one_line  # noqa: E402
 
 # --precision -> accelerate's mixed_precision names
 MIXED_PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
@@ -51,10 +53,12 @@ MIXED_PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
 def main(argv=None) -> int:
     try:
         config = parse_config(argv)  # --help and bad settings are answered here, before torch is imported
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return train(config)
+        return train(config)
+    except Exception as exc:
+        if not is_user_error(exc):
+            raise  # a bug: keep the traceback
+        print(one_line(exc), file=sys.stderr, flush=True)
+        return EXIT_USER_ERROR
 
 
 def learning_rate(config: TrainConfig, step: int) -> float:
@@ -82,7 +86,8 @@ def make_accelerator(config: TrainConfig):
     from accelerate.utils import DistributedType
 
     accelerator = Accelerator(mixed_precision=MIXED_PRECISION[config.precision],
-                              gradient_accumulation_steps=config.grad_accum, cpu=config.cpu)
+                              gradient_accumulation_steps=config.grad_accum, cpu=config.cpu,
+                              **tracking_options(config))
     deepspeed = accelerator.distributed_type == DistributedType.DEEPSPEED
     if deepspeed:
         ds = accelerator.state.deepspeed_plugin.deepspeed_config
@@ -120,6 +125,10 @@ def prepare_data(config: TrainConfig, accelerator, log: Log):
     if accelerator.num_processes > 1:
         broadcast_object_list(result, from_process=0)
     usable = result[0]
+    if not usable:
+        found = "no video files" if not skipped_count(config) else "only videos it had to skip (skipped_videos.json)"
+        raise UserError(f"--data-dir {config.data_dir}: expected .mp4/.webm/.mov videos of at least "
+                        f"{data.source_frames_needed(frames, config.frame_stride)} frames; found {found}")
     needed = config.batch_size * accelerator.num_processes
     if len(usable) * config.clips_per_video < needed:
         raise ValueError(f"{len(usable)} usable videos x {config.clips_per_video} clips are fewer than one step "
@@ -144,6 +153,11 @@ def prepare_data(config: TrainConfig, accelerator, log: Log):
     return dataset, cache, images
 
 
+def skipped_count(config: TrainConfig) -> int:
+    report = Path(config.output_dir) / "skipped_videos.json"
+    return len(json.loads(report.read_text(encoding="utf-8"))["skipped"]) if report.is_file() else 0
+
+
 def train(config: TrainConfig) -> int:
     import torch
 
@@ -153,6 +167,9 @@ def train(config: TrainConfig) -> int:
     from training.noise_levels import ProgressiveLevels
 
     resume_from = checkpointing.resolve_resume(config.output_dir, config.resume)
+    resume_state = checkpointing.read_state(resume_from) if resume_from is not None else None
+    if resume_state is not None:  # before anything is loaded: refuse changed settings with one message
+        changes = check_resume_settings(resume_state, config, resume_from)
     existing = checkpointing.complete_checkpoints(Path(config.output_dir) / checkpointing.CHECKPOINTS)
     if resume_from is None and existing:
         raise ValueError(f"{config.output_dir} already holds checkpoints (newest: {existing[-1][1].name}); pass "
@@ -164,6 +181,12 @@ def train(config: TrainConfig) -> int:
     seed_everything(config.seed, rank)
     log.info(f"LongVid trainer: mode {config.mode}, {world} process(es) on {accelerator.device}"
              f"{' with DeepSpeed' if deepspeed else ''}, precision {config.precision}")
+    if resume_state is not None and changes:
+        log.info(f"note: resuming with changed settings (--allow-changed-settings): {describe(changes)}")
+    if config.precision == "fp16" and accelerator.device.type == "cpu":
+        raise UserError("--precision fp16: expected a CUDA GPU (fp16 autocast runs there only); found the CPU; "
+                        "use --precision bf16 or fp32")
+    dataset, cache, images = prepare_data(config, accelerator, log)  # before the model: data errors come early
 
     model, trainable = load_model(config, accelerator.device)
     log.info(f"training {sum(p.numel() for p in trainable.values()):,} of "
@@ -176,7 +199,6 @@ def train(config: TrainConfig) -> int:
     ema = EMA(trainable, config.ema_decay) if config.ema_decay > 0 else None
     ctx = Context(config, accelerator, log, model, trainable, denoiser, optimizer, ema, deepspeed)
 
-    dataset, cache, images = prepare_data(config, accelerator, log)
     progressive = None
     if config.progressive:
         progressive = ProgressiveLevels(config.progressive_window, config.progressive_chunk, config.progressive_steps,
@@ -188,6 +210,7 @@ def train(config: TrainConfig) -> int:
     if resume_from is not None:
         progress = load_checkpoint(ctx, resume_from)
         log.info(f"resumed from {resume_from} at step {progress.step}")
+    log.start(progress.step)
 
     eval_batch = held_out_batch(model, config, dataset, accelerator.device) if config.eval_every > 0 else None
 
