@@ -142,6 +142,8 @@ def generate(args) -> int:
     else:
         image = synthetic_first_frame(args.seed, width, height)
     model = load_svd(svd_path, extension=args.extension, device=device, dtype=dtype)
+    for warning in model.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     keyframes, fitted = pipeline.condition_images(
         model, image, width, height, fps=settings["fps"], motion_bucket_id=settings["motion_bucket_id"],
         noise_aug_strength=settings["noise_aug_strength"], seed=args.seed)

@@ -37,6 +37,7 @@ from diffusers.models.transformers.transformer_temporal import (
     TransformerTemporalModelOutput,
 )
 
+from .base_identity import identity_metadata
 from .checkpoint_io import CheckpointError, atomic_save_safetensors, open_tensors
 from .keymaps import diffsynth
 from .keymaps.identify import identify_checkpoint
@@ -399,6 +400,7 @@ def save_extension(model, path, layout: str = "longvid", metadata: Mapping[str, 
     source = getattr(model, "source", "")
     if source:
         metadata[META_BASE_SOURCE] = Path(str(source)).name  # provenance only; never checked
+    metadata.update(identity_metadata(getattr(model, "base_identity", None)))  # the loader compares it
     return atomic_save_safetensors(extension_state_dict(unet), path, metadata=metadata)
 
 

@@ -13,6 +13,7 @@ from typing import Mapping
 
 import torch
 
+from . import base_identity
 from . import image_encoder as image_encoder_lib
 from . import vae as vae_lib
 from .checkpoint_io import CheckpointError, atomic_save_safetensors, open_tensors
@@ -174,11 +175,28 @@ def load_svd(path, extension=None, device=None, dtype=None, allow_pickle: bool =
         model = _load_sgm_file(path, dtype, device, allow_pickle)
     model.unet.set_attention_backend(attention)
     model.trained_for = TrainedFor.from_metadata(_file_metadata(path))
+    # taken before anything is applied on top: files made on this base record this identity
+    model.base_identity = base_identity.content_identity(model.unet)
     if extension is not None:
         apply_extension_file(model, extension)
+        metadata = _file_metadata(extension)
         # what the extension's temporal layers were trained for is what the model now does
-        model.trained_for = TrainedFor.from_metadata(_file_metadata(extension)) or model.trained_for
+        model.trained_for = TrainedFor.from_metadata(metadata) or model.trained_for
+        check_made_for_base(model, f"extension {Path(extension).name}", metadata)
     return model
+
+
+def check_made_for_base(model: SVDModel, what: str, metadata: Mapping[str, str]) -> str | None:
+    """Warn (``model.warnings``) when a file applied to ``model`` records another base's identity.
+    Files without one (the ExVideo release, other tools) are taken as they are."""
+    recorded = base_identity.read_identity(metadata)
+    if recorded is None or model.base_identity is None:
+        return None
+    message = base_identity.mismatch_message(what, recorded, model.base_identity,
+                                             metadata.get("longvid.base_source", ""))
+    if message is not None:
+        model.warnings.append(message)
+    return message
 
 
 def _file_metadata(path) -> dict:

@@ -27,6 +27,8 @@ class SVDModel:
         self.image_encoder = image_encoder
         self.source = source
         self.trained_for = trained_for  # what LongVid's trainer recorded in the file; None for others
+        self.base_identity: dict | None = None  # the base weights' content identity (base_identity.py)
+        self.warnings: list[str] = []  # what a user should see about this load (the nodes log them, the CLI prints)
 
     @property
     def device(self) -> torch.device:

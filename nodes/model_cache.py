@@ -10,6 +10,7 @@ below then holds them only in CPU RAM, and at most :data:`CACHE_SIZE` models.
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,6 +106,8 @@ def load_model(checkpoint: Path, extension: Path | None, dtype_choice: str) -> L
         _cache.popitem(last=False)
     load_device = runtime.offload_device() if runtime.IN_COMFYUI else device
     svd = load_svd(checkpoint, extension=extension, device=load_device, dtype=dtype)
+    for warning in svd.warnings:  # ComfyUI's console and log
+        logging.warning("LongVid: %s", warning)
     model = LongVidModel(
         svd=svd,
         name=checkpoint.name,
