@@ -9,8 +9,8 @@ Layout under ``<output_dir>/checkpoints/``::
         model.safetensors                full: the whole model, SGM single file (load_svd(...))
         model_ema.safetensors            full: the whole model with EMA UNet weights
         trainer_state/
-            state.json                   step, data position, EMA updates, config
-            optimizer.pt                 optimizer, LR schedule and loss-scaler state (not under DeepSpeed)
+            state.json                   step, data position, EMA updates, LR schedule, config, base identity
+            optimizer.pt                 optimizer and loss-scaler state            (not under DeepSpeed)
             deepspeed/                   DeepSpeed's own (sharded) optimizer state, under DeepSpeed
             rng/rank{r}.pt               python, numpy, torch (and CUDA) random states of process r
             weight_hash/rank{r}.txt      with --weight-hash: SHA-256 of process r's trainable weights
@@ -316,6 +316,8 @@ def save_checkpoint(ctx, progress: Progress) -> None:
             "parameter_set": config.parameter_set,
             "deepspeed": ctx.deepspeed,
             "exports": exports,
+            "base_identity": getattr(ctx.model, "base_identity", None),  # a resume must use the same base
+            "lr_scheduler": ctx.lr_scheduler.state_dict() if ctx.lr_scheduler is not None else None,
             "config": config.to_dict(),
         })
         final = save.commit(config.keep_last)
@@ -377,6 +379,10 @@ def load_checkpoint(ctx, folder: Path) -> Progress:
         ctx.optimizer.load_state_dict(optimizer_state["optimizer"])
         if accelerator.scaler is not None and "scaler" in optimizer_state:
             accelerator.scaler.load_state_dict(optimizer_state["scaler"])
+    if ctx.lr_scheduler is not None:  # after the optimizer: it sets the optimizer's learning rates
+        from training.lr_schedule import restore_lr_scheduler
+
+        restore_lr_scheduler(ctx.lr_scheduler, ctx.optimizer, state.get("lr_scheduler"), state["step"])
     if ctx.ema is not None:
         ema_file = folder / names["ema"]
         if ema_file.is_file():

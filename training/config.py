@@ -15,6 +15,9 @@ from pathlib import Path
 
 MODES = ("exvideo", "progressive", "full")
 PRECISIONS = ("fp32", "bf16", "fp16")
+# diffusers.optimization's schedule names the trainer offers (training/lr_schedule.py; named here
+# so that --help needs no diffusers import)
+LR_SCHEDULERS = ("constant_with_warmup", "constant", "linear", "cosine", "cosine_with_restarts", "polynomial")
 
 
 def _f(default, help: str, group: str, choices=None, **kw):
@@ -97,6 +100,9 @@ class TrainConfig:
     grad_accum: int = _f(1, "micro-batches per optimizer step", "optim")
     learning_rate: float = _f(1e-5, "AdamW learning rate (ExVideo: 1e-5)", "optim")
     lr_warmup_steps: int = _f(0, "linear learning-rate warm-up steps", "optim")
+    lr_scheduler: str = _f("constant_with_warmup", "learning-rate schedule after the warm-up (diffusers' "
+                           "get_scheduler; linear, cosine, ... decay over --max-steps)", "optim",
+                           choices=LR_SCHEDULERS)
     weight_decay: float = _f(1e-2, "AdamW weight decay", "optim")
     adam_beta1: float = _f(0.9, "AdamW beta1", "optim")
     adam_beta2: float = _f(0.999, "AdamW beta2", "optim")

@@ -11,6 +11,9 @@ listing every difference (``setting: checkpoint value -> now``) in one message:
   the saved weights or the run's meaning depend on them;
 - the rest (learning rate, frames, size, data, noise, ...) may change on purpose:
   ``--allow-changed-settings`` lets them through, listed as a note.
+
+The base is compared by content, not by path (:func:`check_resume_base`, once it is loaded): a
+checkpoint resumed on other base weights is refused, even with the same architecture.
 """
 
 from __future__ import annotations
@@ -97,4 +100,21 @@ def check_resume_settings(state: dict, config: TrainConfig, folder) -> list[tupl
     return changes
 
 
-__all__ = ["NOT_COMPARED", "FIXED", "changed_settings", "check_resume_settings", "describe", "relevant"]
+def check_resume_base(state: dict, model, base, folder) -> bool:
+    """Raise :class:`UserError` when the loaded base (``model.base_identity``, taken by ``load_svd``)
+    is not the base the checkpoint was trained on: its weights only make sense on that base, whatever
+    the flags. Returns False when the checkpoint records no base (older checkpoints): nothing to compare."""
+    from longvid_core.base_identity import difference, short_name
+
+    recorded, actual = state.get("base_identity"), getattr(model, "base_identity", None)
+    if not recorded or not actual:
+        return False
+    why = difference(recorded, actual)
+    if why is not None:
+        raise UserError(f"--resume {folder}: expected the base it was trained on (base {short_name(recorded)}); "
+                        f"found --base {base}, base {short_name(actual)}: {why}")
+    return True
+
+
+__all__ = ["NOT_COMPARED", "FIXED", "changed_settings", "check_resume_base", "check_resume_settings", "describe",
+           "relevant"]

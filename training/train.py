@@ -41,7 +41,8 @@ from training import checkpointing  # noqa: E402
 from training.batches import Batch, batch_loss, fixed_eval_loss, held_out_batch, still_batch, video_batch  # noqa: E402
 from training.checkpointing import Progress, load_checkpoint, save_checkpoint  # noqa: E402
 from training.config import TrainConfig, parse_config  # noqa: E402
-from training.resume_check import check_resume_settings, describe  # noqa: E402
+from training.lr_schedule import make_lr_scheduler, step_learning_rate  # noqa: E402
+from training.resume_check import check_resume_base, check_resume_settings, describe  # noqa: E402
 from training.model_setup import load_model, make_denoiser_module  # noqa: E402
 from training.train_log import Log, peak_memory_mb, tracking_options  # noqa: E402
 from training.user_errors import EXIT_USER_ERROR, UserError, is_user_error, one_line  # noqa: E402
@@ -61,13 +62,6 @@ def main(argv=None) -> int:
         return EXIT_USER_ERROR
 
 
-def learning_rate(config: TrainConfig, step: int) -> float:
-    """Constant after a linear warm-up (ExVideo trains at a constant 1e-5)."""
-    if config.lr_warmup_steps > 0 and step < config.lr_warmup_steps:
-        return config.learning_rate * (step + 1) / config.lr_warmup_steps
-    return config.learning_rate
-
-
 @dataclass
 class Context:
     config: TrainConfig
@@ -79,6 +73,7 @@ class Context:
     optimizer: object
     ema: object
     deepspeed: bool
+    lr_scheduler: object = None  # training/lr_schedule.py; its state is saved in state.json
 
 
 def make_accelerator(config: TrainConfig):
@@ -174,6 +169,9 @@ def train(config: TrainConfig) -> int:
     if resume_from is None and existing:
         raise ValueError(f"{config.output_dir} already holds checkpoints (newest: {existing[-1][1].name}); pass "
                          "--resume latest to continue that run, or choose another --output-dir")
+    if config.precision == "fp16" and (config.cpu or not torch.cuda.is_available()):
+        raise UserError("--precision fp16: expected a CUDA GPU (fp16 autocast runs there only); found the CPU; "
+                        "use --precision bf16 or fp32")
     Path(config.output_dir).mkdir(parents=True, exist_ok=True)
     accelerator, deepspeed = make_accelerator(config)
     rank, world = accelerator.process_index, accelerator.num_processes
@@ -183,12 +181,11 @@ def train(config: TrainConfig) -> int:
              f"{' with DeepSpeed' if deepspeed else ''}, precision {config.precision}")
     if resume_state is not None and changes:
         log.info(f"note: resuming with changed settings (--allow-changed-settings): {describe(changes)}")
-    if config.precision == "fp16" and accelerator.device.type == "cpu":
-        raise UserError("--precision fp16: expected a CUDA GPU (fp16 autocast runs there only); found the CPU; "
-                        "use --precision bf16 or fp32")
     dataset, cache, images = prepare_data(config, accelerator, log)  # before the model: data errors come early
 
     model, trainable = load_model(config, accelerator.device)
+    if resume_state is not None and not check_resume_base(resume_state, model, config.base, resume_from):
+        log.info(f"note: {resume_from} records no base identity (an older checkpoint): the base is not checked")
     log.info(f"training {sum(p.numel() for p in trainable.values()):,} of "
              f"{sum(p.numel() for p in model.unet.parameters()):,} UNet parameters ({config.parameter_set})")
     denoiser = make_denoiser_module(model.unet)
@@ -197,7 +194,9 @@ def train(config: TrainConfig) -> int:
                                   weight_decay=config.weight_decay)
     denoiser, optimizer = accelerator.prepare(denoiser, optimizer)
     ema = EMA(trainable, config.ema_decay) if config.ema_decay > 0 else None
-    ctx = Context(config, accelerator, log, model, trainable, denoiser, optimizer, ema, deepspeed)
+    lr_scheduler = make_lr_scheduler(config, optimizer)
+    ctx = Context(config, accelerator, log, model, trainable, denoiser, optimizer, ema, deepspeed,
+                  lr_scheduler=lr_scheduler)
 
     progressive = None
     if config.progressive:
@@ -254,8 +253,7 @@ def train(config: TrainConfig) -> int:
     window_steps, window_start = 0, time.perf_counter()
     grad_norm = float("nan")
     while progress.step < config.max_steps:
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(config, progress.step)
+        step_lr = step_learning_rate(optimizer)
         for _ in range(config.grad_accum):
             with accelerator.accumulate(denoiser):
                 batch = next_batch(progress.micro_step)
@@ -271,6 +269,7 @@ def train(config: TrainConfig) -> int:
             window_loss += result.loss.detach() / config.grad_accum
         progress.step += 1
         window_steps += 1
+        lr_scheduler.step()
         if ema is not None and not accelerator.optimizer_step_was_skipped:
             ema.update(trainable)
 
@@ -281,7 +280,7 @@ def train(config: TrainConfig) -> int:
                                          "--precision bf16 instead of fp16; the last checkpoint is intact")
             elapsed = max(time.perf_counter() - window_start, 1e-9)
             log.metrics(progress.step, {
-                "loss": mean_loss, "lr": learning_rate(config, progress.step - 1), "grad_norm": grad_norm,
+                "loss": mean_loss, "lr": step_lr, "grad_norm": grad_norm,
                 "steps_per_s": window_steps / elapsed, "samples_per_s": window_steps * videos_per_step / elapsed,
                 "peak_mem_mb": peak_memory_mb(accelerator.device), "still_batches": progress.still_batches,
             })
