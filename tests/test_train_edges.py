@@ -343,3 +343,34 @@ def test_a_restored_schedule_continues_exactly(name):
     optimizer, scheduler = _schedule(name)  # an older checkpoint without a saved schedule
     restore_lr_scheduler(scheduler, optimizer, None, 5)
     assert _run_schedule(optimizer, scheduler, 3) == straight[5:]
+
+
+# ---------------------------------------------------------------------------------------------
+# Progress bar
+
+
+def test_the_progress_bar_shows_steps_of_max_steps_and_the_loss_on_a_terminal_only():
+    import io
+
+    import torch
+
+    from training.progress_bar import make_progress_bar, progress_bar_wanted, show_loss
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    terminal, log_file = Terminal(), io.StringIO()
+    assert progress_bar_wanted(True, True, terminal)
+    assert not progress_bar_wanted(True, True, log_file)  # a job's log file or CI: the log lines say it
+    assert not progress_bar_wanted(True, False, terminal)  # other processes
+    assert not progress_bar_wanted(False, True, terminal)  # --no-progress-bar
+    bar = make_progress_bar(2, 5, show=True, stream=terminal)
+    show_loss(bar, torch.tensor(0.123456))
+    bar.close()
+    shown = terminal.getvalue()
+    assert "3/5" in shown and "loss=0.1235" in shown
+    quiet = make_progress_bar(0, 5, show=False, stream=log_file)
+    show_loss(quiet, torch.tensor(float("nan")))
+    quiet.close()
+    assert log_file.getvalue() == ""

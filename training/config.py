@@ -128,7 +128,10 @@ class TrainConfig:
     log_every: int = _f(10, "log every n optimizer steps", "checkpoints")
     eval_every: int = _f(0, "loss on a fixed held-out batch (fixed sigmas and noise) every n steps (0: never)",
                          "checkpoints")
-    tensorboard: bool = _f(False, "also log to TensorBoard (needs the tensorboard package)", "checkpoints")
+    tensorboard: bool = _f(False, "also log to TensorBoard through accelerate's tracker (needs the tensorboard "
+                           "package; events in output_dir/tensorboard)", "checkpoints")
+    progress_bar: bool = _f(True, "show a progress bar with ETA and loss (main process, when stderr is a terminal)",
+                            "checkpoints")
     weight_hash: bool = _f(False, "write each process's hash of the trained weights into every checkpoint "
                            "(checks that processes agree)", "checkpoints")
 

@@ -42,6 +42,7 @@ from training.batches import Batch, batch_loss, fixed_eval_loss, held_out_batch,
 from training.checkpointing import Progress, load_checkpoint, save_checkpoint  # noqa: E402
 from training.config import TrainConfig, parse_config  # noqa: E402
 from training.lr_schedule import make_lr_scheduler, step_learning_rate  # noqa: E402
+from training.progress_bar import make_progress_bar, progress_bar_wanted, show_loss  # noqa: E402
 from training.resume_check import check_resume_base, check_resume_settings, describe  # noqa: E402
 from training.model_setup import load_model, make_denoiser_module  # noqa: E402
 from training.train_log import Log, peak_memory_mb, tracking_options  # noqa: E402
@@ -252,6 +253,8 @@ def train(config: TrainConfig) -> int:
     window_loss = torch.zeros((), device=accelerator.device)
     window_steps, window_start = 0, time.perf_counter()
     grad_norm = float("nan")
+    bar = make_progress_bar(progress.step, config.max_steps,
+                            progress_bar_wanted(config.progress_bar, accelerator.is_local_main_process, sys.stderr))
     while progress.step < config.max_steps:
         step_lr = step_learning_rate(optimizer)
         for _ in range(config.grad_accum):
@@ -270,6 +273,7 @@ def train(config: TrainConfig) -> int:
         progress.step += 1
         window_steps += 1
         lr_scheduler.step()
+        show_loss(bar, window_loss / window_steps)  # the running mean since the last log line
         if ema is not None and not accelerator.optimizer_step_was_skipped:
             ema.update(trainable)
 
@@ -292,6 +296,7 @@ def train(config: TrainConfig) -> int:
             save_checkpoint(ctx, progress)
             window_start = time.perf_counter()  # saving is not training time
 
+    bar.close()
     if not checkpointing.Save(config.output_dir, progress.step).already_done():
         save_checkpoint(ctx, progress)  # resumed from another folder at max_steps: still leave a checkpoint here
     accelerator.wait_for_everyone()
