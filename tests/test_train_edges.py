@@ -374,3 +374,41 @@ def test_the_progress_bar_shows_steps_of_max_steps_and_the_loss_on_a_terminal_on
     show_loss(quiet, torch.tensor(float("nan")))
     quiet.close()
     assert log_file.getvalue() == ""
+
+
+# ---------------------------------------------------------------------------------------------
+# Clips read by seeking
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".webm"])
+def test_clips_are_read_by_seeking_with_the_frames_of_a_read_from_the_start(tmp_path, monkeypatch, suffix):
+    """60 frames with a keyframe at least every 8 (H.264 with B-frames, or VP9): a clip anywhere is
+    the frames a decode from the first frame gives, and costs about one keyframe interval plus
+    the clip, not the frames before it."""
+    import av
+    import torch
+
+    from training import data
+
+    video = write_synthetic_video(tmp_path / f"long{suffix}", frames=60, height=32, width=40, keyframe_interval=8)
+    with av.open(str(video)) as container:
+        every = [data.fit_frame(f.to_ndarray(format="rgb24"), 16, 16) for f in container.decode(video=0)]
+    assert len(every) == 60
+    decoded = []
+    real = data._decode
+
+    def counting(container, stream):
+        for frame in real(container, stream):
+            decoded.append(frame.pts)
+            yield frame
+
+    monkeypatch.setattr(data, "_decode", counting)
+    for start, frames, stride in [(0, 4, 1), (29, 4, 1), (41, 5, 3), (52, 4, 2), (56, 4, 1)]:
+        decoded.clear()
+        clip = data.read_clip(video, start, frames, stride, 16, 16)
+        expected = torch.stack(every[start:start + (frames - 1) * stride + 1:stride])
+        assert torch.equal(clip, expected), (start, frames, stride)
+        span = (frames - 1) * stride + 1
+        assert len(decoded) <= 8 + span + 2, (start, len(decoded))  # one keyframe interval, the clip, a little lag
+    with pytest.raises(data.VideoError, match="too short"):
+        data.read_clip(video, 58, 4, 1, 16, 16)
