@@ -184,7 +184,7 @@ def test_tensorboard_goes_through_accelerates_tracker_and_purges_replayed_steps(
         log_with = ["tensorboard"]
         calls = []
 
-        def init_trackers(self, project, config, init_kwargs):
+        def init_trackers(self, project, config=None, init_kwargs=None):
             self.calls.append(("init", project, init_kwargs))
 
         def log(self, values, step):

@@ -74,8 +74,8 @@ class Log:
             self.info("warning: --tensorboard needs the tensorboard package (pip install tensorboard); "
                       "logging to train_log.jsonl only")
             return
-        self.accelerator.init_trackers(TRACKER_PROJECT, config=self.config.to_dict(),
-                                       init_kwargs=tracker_init_kwargs(step))
+        # no config=: TensorBoard would add a timestamped hparams folder per run; state.json holds it
+        self.accelerator.init_trackers(TRACKER_PROJECT, init_kwargs=tracker_init_kwargs(step))
         self.tracking = True
 
     def info(self, message: str) -> None:
