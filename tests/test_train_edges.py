@@ -126,6 +126,15 @@ def test_settings_that_can_never_change_are_refused_even_with_the_flag(dataset, 
     assert train.main(args) == 2
     line = one_error_line(capsys)
     assert "cannot change on a resume" in line and why in line
+    assert "also changed" not in line
+
+
+def test_one_message_lists_fixed_and_other_changes(dataset, straight_run, capsys):
+    args = run_args(dataset, dataset[0] / "both", "--max-steps", "4", "--resume", str(step2(straight_run)),
+                    "--exvideo-frames", "16", "--seed", "3")
+    assert train.main(args) == 2
+    line = one_error_line(capsys)
+    assert "--exvideo-frames: 8 -> 16" in line and "also changed: --seed: 0 -> 3" in line
 
 
 def test_the_checkpoint_records_its_base_and_a_resume_on_another_base_is_refused(dataset, straight_run, capsys):

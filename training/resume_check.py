@@ -93,7 +93,10 @@ def check_resume_settings(state: dict, config: TrainConfig, folder) -> list[tupl
     fixed = [c for c in changes if c[0] in FIXED]
     if fixed:
         reasons = "; ".join(f"--{name.replace('_', '-')}: {FIXED[name]}" for name, _, _ in fixed)
-        raise UserError(f"--resume {folder}: these settings cannot change on a resume: {describe(fixed)} ({reasons})")
+        others = [c for c in changes if c[0] not in FIXED]
+        also = f"; also changed: {describe(others)}" if others else ""
+        raise UserError(f"--resume {folder}: these settings cannot change on a resume: {describe(fixed)} "
+                        f"({reasons}){also}")
     if changes and not getattr(config, "allow_changed_settings", False):
         raise UserError(f"--resume {folder}: expected the checkpoint's settings; found changes: {describe(changes)} "
                         "(pass --allow-changed-settings if they are intended)")
