@@ -141,7 +141,8 @@ def generate(args) -> int:
         image = load_image(Path(args.image))
     else:
         image = synthetic_first_frame(args.seed, width, height)
-    model = load_svd(svd_path, extension=args.extension, device=device, dtype=dtype)
+    model = load_svd(svd_path, extension=args.extension, device=device, dtype=dtype, lora=args.lora,
+                     lora_strength=args.lora_strength, compile=args.compile or False)
     for warning in model.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     keyframes, fitted = pipeline.condition_images(
@@ -200,6 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     g.add_argument("--svd", help="SVD checkpoint (SGM single file or diffusers folder); default: bundled small model")
     g.add_argument("--extension", help="ExVideo (DiffSynth) or LongVid extension file")
+    g.add_argument("--lora", help="LongVid LoRA file (from training/train.py --mode lora), merged after --extension")
+    g.add_argument("--lora-strength", type=float, default=1.0, help="scale of --lora's update (0: the base as is)")
     g.add_argument("--image", help="first frame image file")
     g.add_argument("--prompt", help="make the first frame with --t2i-model from this prompt")
     g.add_argument("--negative-prompt", default="", help="negative prompt for --t2i-model")
@@ -231,6 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda if available)")
     g.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), help="default: fp16 on GPU, fp32 on CPU")
     g.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
+    g.add_argument("--compile", nargs="?", const="inductor", default=None, metavar="BACKEND",
+                   help="torch.compile the UNet (default backend inductor); runs uncompiled, with a warning, "
+                   "where compiling fails")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.set_defaults(func=generate)
     s = sub.add_parser("smoke", help="end-to-end run of the model code with a tiny random SVD")

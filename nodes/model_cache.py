@@ -61,6 +61,7 @@ class LongVidModel:
     device: torch.device
     dtype: torch.dtype
     patchers: dict = field(default_factory=dict)  # part name -> ComfyUI ModelPatcher (inside ComfyUI)
+    lora: str | None = None  # "file name at strength", merged into the weights
 
     def prepare(self, *parts: str):
         """Put ``parts`` ("unet", "vae", "image_encoder") on the compute device; returns the SVDModel."""
@@ -74,7 +75,8 @@ class LongVidModel:
 
     def describe(self) -> str:
         ext = f" + {self.extension} ({self.max_frames} frames)" if self.extension else " (plain SVD, 25-frame clips)"
-        return f"{self.name}{ext}, {str(self.dtype).replace('torch.', '')} on {self.device}"
+        lora = f" + LoRA {self.lora}" if self.lora else ""
+        return f"{self.name}{ext}{lora}, {str(self.dtype).replace('torch.', '')} on {self.device}"
 
 
 _cache: "OrderedDict[tuple, LongVidModel]" = OrderedDict()
@@ -87,25 +89,29 @@ def _stamp(path: Path | None):
     return (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
 
 
-def cache_key(checkpoint: Path, extension: Path | None, dtype: torch.dtype, device: torch.device) -> tuple:
-    """Same files (path, modification time, size), dtype and device -> same loaded model."""
-    return (_stamp(checkpoint), _stamp(extension), str(dtype), str(device))
+def cache_key(checkpoint: Path, extension: Path | None, dtype: torch.dtype, device: torch.device,
+              lora: Path | None = None, lora_strength: float = 1.0) -> tuple:
+    """Same files (path, modification time, size), LoRA strength, dtype and device -> same loaded model."""
+    return (_stamp(checkpoint), _stamp(extension), _stamp(lora), float(lora_strength) if lora else None, str(dtype),
+            str(device))
 
 
-def load_model(checkpoint: Path, extension: Path | None, dtype_choice: str) -> LongVidModel:
+def load_model(checkpoint: Path, extension: Path | None, dtype_choice: str, lora: Path | None = None,
+               lora_strength: float = 1.0) -> LongVidModel:
     """A cached or freshly loaded LongVidModel."""
     if dtype_choice not in DTYPE_CHOICES:
         raise ValueError(f"dtype must be one of {DTYPE_CHOICES}; got {dtype_choice!r}")
     device = runtime.torch_device()
     dtype = runtime.auto_dtype(device) if dtype_choice == "auto" else resolve_dtype(dtype_choice)
-    key = cache_key(checkpoint, extension, dtype, device)
+    key = cache_key(checkpoint, extension, dtype, device, lora, lora_strength)
     if key in _cache:
         _cache.move_to_end(key)
         return _cache[key]
     while len(_cache) >= CACHE_SIZE:  # drop before loading: two full models need not fit at once
         _cache.popitem(last=False)
     load_device = runtime.offload_device() if runtime.IN_COMFYUI else device
-    svd = load_svd(checkpoint, extension=extension, device=load_device, dtype=dtype)
+    svd = load_svd(checkpoint, extension=extension, device=load_device, dtype=dtype, lora=lora,
+                   lora_strength=lora_strength)
     for warning in svd.warnings:  # ComfyUI's console and log
         logging.warning("LongVid: %s", warning)
     model = LongVidModel(
@@ -115,6 +121,7 @@ def load_model(checkpoint: Path, extension: Path | None, dtype_choice: str) -> L
         device=device,
         dtype=dtype,
         patchers=_patchers(svd, device, load_device),
+        lora=None if lora is None else f"{lora.name} at {lora_strength:g}",
     )
     _cache[key] = model
     return model

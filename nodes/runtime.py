@@ -7,6 +7,7 @@ from environment variables, each a list of folders separated by ``os.pathsep``:
 
 - ``LONGVID_CHECKPOINTS_DIR`` — SVD checkpoints (ComfyUI's ``checkpoints``);
 - ``LONGVID_EXTENSIONS_DIR`` — ExVideo / LongVid extension files (``longvid_extensions``);
+- ``LONGVID_LORAS_DIR`` — LongVid LoRA files (ComfyUI's ``loras``);
 - ``LONGVID_OUTPUT_DIR`` — where videos are written (default ``./output``).
 
 Absolute paths are accepted wherever a file name from those lists is expected.
@@ -14,6 +15,7 @@ Absolute paths are accepted wherever a file name from those lists is expected.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from pathlib import Path
@@ -31,18 +33,27 @@ IN_COMFYUI = folder_paths is not None
 
 CHECKPOINTS = "checkpoints"
 EXTENSIONS = "longvid_extensions"  # the pack's own model folder: models/longvid_extensions
+LORAS = "loras"  # ComfyUI's own LoRA folder (models/loras)
 EXTENSION_SUFFIXES = {".safetensors"}
-ENV_FOLDERS = {CHECKPOINTS: "LONGVID_CHECKPOINTS_DIR", EXTENSIONS: "LONGVID_EXTENSIONS_DIR"}
+ENV_FOLDERS = {CHECKPOINTS: "LONGVID_CHECKPOINTS_DIR", EXTENSIONS: "LONGVID_EXTENSIONS_DIR",
+               LORAS: "LONGVID_LORAS_DIR"}
 ENV_OUTPUT = "LONGVID_OUTPUT_DIR"
 PREVIEW_MAX_SIZE = 512  # ComfyUI's default --preview-size
 
 
 def register_model_folders() -> None:
-    """Register ``models/longvid_extensions`` with ComfyUI (safetensors only). A folder for the
-    same kind in ``extra_model_paths.yaml`` is kept; ours is added next to it."""
+    """Register ``models/longvid_extensions`` with ComfyUI (safetensors only) and create it when
+    missing, so a user sees where extension files go. A folder for the same kind in
+    ``extra_model_paths.yaml`` is kept; ours is added next to it."""
     if not IN_COMFYUI:
         return
-    folder_paths.add_model_folder_path(EXTENSIONS, os.path.join(folder_paths.models_dir, EXTENSIONS))
+    folder = os.path.join(folder_paths.models_dir, EXTENSIONS)
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as exc:  # a read-only install still loads; extensions then come from other folders
+        logging.warning("LongVid: could not create %s (%s); put extension files in a folder listed for "
+                        "%s in extra_model_paths.yaml", folder, exc, EXTENSIONS)
+    folder_paths.add_model_folder_path(EXTENSIONS, folder)
     folder_paths.folder_names_and_paths[EXTENSIONS][1].update(EXTENSION_SUFFIXES)
 
 
@@ -59,7 +70,7 @@ def list_files(kind: str) -> list[str]:
     """File names (relative to their folder, subfolders included) for a combo box."""
     if IN_COMFYUI:
         return folder_paths.get_filename_list(kind)
-    suffixes = EXTENSION_SUFFIXES if kind == EXTENSIONS else {".safetensors", ".ckpt", ".pt", ".pth", ".bin"}
+    suffixes = EXTENSION_SUFFIXES if kind in (EXTENSIONS, LORAS) else {".safetensors", ".ckpt", ".pt", ".pth", ".bin"}
     names = set()
     for folder in _env_folders(kind):
         if folder.is_dir():
@@ -112,6 +123,43 @@ def next_output_file(filename_prefix: str, suffix: str = ".mp4") -> tuple[Path, 
     filename = f"{prefix.name}_{max(used, default=0) + 1:05}_{suffix}"
     subfolder = "" if str(prefix.parent) == "." else prefix.parent.as_posix()
     return folder / filename, subfolder, filename
+
+
+def output_path_problem(output_path: str) -> str | None:
+    """Why an explicit mp4 path may not be written, or None. Relative paths name a file inside the
+    output folder. Inside ComfyUI that is all a node may write (the server may be reachable by
+    others, and core's savers refuse the same); scripts may also give absolute paths."""
+    if not output_path:
+        return None
+    if not output_path.lower().endswith(".mp4"):
+        return f"output_path must name an .mp4 file; got {output_path!r}"
+    path = Path(output_path)
+    if IN_COMFYUI and (path.is_absolute() or ".." in path.parts):
+        return (f"output_path must be a file inside ComfyUI's output folder, like 'videos/clip.mp4' "
+                f"(absolute paths and '..' are refused: the server may be reachable by others); got {output_path!r}")
+    if ".." in path.parts and not path.is_absolute():
+        return f"output_path must stay inside the output folder ('..' is refused); got {output_path!r}"
+    return None
+
+
+def explicit_output_file(output_path: str) -> tuple[Path, str | None, str | None]:
+    """The file for an explicit ``output_path``: ``(path, subfolder, file name)``, the last two
+    None for a file outside the output folder (no browser preview). Raises ValueError for a path
+    that :func:`output_path_problem` refuses, or one that leaves the output folder through a link."""
+    problem = output_path_problem(output_path)
+    if problem:
+        raise ValueError(problem)
+    given = Path(output_path)
+    if given.is_absolute():
+        return given, None, None
+    root = output_directory().resolve()
+    path = (root / given).resolve()
+    if not path.is_relative_to(root):
+        raise ValueError(f"output_path {output_path!r} leads outside the output folder {root} (through a link); "
+                         "choose a file inside it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    subfolder = path.parent.relative_to(root).as_posix()
+    return path, "" if subfolder == "." else subfolder, path.name
 
 
 # ---------------------------------------------------------------------------------------------
@@ -178,16 +226,38 @@ def progress_callback(bar_stage: str, total: int):
     from longvid_core.progress import SAMPLING
 
     bar = progress_bar(total)
+    previewer = taesd_previewer() if bar_stage == SAMPLING else None
 
     def callback(progress):
         if progress.stage == bar_stage:
             preview = None
             if progress.stage == SAMPLING and progress.newest_latent is not None:
-                preview = preview_image(approximate_rgb(progress.newest_latent))
+                if previewer is not None:  # ComfyUI's own TAESD preview, as its KSampler shows
+                    preview = previewer.decode_latent_to_preview_image("JPEG", progress.newest_latent[:1])
+                else:
+                    preview = preview_image(approximate_rgb(progress.newest_latent))
             bar.update_absolute(progress.done, progress.total, preview)
         throw_if_interrupted()  # cancel takes effect after the call (or window) in flight
 
     return callback
+
+
+def taesd_previewer():
+    """ComfyUI's TAESD previewer for SD latents (SVD's VAE space) when the user chose TAESD
+    previews and has the decoder in ``models/vae_approx``; None otherwise (the cheap RGB
+    approximation is then used, which is also what ComfyUI's Latent2RGB preview does)."""
+    if not IN_COMFYUI:
+        return None
+    try:
+        import comfy.latent_formats
+        import latent_preview
+        from comfy.cli_args import LatentPreviewMethod, args
+    except ImportError:
+        return None
+    if args.preview_method != LatentPreviewMethod.TAESD:
+        return None
+    previewer = latent_preview.get_previewer(torch_device(), comfy.latent_formats.SD15())
+    return previewer if isinstance(previewer, latent_preview.TAESDPreviewerImpl) else None
 
 
 def throw_if_interrupted() -> None:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from longvid_core import pipeline
@@ -40,7 +39,8 @@ def video_inputs() -> dict:
 
 
 OUTPUT_PATH_INPUT = ("STRING", {"default": "", "tooltip": (
-    "Optional: write to this absolute .mp4 path instead of the output folder (no preview in the browser).")})
+    "Optional: write exactly this .mp4 file inside the output folder (e.g. 'videos/clip.mp4', replacing a file "
+    "of that name) instead of a new numbered one. Absolute paths work only outside ComfyUI (scripts).")})
 
 
 def check_decode(decode_window, overlap) -> str | None:
@@ -54,10 +54,7 @@ def check_decode(decode_window, overlap) -> str | None:
 
 
 def check_output_path(output_path) -> str | None:
-    if output_path and (not os.path.isabs(output_path) or not output_path.lower().endswith(".mp4")):
-        return (f"output_path must be an absolute path ending in .mp4, or empty for the output folder; "
-                f"got {output_path!r}")
-    return None
+    return None if output_path is None else runtime.output_path_problem(output_path)
 
 
 def video_problem(node_cls, frame_rate=None, crf=None, decode_window=None, overlap=None, output_path=None):
@@ -70,9 +67,10 @@ def video_problem(node_cls, frame_rate=None, crf=None, decode_window=None, overl
 def _target(filename_prefix: str, output_path: str):
     """(file, ui entry or None) for a new video."""
     if output_path:
-        return Path(output_path), None
-    path, subfolder, filename = runtime.next_output_file(filename_prefix, ".mp4")
-    return path, {"filename": filename, "subfolder": subfolder, "type": "output"}
+        path, subfolder, filename = runtime.explicit_output_file(output_path)
+    else:
+        path, subfolder, filename = runtime.next_output_file(filename_prefix, ".mp4")
+    return path, None if filename is None else {"filename": filename, "subfolder": subfolder, "type": "output"}
 
 
 def _result(path: Path, ui_entry, *more):

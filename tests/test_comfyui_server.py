@@ -190,7 +190,7 @@ def test_impossible_settings_are_refused_with_http_400(server):
     # keep only the video branch: with no valid output left, ComfyUI answers 400
     prompt = {k: n for k, n in prompt.items() if n["class_type"] not in ("LongVidScheduleView", "PreviewImage")}
     sampler = next(n for n in prompt.values() if n["class_type"] == "LongVidSample")
-    sampler["inputs"].update(window=5, chunk=2)
+    sampler["inputs"].update(mode="progressive", window=5, chunk=2)
     with pytest.raises(urllib.error.HTTPError) as error:
         request(server["url"], "/prompt", {"prompt": prompt, "client_id": "test"})
     assert error.value.code == 400
@@ -227,3 +227,16 @@ def test_interrupt_stops_a_long_run_within_a_denoiser_call(server):
     status = history[answer["prompt_id"]]["status"]
     assert status["status_str"] == "error"
     assert any(message[0] == "execution_interrupted" for message in status["messages"])
+
+
+@pytest.mark.parametrize("output_path", ["/tmp/longvid_escape.mp4", "../escape.mp4"])
+def test_output_paths_outside_the_output_folder_are_refused(server, output_path):
+    prompt = shrink(json.loads((WORKFLOWS / "image_to_long_video.json").read_text()))
+    prompt = {k: n for k, n in prompt.items() if n["class_type"] not in ("LongVidScheduleView", "PreviewImage")}
+    saver = next(n for n in prompt.values() if n["class_type"] in ("LongVidSaveVideo", "LongVidSampleToVideo"))
+    saver["inputs"]["output_path"] = output_path
+    with pytest.raises(urllib.error.HTTPError) as error:
+        request(server["url"], "/prompt", {"prompt": prompt, "client_id": "test"})
+    assert error.value.code == 400
+    assert "must be a file inside ComfyUI's output folder" in json.dumps(json.loads(error.value.read())["node_errors"])
+    assert not Path("/tmp/longvid_escape.mp4").exists()

@@ -285,7 +285,8 @@ def test_prefix_of_another_size_is_refused(model):
     ("LongVidCondition", dict(keyframe_starts="8, 16"), "must begin with 0"),
     ("LongVidCondition", dict(keyframe_starts="0, 16, 8"), "must increase"),
     ("LongVidDecode", dict(decode_window=8, overlap=5), r"overlap \(5\) must be at most half.*overlap <= 4"),
-    ("LongVidSaveVideo", dict(output_path="clip.mp4"), "absolute path ending in .mp4"),
+    ("LongVidSaveVideo", dict(output_path="clip.avi"), "output_path must name an .mp4 file"),
+    ("LongVidSaveVideo", dict(output_path="../clip.mp4"), r"must stay inside the output folder \('\.\.' is refused"),
     ("LongVidScheduleView", dict(window=6, chunk=4, steps=6), "multiple of chunk"),
 ])
 def test_impossible_settings_are_refused_at_validation_saying_what_to_change(node_id, values, message):
@@ -581,3 +582,82 @@ def test_extension_limit_counts_frames_per_call_of_a_split_window(folders, monke
     with pytest.raises(ValueError, match="shows the model up to 12 frames per call, but this ExVideo extension's "
                                          "frame-position table holds 8 frames: use a smaller window or more partitions"):
         node.sample(extended, cond, 6, "progressive", 12, 2, 6, 1.0, 1.0, 0, partitions=2, lookahead=True)
+
+
+# ------------------------------------------------------------------------- ComfyUI's sandbox
+
+
+@pytest.fixture
+def inside_comfyui(monkeypatch, tmp_path):
+    """runtime as inside ComfyUI, with a stand-in for the parts of folder_paths the checks use."""
+    output = tmp_path / "comfy_output"
+    output.mkdir()
+
+    class FolderPaths:
+        models_dir = str(tmp_path / "comfy_models")
+        folder_names_and_paths = {}
+
+        @staticmethod
+        def get_output_directory():
+            return str(output)
+
+        @classmethod
+        def add_model_folder_path(cls, kind, path):
+            cls.folder_names_and_paths.setdefault(kind, ([], set()))[0].append(path)
+
+    monkeypatch.setattr(runtime, "IN_COMFYUI", True)
+    monkeypatch.setattr(runtime, "folder_paths", FolderPaths)
+    return output
+
+
+@pytest.mark.parametrize("path", ["/tmp/x.mp4", "../x.mp4", "videos/../../x.mp4"])
+def test_inside_comfyui_absolute_and_parent_paths_are_refused(inside_comfyui, path):
+    problem = NODES["LongVidSaveVideo"].VALIDATE_INPUTS(output_path=path)
+    assert isinstance(problem, str) and "inside ComfyUI's output folder" in problem and repr(path) in problem
+    with pytest.raises(ValueError, match="inside ComfyUI's output folder"):
+        runtime.explicit_output_file(path)
+
+
+def test_inside_comfyui_a_relative_path_lands_in_the_output_folder_with_a_preview(inside_comfyui):
+    path, subfolder, filename = runtime.explicit_output_file("videos/take 1/clip.mp4")
+    assert path == inside_comfyui / "videos" / "take 1" / "clip.mp4" and path.parent.is_dir()
+    assert (subfolder, filename) == ("videos/take 1", "clip.mp4")
+    assert runtime.explicit_output_file("clip.mp4")[1:] == ("", "clip.mp4")
+
+
+def test_inside_comfyui_a_link_out_of_the_output_folder_is_refused(inside_comfyui, tmp_path):
+    (tmp_path / "elsewhere").mkdir()
+    (inside_comfyui / "escape").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    with pytest.raises(ValueError, match="leads outside the output folder"):
+        runtime.explicit_output_file("escape/clip.mp4")
+
+
+def test_outside_comfyui_scripts_may_write_absolute_paths(tmp_path):
+    assert runtime.explicit_output_file(str(tmp_path / "a.mp4")) == (tmp_path / "a.mp4", None, None)
+
+
+def test_extensions_folder_is_created_at_start_up(inside_comfyui):
+    runtime.register_model_folders()
+    folder = Path(runtime.folder_paths.models_dir) / runtime.EXTENSIONS
+    assert folder.is_dir()
+    assert runtime.folder_paths.folder_names_and_paths[runtime.EXTENSIONS][0] == [str(folder)]
+
+
+def test_taesd_previews_come_from_comfyuis_previewer_when_chosen(model, bars, monkeypatch):
+    seen = []
+
+    class TAESDPreviewer:  # stands in for latent_preview.TAESDPreviewerImpl
+        def decode_latent_to_preview_image(self, preview_format, x0):
+            seen.append(tuple(x0.shape))
+            return (preview_format, "taesd picture", 512)
+
+    monkeypatch.setattr(runtime, "taesd_previewer", lambda: TAESDPreviewer())
+    cond, _ = condition(model)
+    sample(model, cond, frames=7)
+    previews = [preview for _, _, preview in bars[0].updates if preview is not None]
+    assert previews and all(p == ("JPEG", "taesd picture", 512) for p in previews)
+    assert set(seen) == {(1, 4, 8, 8)}  # the newest finished latent frame, in SVD's (SD) latent space
+
+
+def test_without_comfyui_there_is_no_taesd_previewer():
+    assert runtime.taesd_previewer() is None

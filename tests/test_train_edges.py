@@ -421,3 +421,20 @@ def test_clips_are_read_by_seeking_with_the_frames_of_a_read_from_the_start(tmp_
         assert len(decoded) <= 8 + span + 2, (start, len(decoded))  # one keyframe interval, the clip, a little lag
     with pytest.raises(data.VideoError, match="too short"):
         data.read_clip(video, 58, 4, 1, 16, 16)
+
+
+def test_lora_rank_and_targets_can_never_change_on_a_resume():
+    from training.config import TrainConfig
+    from training.resume_check import check_resume_settings
+    from training.user_errors import UserError
+
+    saved = TrainConfig(base="b", data_dir="d", output_dir="o", mode="lora,progressive").to_dict()
+    now = TrainConfig(base="b", data_dir="d", output_dir="o", mode="progressive,lora", lora_rank=8,
+                      allow_changed_settings=True)
+    with pytest.raises(UserError, match="--lora-rank: 16 -> 8 .*the saved LoRA layers have this rank"):
+        check_resume_settings({"config": saved}, now, "ckpt")
+    now.lora_rank, now.lora_alpha = 16, 4.0  # the scale may change on purpose
+    assert check_resume_settings({"config": saved}, now, "ckpt") == [("lora_alpha", 0.0, 4.0)]
+    # without LoRA, its settings take no part
+    assert check_resume_settings({"config": {**saved, "mode": "exvideo", "lora_rank": 4}},
+                                 TrainConfig(base="b", data_dir="d", output_dir="o"), "ckpt") == []

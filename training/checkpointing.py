@@ -8,6 +8,8 @@ Layout under ``<output_dir>/checkpoints/``::
         extension_diffsynth.safetensors  exvideo, optional: DiffSynth-Studio layout
         model.safetensors                full: the whole model, SGM single file (load_svd(...))
         model_ema.safetensors            full: the whole model with EMA UNet weights
+        lora.safetensors                 lora: the LoRA layers (longvid_core/lora.py; load_svd(..., lora=...))
+        lora_ema.safetensors             lora: their EMA
         trainer_state/
             state.json                   step, data position, EMA updates, LR schedule, config, base identity
             optimizer.pt                 optimizer and loss-scaler state            (not under DeepSpeed)
@@ -241,10 +243,18 @@ class Progress:
     still_batches: int = 0  # still-image micro-batches trained on (from either source)
 
 
+LORA_EXPORTS = {"lora": "lora.safetensors", "lora_ema": "lora_ema.safetensors"}
+
+
 def export_names(config: TrainConfig) -> dict[str, str]:
+    """File names by role: ``weights``/``ema`` (what the run trains) and, for exvideo with LoRA,
+    ``lora``/``lora_ema`` beside the extension's."""
+    if config.parameter_set == "lora":
+        return {"weights": LORA_EXPORTS["lora"], "ema": LORA_EXPORTS["lora_ema"]}
     if config.parameter_set == "exvideo":
-        return {"weights": "extension.safetensors", "ema": "extension_ema.safetensors",
-                "diffsynth": "extension_diffsynth.safetensors"}
+        names = {"weights": "extension.safetensors", "ema": "extension_ema.safetensors",
+                 "diffsynth": "extension_diffsynth.safetensors"}
+        return {**names, **LORA_EXPORTS} if config.lora else names
     return {"weights": "model.safetensors", "ema": "model_ema.safetensors"}
 
 
@@ -252,26 +262,40 @@ def write_exports(model, trainable, ema, config: TrainConfig, folder: Path) -> l
     """The files users load: the trained weights (and their EMA) in LongVid's formats."""
     from longvid_core import save_svd
     from longvid_core.exvideo import save_extension
+    from longvid_core.lora import META_EXTENSION, parse_targets, save_lora, without_lora_layers
 
     names = export_names(config)
     written = []
     trained_for = config.trained_for().to_metadata()  # read by `auto` sampling (pipeline.resolve_auto)
+    lora_targets = parse_targets(config.lora_targets)
+    # provenance: the extension the LoRA was trained beside (frozen, or this checkpoint's own)
+    beside = Path(config.extension).name if config.extension else ""
+    if config.parameter_set == "exvideo":
+        beside = names["weights"]
+    lora_metadata = {**trained_for, **({META_EXTENSION: beside} if beside else {})}
 
-    def save(path):
-        if config.parameter_set == "exvideo":
-            save_extension(model, path, layout="longvid", metadata=trained_for)
-        else:
-            save_svd(model, path, metadata=trained_for)
+    def save(role):  # "weights" or "ema"
+        lora_file = names.get("lora" if role == "weights" else "lora_ema")
+        if config.parameter_set == "lora":
+            save_lora(model, folder / names[role], lora_targets, metadata=lora_metadata)
+            return [names[role]]
+        if lora_file:
+            save_lora(model, folder / lora_file, lora_targets, metadata=lora_metadata)
+        with without_lora_layers(model.unet):  # the extension's file and base identity as without LoRA
+            if config.parameter_set == "exvideo":
+                save_extension(model, folder / names[role], layout="longvid", metadata=trained_for)
+            else:
+                save_svd(model, folder / names[role], metadata=trained_for)
+        return [names[role]] + ([lora_file] if lora_file else [])
 
-    save(folder / names["weights"])
-    written.append(names["weights"])
+    written += save("weights")
     if config.parameter_set == "exvideo" and config.save_diffsynth:
-        save_extension(model, folder / names["diffsynth"], layout="diffsynth", metadata=trained_for)
+        with without_lora_layers(model.unet):
+            save_extension(model, folder / names["diffsynth"], layout="diffsynth", metadata=trained_for)
         written.append(names["diffsynth"])
     if ema is not None:
         with ema.applied(trainable):
-            save(folder / names["ema"])
-        written.append(names["ema"])
+            written += save("ema")
     return written
 
 
@@ -314,6 +338,7 @@ def save_checkpoint(ctx, progress: Progress) -> None:
             "ema_updates": ctx.ema.updates if ctx.ema is not None else 0,
             "world_size": accelerator.num_processes,
             "parameter_set": config.parameter_set,
+            "lora": config.lora,
             "deepspeed": ctx.deepspeed,
             "exports": exports,
             "base_identity": getattr(ctx.model, "base_identity", None),  # a resume must use the same base
@@ -329,7 +354,7 @@ def read_exported_weights(config: TrainConfig, path: Path) -> dict:
     """Trainable tensors by UNet name from an exported file, exactly as written."""
     import torch
 
-    if config.parameter_set == "exvideo":
+    if config.parameter_set in ("exvideo", "lora") or path.name in LORA_EXPORTS.values():
         from longvid_core.checkpoint_io import open_tensors
 
         tensors = open_tensors(path)
@@ -350,6 +375,17 @@ def read_checkpoint_file(path: Path, read):
                         f"{str(exc).splitlines()[0] if str(exc) else ''})") from exc
 
 
+def read_trained_weights(config: TrainConfig, folder: Path, role: str) -> dict:
+    """Every trainable tensor by name from a checkpoint's exports: ``role`` "weights" or "ema"
+    (exvideo with LoRA: the extension's file and the LoRA's together)."""
+    names = export_names(config)
+    saved = read_checkpoint_file(folder / names[role], lambda path: read_exported_weights(config, path))
+    lora_file = names.get("lora" if role == "weights" else "lora_ema")
+    if lora_file and config.parameter_set != "lora":
+        saved.update(read_checkpoint_file(folder / lora_file, lambda path: read_exported_weights(config, path)))
+    return saved
+
+
 def load_checkpoint(ctx, folder: Path) -> Progress:
     """Restore weights, optimizer, EMA, data position and this process's random state."""
     import torch
@@ -361,6 +397,9 @@ def load_checkpoint(ctx, folder: Path) -> Progress:
     if state["parameter_set"] != config.parameter_set:
         raise ValueError(f"{folder}: this checkpoint trained '{state['parameter_set']}' weights; this run trains "
                          f"'{config.parameter_set}'")
+    if state.get("lora", False) != config.lora:
+        raise ValueError(f"{folder}: this checkpoint trained {'with' if state.get('lora') else 'without'} LoRA "
+                         f"layers; this run trains {'with' if config.lora else 'without'} (--mode {config.mode})")
     if state["deepspeed"] != ctx.deepspeed:
         raise ValueError(f"{folder}: saved {'with' if state['deepspeed'] else 'without'} DeepSpeed; resume it the "
                          "same way (the optimizer state formats differ)")
@@ -368,7 +407,7 @@ def load_checkpoint(ctx, folder: Path) -> Progress:
     if ctx.deepspeed:
         ctx.denoiser.load_checkpoint(str(folder / STATE / DEEPSPEED_DIR), tag="state", load_module_strict=False)
     else:
-        saved = read_checkpoint_file(folder / names["weights"], lambda path: read_exported_weights(config, path))
+        saved = read_trained_weights(config, folder, "weights")
         with torch.no_grad():
             for name, p in ctx.trainable.items():
                 if name not in saved:
@@ -386,7 +425,7 @@ def load_checkpoint(ctx, folder: Path) -> Progress:
     if ctx.ema is not None:
         ema_file = folder / names["ema"]
         if ema_file.is_file():
-            saved = read_checkpoint_file(ema_file, lambda path: read_exported_weights(config, path))
+            saved = read_trained_weights(config, folder, "ema")
             ctx.ema.load_state_dict({name: saved[name] for name in ctx.trainable}, state["ema_updates"])
         else:
             ctx.log.info(f"warning: {folder} has no EMA; the EMA restarts from the current weights")
@@ -417,5 +456,6 @@ __all__ = [
     "CHECKPOINTS", "LATEST", "STATE", "STATE_FILE", "OPTIMIZER_FILE", "DEEPSPEED_DIR", "RNG_DIR", "HASH_DIR",
     "STATE_FORMAT", "PAUSE_ENV", "PAUSED_MARKER", "checkpoint_name", "write_text_atomic", "write_json",
     "complete_checkpoints", "latest_checkpoint", "resolve_resume", "read_state", "Save", "prune", "Progress",
-    "export_names", "write_exports", "save_checkpoint", "read_exported_weights", "load_checkpoint", "weight_hash",
+    "LORA_EXPORTS", "export_names", "write_exports", "save_checkpoint", "read_exported_weights",
+    "read_trained_weights", "load_checkpoint", "weight_hash",
 ]

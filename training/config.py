@@ -13,7 +13,7 @@ import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-MODES = ("exvideo", "progressive", "full")
+MODES = ("exvideo", "progressive", "full", "lora")
 PRECISIONS = ("fp32", "bf16", "fp16")
 # diffusers.optimization's schedule names the trainer offers (training/lr_schedule.py; named here
 # so that --help needs no diffusers import)
@@ -30,12 +30,20 @@ class TrainConfig:
     base: str = _f("", "base SVD checkpoint: SGM single file (svd_xt.safetensors) or diffusers folder", "model")
     output_dir: str = _f("", "where checkpoints, logs and the skipped-video report go", "model")
     mode: str = _f("exvideo", "comma list of modes: exvideo (extend to --exvideo-frames and train the 16 temporal "
-                   "transformer blocks), full (train every UNet parameter; small models), progressive (PA-VDM "
-                   "progressive noise levels; combine with exvideo or full)", "model")
+                   "transformer blocks), full (train every UNet parameter; small models), lora (train LoRA layers; "
+                   "alone, beside a frozen --extension, or with exvideo), progressive (PA-VDM progressive noise "
+                   "levels; combine with exvideo, full or lora)", "model")
     exvideo_frames: int = _f(128, "exvideo: length N of the frame-position table the UNet is extended to", "model")
     extension: str = _f("", "start from this ExVideo extension file (DiffSynth or LongVid layout) instead of a fresh "
                         "extension", "model")
     attention: str = _f("sdpa", "attention backend", "model", choices=("sdpa", "xformers"))
+    # -- LoRA (--mode lora; longvid_core/lora.py)
+    lora_rank: int = _f(16, "lora: rank of each LoRA layer", "lora")
+    lora_alpha: float = _f(0.0, "lora: alpha (the update is scaled by alpha / rank); 0: the rank", "lora")
+    lora_targets: str = _f("to_q,to_k,to_v,to_out.0", "lora: comma list of the UNet's linear layers to adapt, by "
+                           "name or its last parts, * a wildcard (default: the attention projections of every "
+                           "spatial and temporal transformer block; with exvideo, layers the extension trains whole "
+                           "are left out)", "lora")
     # -- data
     data_dir: str = _f("", "folder of training videos (.mp4/.webm/.mov)", "data")
     metadata: str = _f("", "JSON or CSV metadata (path, fps, caption); default: data_dir/metadata.json|csv if present",
@@ -145,8 +153,19 @@ class TrainConfig:
         return "progressive" in self.modes
 
     @property
+    def lora(self) -> bool:
+        return "lora" in self.modes
+
+    @property
     def parameter_set(self) -> str:
-        return "full" if "full" in self.modes else "exvideo"
+        """The weights trained besides LoRA layers: full, exvideo, or lora (LoRA layers only)."""
+        if "full" in self.modes:
+            return "full"
+        return "lora" if self.lora and "exvideo" not in self.modes else "exvideo"
+
+    @property
+    def lora_scale_alpha(self) -> float:
+        return self.lora_alpha or float(self.lora_rank)
 
     def clip_frames(self) -> int:
         if self.progressive:
@@ -175,7 +194,15 @@ class TrainConfig:
                              "(add progressive to either)")
         if self.modes == ("progressive",):
             raise ValueError("--mode progressive changes the noise levels, not what is trained; use "
-                             "'exvideo,progressive' or 'full,progressive'")
+                             "'exvideo,progressive', 'lora,progressive' or 'full,progressive'")
+        if self.lora and "full" in self.modes:
+            raise ValueError("--mode: full trains every UNet weight, so LoRA layers on top add nothing; choose one")
+        if self.lora and (self.lora_rank < 1 or self.lora_alpha < 0):
+            raise ValueError(f"--lora-rank must be >= 1 and --lora-alpha >= 0 (0: the rank); found "
+                             f"{self.lora_rank}, {self.lora_alpha}")
+        if self.lora and not any(t.strip() for t in self.lora_targets.split(",")):
+            raise ValueError(f"--lora-targets: expected a comma list of layer names (e.g. to_q,to_k,to_v,to_out.0); "
+                             f"found {self.lora_targets!r}")
         for name in ("base", "output_dir", "data_dir"):
             if not getattr(self, name):
                 raise ValueError(f"--{name.replace('_', '-')} is required")
@@ -185,7 +212,7 @@ class TrainConfig:
         if self.parameter_set == "exvideo" and not self.extension and self.clip_frames() > self.exvideo_frames:
             raise ValueError(f"clips of {self.clip_frames()} frames do not fit a frame-position table of "
                              f"{self.exvideo_frames} (--exvideo-frames)")
-        if self.parameter_set == "exvideo" and self.progressive and self.progressive_chunk < 2:
+        if (self.parameter_set == "exvideo" or self.extension) and self.progressive and self.progressive_chunk < 2:
             raise ValueError("exvideo with progressive needs --progressive-chunk >= 2: the first window of the "
                              "initialization stage is one chunk, and ExVideo's 3x3x3 conv needs at least 2 frames")
         for name in ("frame_stride", "batch_size", "grad_accum", "max_steps", "clips_per_video", "vae_batch",

@@ -32,10 +32,18 @@ def load_model(config: TrainConfig, device):
             raise ValueError(f"--extension holds a frame-position table of {table} frames; clips of "
                              f"{config.clip_frames()} frames do not fit")
         trainable = exvideo.extension_parameters(model)
+    elif config.parameter_set == "lora":
+        trainable = {}  # LoRA layers only, on the base (and its frozen --extension)
+        table = exvideo.max_frames(model)
+        if table is not None and config.clip_frames() > table:
+            raise ValueError(f"--extension holds a frame-position table of {table} frames; clips of "
+                             f"{config.clip_frames()} frames do not fit")
     else:
         if exvideo.max_frames(model) is not None:
             raise ValueError("--mode full trains a plain SVD UNet (saved with save_svd); drop --extension")
         trainable = dict(model.unet.named_parameters())
+    if config.lora:
+        trainable = {**trainable, **add_lora(model.unet, config, trained_whole=trainable)}
     for p in trainable.values():
         p.requires_grad_(True)
 
@@ -51,6 +59,20 @@ def load_model(config: TrainConfig, device):
         model.unet.enable_gradient_checkpointing()  # after extending, so ExVideo's blocks get it too
     model.unet.train()
     return model, trainable
+
+
+def add_lora(unet, config: TrainConfig, trained_whole) -> dict:
+    """LoRA layers (peft) on the ``--lora-targets`` layers, leaving out layers whose weights are
+    trained whole anyway (an extension's temporal blocks): their parameters by file name, in order."""
+    import torch
+
+    from longvid_core import lora
+
+    owners = {name.rpartition(".")[0] for name in trained_whole}
+    modules = lora.resolve_targets(unet, config.lora_targets, exclude=owners)
+    with torch.random.fork_rng(devices=[]):  # the same initial A on every process, whatever its rank
+        torch.manual_seed(config.seed)
+        return lora.add_lora_layers(unet, modules, config.lora_rank, config.lora_scale_alpha)
 
 
 def make_denoiser_module(unet):
@@ -79,4 +101,4 @@ def as_denoiser(module):
     return denoise
 
 
-__all__ = ["load_model", "make_denoiser_module", "as_denoiser"]
+__all__ = ["load_model", "add_lora", "make_denoiser_module", "as_denoiser"]

@@ -7,7 +7,7 @@ listing every difference (``setting: checkpoint value -> now``) in one message:
 - settings that never change what is trained (where things are written, how often, how many
   steps in all, workers, logging) are not compared (:data:`NOT_COMPARED`);
 - settings that can never change on a resume (:data:`FIXED`: what is trained, the size of the
-  frame-position table, the progressive window and chunk) are refused whatever the flags, since
+  frame-position table, the progressive window and chunk, the LoRA rank and targets) are refused whatever the flags, since
   the saved weights or the run's meaning depend on them;
 - the rest (learning rate, frames, size, data, noise, ...) may change on purpose:
   ``--allow-changed-settings`` lets them through, listed as a note.
@@ -42,6 +42,8 @@ FIXED = {
     "exvideo_frames": "the saved frame-position table has this many rows",
     "progressive_window": "the progressive levels the model was trained on are defined by window and chunk",
     "progressive_chunk": "the progressive levels the model was trained on are defined by window and chunk",
+    "lora_rank": "the saved LoRA layers have this rank",
+    "lora_targets": "the saved LoRA layers adapt these layers",
 }
 
 # learning-rate schedules whose value depends on max_steps (they decay towards it)
@@ -55,6 +57,8 @@ def relevant(config: TrainConfig, name: str) -> bool:
         return config.progressive
     if name == "exvideo_frames":
         return config.parameter_set == "exvideo"
+    if name.startswith("lora_"):
+        return "lora" in config.modes
     if name == "max_steps":
         return getattr(config, "lr_scheduler", "") in SCHEDULES_USING_MAX_STEPS
     return True

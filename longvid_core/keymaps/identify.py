@@ -13,6 +13,8 @@ def identify_checkpoint(keys) -> str:
         return "an ExVideo extension (DiffSynth layout)"
     if any(k.endswith(".positional_table") for k in keys):
         return "an ExVideo extension (LongVid layout)"
+    if any(".lora_A." in k or ".lora_down." in k for k in keys):
+        return "a LoRA (load it beside its base: load_svd(base, lora=file))"
     if has("model.diffusion_model."):
         if any(k.startswith("model.diffusion_model.") and ".time_stack." in k for k in keys):
             return "svd"
