@@ -10,7 +10,11 @@
 - ``rollout.py`` — the rollout loss (``--progressive-rollout-fraction``)
 - ``ema.py`` — EMA of the trainable weights
 - ``checkpointing.py`` — atomic checkpoint folders, ``latest`` pointer, save and resume
-- ``train_log.py`` — the log lines and TensorBoard
+- ``train_log.py`` — the log lines and TensorBoard (accelerate's tracker); the log restarts at a resumed step
+- ``progress_bar.py`` — the tqdm bar on a terminal
+- ``lr_schedule.py`` — diffusers' learning-rate schedules, saved in checkpoints
+- ``resume_check.py`` — a resume refuses changed settings and another base
+- ``user_errors.py`` — user errors as one line, bugs with their traceback
 - ``determinism.py`` — derived seeds and saved random states (exact resume)
 - ``smoke.py`` — a CPU smoke run on a tiny model with synthetic videos
 

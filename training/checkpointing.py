@@ -11,8 +11,8 @@ Layout under ``<output_dir>/checkpoints/``::
         lora.safetensors                 lora: the LoRA layers (longvid_core/lora.py; load_svd(..., lora=...))
         lora_ema.safetensors             lora: their EMA
         trainer_state/
-            state.json                   step, data position, EMA updates, config
-            optimizer.pt                 optimizer, LR schedule and loss-scaler state (not under DeepSpeed)
+            state.json                   step, data position, EMA updates, LR schedule, config, base identity
+            optimizer.pt                 optimizer and loss-scaler state            (not under DeepSpeed)
             deepspeed/                   DeepSpeed's own (sharded) optimizer state, under DeepSpeed
             rng/rank{r}.pt               python, numpy, torch (and CUDA) random states of process r
             weight_hash/rank{r}.txt      with --weight-hash: SHA-256 of process r's trainable weights
@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from longvid_core.checkpoint_io import atomic_write
+from training.user_errors import UserError
 
 if TYPE_CHECKING:
     from training.config import TrainConfig
@@ -98,6 +98,8 @@ def fsync_tree(root) -> None:
 
 
 def write_text_atomic(path, text: str) -> None:
+    from longvid_core.checkpoint_io import atomic_write  # here: importing longvid_core imports torch
+
     path = Path(path)
     atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     fsync_dir(path.parent)
@@ -155,8 +157,13 @@ def resolve_resume(output_dir, resume: str) -> Path | None:
 
 
 def read_state(folder) -> dict:
-    state = json.loads((Path(folder) / STATE / STATE_FILE).read_text(encoding="utf-8"))
-    if state.get("format") != STATE_FORMAT:
+    path = Path(folder) / STATE / STATE_FILE
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{path}: expected the trainer's JSON state; found a damaged file ({exc})") from exc
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        state = state if isinstance(state, dict) else {}
         raise ValueError(f"{folder}: expected trainer state format {STATE_FORMAT}; found {state.get('format')}")
     return state
 
@@ -334,6 +341,8 @@ def save_checkpoint(ctx, progress: Progress) -> None:
             "lora": config.lora,
             "deepspeed": ctx.deepspeed,
             "exports": exports,
+            "base_identity": getattr(ctx.model, "base_identity", None),  # a resume must use the same base
+            "lr_scheduler": ctx.lr_scheduler.state_dict() if ctx.lr_scheduler is not None else None,
             "config": config.to_dict(),
         })
         final = save.commit(config.keep_last)
@@ -355,14 +364,25 @@ def read_exported_weights(config: TrainConfig, path: Path) -> dict:
     return load_svd(path, dtype=torch.float32).unet.state_dict()
 
 
+def read_checkpoint_file(path: Path, read):
+    """``read(path)``; a missing or damaged file is the user's error (a checkpoint copied in part,
+    or edited), named with what was expected."""
+    try:
+        return read(path)
+    except Exception as exc:
+        raise UserError(f"{path}: expected a complete file of this checkpoint; found "
+                        f"{'nothing' if not path.exists() else 'a damaged one'} ({type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0] if str(exc) else ''})") from exc
+
+
 def read_trained_weights(config: TrainConfig, folder: Path, role: str) -> dict:
     """Every trainable tensor by name from a checkpoint's exports: ``role`` "weights" or "ema"
     (exvideo with LoRA: the extension's file and the LoRA's together)."""
     names = export_names(config)
-    saved = read_exported_weights(config, folder / names[role])
+    saved = read_checkpoint_file(folder / names[role], lambda path: read_exported_weights(config, path))
     lora_file = names.get("lora" if role == "weights" else "lora_ema")
     if lora_file and config.parameter_set != "lora":
-        saved.update(read_exported_weights(config, folder / lora_file))
+        saved.update(read_checkpoint_file(folder / lora_file, lambda path: read_exported_weights(config, path)))
     return saved
 
 
@@ -393,10 +413,15 @@ def load_checkpoint(ctx, folder: Path) -> Progress:
                 if name not in saved:
                     raise ValueError(f"{folder}: {names['weights']} has no {name}")
                 p.copy_(saved[name])
-        optimizer_state = torch.load(folder / STATE / OPTIMIZER_FILE, map_location="cpu", weights_only=True)
+        optimizer_state = read_checkpoint_file(folder / STATE / OPTIMIZER_FILE, lambda path: torch.load(
+            path, map_location="cpu", weights_only=True))
         ctx.optimizer.load_state_dict(optimizer_state["optimizer"])
         if accelerator.scaler is not None and "scaler" in optimizer_state:
             accelerator.scaler.load_state_dict(optimizer_state["scaler"])
+    if ctx.lr_scheduler is not None:  # after the optimizer: it sets the optimizer's learning rates
+        from training.lr_schedule import restore_lr_scheduler
+
+        restore_lr_scheduler(ctx.lr_scheduler, ctx.optimizer, state.get("lr_scheduler"), state["step"])
     if ctx.ema is not None:
         ema_file = folder / names["ema"]
         if ema_file.is_file():
@@ -406,7 +431,7 @@ def load_checkpoint(ctx, folder: Path) -> Progress:
             ctx.log.info(f"warning: {folder} has no EMA; the EMA restarts from the current weights")
     rng_file = folder / STATE / RNG_DIR / f"rank{accelerator.process_index}.pt"
     if rng_file.is_file():
-        set_rng_state(torch.load(rng_file, weights_only=True))
+        set_rng_state(read_checkpoint_file(rng_file, lambda path: torch.load(path, weights_only=True)))
     else:
         ctx.log.warn_any_process(f"{folder} has no random state for process {accelerator.process_index} "
                                  f"(saved with {state['world_size']} processes); keeping a fresh one",

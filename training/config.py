@@ -17,6 +17,9 @@ from training.optimizers import OPTIMIZERS, require_bitsandbytes
 
 MODES = ("exvideo", "progressive", "full", "lora")
 PRECISIONS = ("fp32", "bf16", "fp16")
+# diffusers.optimization's schedule names the trainer offers (training/lr_schedule.py; named here
+# so that --help needs no diffusers import)
+LR_SCHEDULERS = ("constant_with_warmup", "constant", "linear", "cosine", "cosine_with_restarts", "polynomial")
 
 
 def _f(default, help: str, group: str, choices=None, **kw):
@@ -110,6 +113,9 @@ class TrainConfig:
                         choices=OPTIMIZERS)
     learning_rate: float = _f(1e-5, "AdamW learning rate (ExVideo: 1e-5)", "optim")
     lr_warmup_steps: int = _f(0, "linear learning-rate warm-up steps", "optim")
+    lr_scheduler: str = _f("constant_with_warmup", "learning-rate schedule after the warm-up (diffusers' "
+                           "get_scheduler; linear, cosine, ... decay over --max-steps)", "optim",
+                           choices=LR_SCHEDULERS)
     weight_decay: float = _f(1e-2, "AdamW weight decay", "optim")
     adam_beta1: float = _f(0.9, "AdamW beta1", "optim")
     adam_beta2: float = _f(0.999, "AdamW beta2", "optim")
@@ -129,10 +135,16 @@ class TrainConfig:
     keep_last: int = _f(3, "keep the newest n checkpoints (0: all)", "checkpoints")
     save_diffsynth: bool = _f(False, "exvideo: also write the extension in DiffSynth-Studio's layout", "checkpoints")
     resume: str = _f("", "'latest' (newest checkpoint in output_dir, if any) or a checkpoint folder", "checkpoints")
+    allow_changed_settings: bool = _f(False, "resume even though settings differ from the checkpoint's (learning "
+                                      "rate, frames, data, ...); mode, --exvideo-frames and the progressive "
+                                      "window/chunk can never change", "checkpoints")
     log_every: int = _f(10, "log every n optimizer steps", "checkpoints")
     eval_every: int = _f(0, "loss on a fixed held-out batch (fixed sigmas and noise) every n steps (0: never)",
                          "checkpoints")
-    tensorboard: bool = _f(False, "also log to TensorBoard (needs the tensorboard package)", "checkpoints")
+    tensorboard: bool = _f(False, "also log to TensorBoard through accelerate's tracker (needs the tensorboard "
+                           "package; events in output_dir/tensorboard)", "checkpoints")
+    progress_bar: bool = _f(True, "show a progress bar with ETA and loss (main process, when stderr is a terminal)",
+                            "checkpoints")
     weight_hash: bool = _f(False, "write each process's hash of the trained weights into every checkpoint "
                            "(checks that processes agree)", "checkpoints")
 
@@ -272,13 +284,15 @@ def read_config_file(path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"--config {path}: no such file")
-    if path.suffix.lower() == ".toml":
-        with open(path, "rb") as fh:
-            values = tomllib.load(fh)
-    elif path.suffix.lower() == ".json":
-        values = json.loads(path.read_text(encoding="utf-8"))
-    else:
+    suffix = path.suffix.lower()
+    if suffix not in (".toml", ".json"):
         raise ValueError(f"--config {path}: expected a .toml or .json file; found {path.suffix or 'no suffix'}")
+    try:
+        text = path.read_text(encoding="utf-8")
+        values = tomllib.loads(text) if suffix == ".toml" else json.loads(text)
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+        # the parsers' messages name a line and column but not the file
+        raise ValueError(f"--config {path}: expected valid {suffix[1:].upper()}; found an error: {exc}") from exc
     if not isinstance(values, dict):
         raise ValueError(f"--config {path}: expected a table/object of settings; found {type(values).__name__}")
     known = {f.name: f for f in fields(TrainConfig)}

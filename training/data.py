@@ -202,27 +202,101 @@ def fit_frame(rgb: np.ndarray, height: int, width: int) -> torch.Tensor:
 def read_clip(path, start: int, frames: int, stride: int, height: int, width: int) -> torch.Tensor:
     """Frames ``start, start + stride, ...`` (``frames`` of them) -> ``uint8 [frames, H, W, 3]``.
 
-    Decodes from the beginning of the file (exact frame numbers for any container and for variable
-    frame rates). Raises :class:`VideoError` when the file is unreadable or ends early."""
+    Frame ``n`` is the ``n``-th frame in presentation order, found by its timestamp
+    (:func:`frame_timestamps`): the file is sought to the keyframe before ``start`` and decoded from
+    there, so a clip late in a long video costs what one at its start does. Files whose timestamps
+    cannot number the frames are decoded from their first frame. Raises :class:`VideoError` when the
+    file is unreadable or ends early."""
     import av
 
-    wanted = source_frames_needed(frames, stride) + start
-    out = []
+    numbers = [start + i * stride for i in range(frames)]
     try:
+        table = frame_timestamps(path)
+        if table is not None and numbers[-1] >= len(table):
+            raise VideoError(f"too short: {len(table)} frames; wanted frames {start} to {numbers[-1]} at stride "
+                             f"{stride}")
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
-            for number, frame in enumerate(container.decode(stream)):
-                if number >= wanted:
-                    break
-                if number >= start and (number - start) % stride == 0:
-                    out.append(fit_frame(frame.to_ndarray(format="rgb24"), height, width))
+            out = None
+            if table is not None and start > 0:
+                out = _read_by_timestamps(container, stream, [table[n] for n in numbers], height, width)
+                if out is None or len(out) < frames:  # the seek landed past the start, or a frame lacked: start over
+                    out = None
+                    container.seek(0)
+            if out is None:
+                out = _read_by_count(container, stream, numbers, height, width)
+    except VideoError:
+        raise
     except Exception as exc:
         raise VideoError(f"unreadable while decoding ({type(exc).__name__}: {exc})") from exc
     if len(out) < frames:
         raise VideoError(f"too short: decoded {len(out)} of the {frames} frames wanted from frame {start} "
                          f"at stride {stride}")
     return torch.stack(out)
+
+
+def _decode(container, stream):
+    """The frames of ``stream`` from the container's position (one place, so tests can count them)."""
+    return container.decode(stream)
+
+
+def _read_by_count(container, stream, numbers, height, width) -> list[torch.Tensor]:
+    """Decode from the first frame, counting frames (any file)."""
+    wanted, last, out = set(numbers), numbers[-1], []
+    for number, frame in enumerate(_decode(container, stream)):
+        if number in wanted:
+            out.append(fit_frame(frame.to_ndarray(format="rgb24"), height, width))
+        if number >= last:
+            break
+    return out
+
+
+def _read_by_timestamps(container, stream, timestamps, height, width) -> list[torch.Tensor] | None:
+    """Seek to the keyframe at or before ``timestamps[0]`` and decode forward, keeping the frames
+    with these timestamps; None when the seek landed past the first of them."""
+    container.seek(timestamps[0], stream=stream, backward=True, any_frame=False)
+    wanted, out = set(timestamps), []
+    for frame in _decode(container, stream):
+        if frame.pts is None or (not out and frame.pts > timestamps[0]):
+            return None
+        if frame.pts in wanted:
+            out.append(fit_frame(frame.to_ndarray(format="rgb24"), height, width))
+        if frame.pts >= timestamps[-1]:
+            break
+    return out
+
+
+_TIMESTAMP_TABLES: dict[tuple, list[int] | None] = {}  # per process (each data-loader worker has its own)
+
+
+def frame_timestamps(path) -> list[int] | None:
+    """Presentation timestamps of the first video stream's frames, in order (frame ``n`` has the
+    ``n``-th), read from the packets without decoding and kept for the file's lifetime in this
+    process; None when the packets do not number the frames (missing or repeated timestamps)."""
+    import av
+
+    stat = Path(path).stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _TIMESTAMP_TABLES:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            stamps = []
+            for packet in container.demux(stream):
+                if packet.size == 0 or packet.is_discard:  # flush packets; frames an edit list drops
+                    continue
+                if packet.pts is None:
+                    stamps = None
+                    break
+                stamps.append(int(packet.pts))
+        if stamps is not None:
+            stamps.sort()
+            if len(set(stamps)) != len(stamps):
+                stamps = None
+        if len(_TIMESTAMP_TABLES) >= 1024:
+            _TIMESTAMP_TABLES.clear()
+        _TIMESTAMP_TABLES[key] = stamps
+    return _TIMESTAMP_TABLES[key]
 
 
 def load_image(path, height: int, width: int) -> torch.Tensor:
@@ -465,7 +539,7 @@ def still_image(images: Sequence[Path], seed: int, number: int, height: int, wid
 __all__ = [
     "VIDEO_SUFFIXES", "IMAGE_SUFFIXES", "MOTION_BUCKET_KNOTS", "VideoError", "VideoEntry", "VideoInfo",
     "SkippedVideo", "read_metadata", "find_videos", "probe_video", "index_videos", "source_frames_needed",
-    "fit_frame", "read_clip", "load_image", "find_images", "to_signed", "motion_score",
+    "fit_frame", "read_clip", "frame_timestamps", "load_image", "find_images", "to_signed", "motion_score",
     "motion_bucket_from_score", "ClipSpec", "ClipSample", "ClipDataset", "RankBatches",
     "clip_loader", "keep_list", "still_image", "derive_seed",
 ]

@@ -56,11 +56,11 @@ def set_rng_state(state: dict) -> None:
 
 
 def seed_everything(seed: int, rank: int) -> None:
-    """Seed the global generators of process ``rank`` (distinct per process)."""
-    process_seed = derive_seed(seed, "process", rank)
-    random.seed(process_seed)
-    np.random.seed(process_seed % (2**32))
-    torch.manual_seed(process_seed)
+    """Seed the global generators of process ``rank`` (distinct per process) with accelerate's
+    ``set_seed`` (python, numpy, torch and every accelerator's generators)."""
+    from accelerate.utils import set_seed
+
+    set_seed(derive_seed(seed, "process", rank) % (2**32))  # numpy takes 32-bit seeds
 
 
 __all__ = ["derive_seed", "generator", "rng_state", "set_rng_state", "seed_everything"]

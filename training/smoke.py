@@ -39,8 +39,10 @@ def synthetic_frames(frames: int, height: int, width: int, seed: int = 0):
     return out
 
 
-def write_synthetic_video(path, frames: int = 24, height: int = 32, width: int = 32, fps: int = 12, seed: int = 0):
-    """Encode :func:`synthetic_frames` to ``path`` (.mp4/.mov: H.264, .webm: VP9) with PyAV."""
+def write_synthetic_video(path, frames: int = 24, height: int = 32, width: int = 32, fps: int = 12, seed: int = 0,
+                          keyframe_interval: int = 0):
+    """Encode :func:`synthetic_frames` to ``path`` (.mp4/.mov: H.264, .webm: VP9) with PyAV;
+    ``keyframe_interval`` > 0: a keyframe at least every so many frames (else the codec's default)."""
     import av
 
     path = Path(path)
@@ -50,6 +52,8 @@ def write_synthetic_video(path, frames: int = 24, height: int = 32, width: int =
     with av.open(str(path), mode="w") as container:
         stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        if keyframe_interval > 0:
+            stream.codec_context.gop_size = keyframe_interval
         for image in synthetic_frames(frames, height, width, seed):
             for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
                 container.mux(packet)

@@ -41,8 +41,12 @@ from training import checkpointing  # noqa: E402
 from training.batches import Batch, batch_loss, fixed_eval_loss, held_out_batch, still_batch, video_batch  # noqa: E402
 from training.checkpointing import Progress, load_checkpoint, save_checkpoint  # noqa: E402
 from training.config import TrainConfig, parse_config  # noqa: E402
+from training.lr_schedule import make_lr_scheduler, step_learning_rate  # noqa: E402
+from training.progress_bar import make_progress_bar, progress_bar_wanted, show_loss  # noqa: E402
+from training.resume_check import check_resume_base, check_resume_settings, describe  # noqa: E402
 from training.model_setup import load_model, make_denoiser_module  # noqa: E402
-from training.train_log import Log, peak_memory_mb  # noqa: E402
+from training.train_log import Log, peak_memory_mb, tracking_options  # noqa: E402
+from training.user_errors import EXIT_USER_ERROR, UserError, is_user_error, one_line  # noqa: E402
 
 # --precision -> accelerate's mixed_precision names
 MIXED_PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
@@ -51,17 +55,12 @@ MIXED_PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
 def main(argv=None) -> int:
     try:
         config = parse_config(argv)  # --help and bad settings are answered here, before torch is imported
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return train(config)
-
-
-def learning_rate(config: TrainConfig, step: int) -> float:
-    """Constant after a linear warm-up (ExVideo trains at a constant 1e-5)."""
-    if config.lr_warmup_steps > 0 and step < config.lr_warmup_steps:
-        return config.learning_rate * (step + 1) / config.lr_warmup_steps
-    return config.learning_rate
+        return train(config)
+    except Exception as exc:
+        if not is_user_error(exc):
+            raise  # a bug: keep the traceback
+        print(one_line(exc), file=sys.stderr, flush=True)
+        return EXIT_USER_ERROR
 
 
 @dataclass
@@ -75,6 +74,7 @@ class Context:
     optimizer: object
     ema: object
     deepspeed: bool
+    lr_scheduler: object = None  # training/lr_schedule.py; its state is saved in state.json
 
 
 def make_accelerator(config: TrainConfig):
@@ -89,7 +89,7 @@ def make_accelerator(config: TrainConfig):
     handlers = [InitProcessGroupKwargs(backend=options["backend"])] if options["backend"] else []
     accelerator = Accelerator(mixed_precision=MIXED_PRECISION[config.precision],
                               gradient_accumulation_steps=config.grad_accum, cpu=options["cpu"],
-                              kwargs_handlers=handlers)
+                              kwargs_handlers=handlers, **tracking_options(config))
     check_process_group(accelerator.num_processes)
     deepspeed = accelerator.distributed_type == DistributedType.DEEPSPEED
     if deepspeed:
@@ -123,6 +123,10 @@ def prepare_data(config: TrainConfig, accelerator, log: Log):
     if accelerator.num_processes > 1:
         broadcast_object_list(result, from_process=0)
     usable = result[0]
+    if not usable:
+        found = "no video files" if not skipped_count(config) else "only videos it had to skip (skipped_videos.json)"
+        raise UserError(f"--data-dir {config.data_dir}: expected .mp4/.webm/.mov videos of at least "
+                        f"{data.source_frames_needed(frames, config.frame_stride)} frames; found {found}")
     needed = config.batch_size * accelerator.num_processes
     if len(usable) * config.clips_per_video < needed:
         raise ValueError(f"{len(usable)} usable videos x {config.clips_per_video} clips are fewer than one step "
@@ -147,6 +151,11 @@ def prepare_data(config: TrainConfig, accelerator, log: Log):
     return dataset, cache, images
 
 
+def skipped_count(config: TrainConfig) -> int:
+    report = Path(config.output_dir) / "skipped_videos.json"
+    return len(json.loads(report.read_text(encoding="utf-8"))["skipped"]) if report.is_file() else 0
+
+
 def train(config: TrainConfig) -> int:
     import torch
 
@@ -157,10 +166,16 @@ def train(config: TrainConfig) -> int:
     from training.optimizers import make_optimizer
 
     resume_from = checkpointing.resolve_resume(config.output_dir, config.resume)
+    resume_state = checkpointing.read_state(resume_from) if resume_from is not None else None
+    if resume_state is not None:  # before anything is loaded: refuse changed settings with one message
+        changes = check_resume_settings(resume_state, config, resume_from)
     existing = checkpointing.complete_checkpoints(Path(config.output_dir) / checkpointing.CHECKPOINTS)
     if resume_from is None and existing:
         raise ValueError(f"{config.output_dir} already holds checkpoints (newest: {existing[-1][1].name}); pass "
                          "--resume latest to continue that run, or choose another --output-dir")
+    if config.precision == "fp16" and (config.cpu or not torch.cuda.is_available()):
+        raise UserError("--precision fp16: expected a CUDA GPU (fp16 autocast runs there only); found the CPU; "
+                        "use --precision bf16 or fp32")
     Path(config.output_dir).mkdir(parents=True, exist_ok=True)
     accelerator, deepspeed = make_accelerator(config)
     rank, world = accelerator.process_index, accelerator.num_processes
@@ -168,17 +183,23 @@ def train(config: TrainConfig) -> int:
     seed_everything(config.seed, rank)
     log.info(f"LongVid trainer: mode {config.mode}, {world} process(es) on {accelerator.device}"
              f"{' with DeepSpeed' if deepspeed else ''}, precision {config.precision}")
+    if resume_state is not None and changes:
+        log.info(f"note: resuming with changed settings (--allow-changed-settings): {describe(changes)}")
+    dataset, cache, images = prepare_data(config, accelerator, log)  # before the model: data errors come early
 
     model, trainable = load_model(config, accelerator.device)
+    if resume_state is not None and not check_resume_base(resume_state, model, config.base, resume_from):
+        log.info(f"note: {resume_from} records no base identity (an older checkpoint): the base is not checked")
     log.info(f"training {sum(p.numel() for p in trainable.values()):,} of "
              f"{sum(p.numel() for p in model.unet.parameters()):,} UNet parameters ({config.parameter_set})")
     denoiser = make_denoiser_module(model.unet)
     optimizer = make_optimizer(config, trainable.values())
     denoiser, optimizer = accelerator.prepare(denoiser, optimizer)
     ema = EMA(trainable, config.ema_decay) if config.ema_decay > 0 else None
-    ctx = Context(config, accelerator, log, model, trainable, denoiser, optimizer, ema, deepspeed)
+    lr_scheduler = make_lr_scheduler(config, optimizer)
+    ctx = Context(config, accelerator, log, model, trainable, denoiser, optimizer, ema, deepspeed,
+                  lr_scheduler=lr_scheduler)
 
-    dataset, cache, images = prepare_data(config, accelerator, log)
     progressive = None
     if config.progressive:
         progressive = ProgressiveLevels(config.progressive_window, config.progressive_chunk, config.progressive_steps,
@@ -190,6 +211,7 @@ def train(config: TrainConfig) -> int:
     if resume_from is not None:
         progress = load_checkpoint(ctx, resume_from)
         log.info(f"resumed from {resume_from} at step {progress.step}")
+    log.start(progress.step)
 
     eval_batch = held_out_batch(model, config, dataset, accelerator.device) if config.eval_every > 0 else None
 
@@ -232,9 +254,10 @@ def train(config: TrainConfig) -> int:
     window_loss = torch.zeros((), device=accelerator.device)
     window_steps, window_start = 0, time.perf_counter()
     grad_norm = float("nan")
+    bar = make_progress_bar(progress.step, config.max_steps,
+                            progress_bar_wanted(config.progress_bar, accelerator.is_local_main_process, sys.stderr))
     while progress.step < config.max_steps:
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(config, progress.step)
+        step_lr = step_learning_rate(optimizer)
         for _ in range(config.grad_accum):
             with accelerator.accumulate(denoiser):
                 batch = next_batch(progress.micro_step)
@@ -250,6 +273,8 @@ def train(config: TrainConfig) -> int:
             window_loss += result.loss.detach() / config.grad_accum
         progress.step += 1
         window_steps += 1
+        lr_scheduler.step()
+        show_loss(bar, window_loss / window_steps)  # the running mean since the last log line
         if ema is not None and not accelerator.optimizer_step_was_skipped:
             ema.update(trainable)
 
@@ -260,7 +285,7 @@ def train(config: TrainConfig) -> int:
                                          "--precision bf16 instead of fp16; the last checkpoint is intact")
             elapsed = max(time.perf_counter() - window_start, 1e-9)
             log.metrics(progress.step, {
-                "loss": mean_loss, "lr": learning_rate(config, progress.step - 1), "grad_norm": grad_norm,
+                "loss": mean_loss, "lr": step_lr, "grad_norm": grad_norm,
                 "steps_per_s": window_steps / elapsed, "samples_per_s": window_steps * videos_per_step / elapsed,
                 "peak_mem_mb": peak_memory_mb(accelerator.device), "still_batches": progress.still_batches,
             })
@@ -272,6 +297,7 @@ def train(config: TrainConfig) -> int:
             save_checkpoint(ctx, progress)
             window_start = time.perf_counter()  # saving is not training time
 
+    bar.close()
     if not checkpointing.Save(config.output_dir, progress.step).already_done():
         save_checkpoint(ctx, progress)  # resumed from another folder at max_steps: still leave a checkpoint here
     accelerator.wait_for_everyone()
