@@ -34,7 +34,7 @@ pytestmark = pytest.mark.skipif(not COMFYUI or not (Path(COMFYUI) / "main.py").i
                                 reason="set COMFYUI_PATH to a ComfyUI checkout to run the server tests")
 
 REPO = Path(__file__).resolve().parents[1]
-WORKFLOWS = REPO / "workflows" / "api"
+WORKFLOWS = REPO / "example_workflows" / "api"
 OLD_RELEASE = REPO / "tests" / "data" / "workflows_v0_1"  # workflows saved with the V1 nodes
 WORKFLOW_NAMES = ["image_to_long_video", "text_to_long_video", "keyframes_to_long_video", "extend_video"]
 TEST_IMAGE = "longvid_test.png"
@@ -356,3 +356,17 @@ def test_output_paths_outside_the_output_folder_are_refused(server, output_path)
     assert error.value.code == 400
     assert "must be a file inside ComfyUI's output folder" in json.dumps(json.loads(error.value.read())["node_errors"])
     assert not Path("/tmp/longvid_escape.mp4").exists()
+
+
+def test_template_browser_lists_and_serves_the_workflows(server):
+    listed = request(server["url"], "/api/workflow_templates")
+    shipped = sorted(p.stem for p in (REPO / "example_workflows").glob("*.json"))
+    assert sorted(listed["LongVid"]) == shipped
+    for name in shipped:
+        served = request(server["url"], f"/api/workflow_templates/LongVid/{name}.json")
+        assert served == json.loads((REPO / "example_workflows" / f"{name}.json").read_text())
+        with urllib.request.urlopen(f"{server['url']}/api/workflow_templates/LongVid/{name}.jpg", timeout=30) as r:
+            assert r.headers["Content-Type"] == "image/jpeg" and r.read()[:2] == b"\xff\xd8"
+    # the missing-models dialog reads each loader's properties.models
+    loader = next(n for n in served["nodes"] if n["type"] == "LongVidLoadModel")
+    assert {m["directory"] for m in loader["properties"]["models"]} == {"checkpoints", "longvid_extensions"}

@@ -10,6 +10,7 @@ the API format.
 
 import inspect
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,10 @@ import pytest
 import nodes as node_pack
 from nodes.loader import NO_EXTENSION
 
-WORKFLOWS = Path(__file__).resolve().parents[1] / "workflows"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+import workflow_assets  # noqa: E402
+
+WORKFLOWS = Path(__file__).resolve().parents[1] / "example_workflows"
 OLD_RELEASE = Path(__file__).resolve().parent / "data" / "workflows_v0_1"
 UI_FILES = sorted(WORKFLOWS.glob("*.json"))
 OURS = node_pack.NODES
@@ -194,3 +198,24 @@ def test_text_workflows_make_first_frames_with_core_image_model_nodes():
     starts = [int(s) for s in condition["inputs"]["keyframe_starts"].split(",")]
     decoders = sum(n["class_type"] == "VAEDecode" for n in keyframes.values())
     assert len(starts) == decoders == 3  # one start per keyframe image in the batch
+
+
+def test_template_assets_are_up_to_date():
+    # model links (ComfyUI's missing-models dialog) and a thumbnail per workflow (template browser)
+    assert workflow_assets.main(["--check"]) == 0
+
+
+@pytest.mark.parametrize("path", UI_FILES, ids=lambda p: p.stem)
+def test_every_model_file_a_workflow_names_has_a_download_link(path):
+    from PIL import Image
+
+    ui = load(path)
+    for node in ui["nodes"]:
+        named = [node["widgets_values"][i] for i in workflow_assets.MODEL_WIDGETS.get(node["type"], ())]
+        links = node.get("properties", {}).get("models", [])
+        assert [link["name"] for link in links] == named, (path.stem, node["id"])
+        for link in links:
+            assert link["url"].startswith("https://huggingface.co/") and link["url"].endswith(link["name"].split("/")[-1])
+            assert link["directory"] in ("checkpoints", "longvid_extensions")
+    with Image.open(path.with_suffix(".jpg")) as thumbnail:
+        assert thumbnail.format == "JPEG" and thumbnail.size == workflow_assets.THUMBNAIL_SIZE
