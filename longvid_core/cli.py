@@ -121,7 +121,7 @@ def generate(args) -> int:
         frames=settings["frames"], mode=args.mode, window=settings["window"], chunk=settings["chunk"],
         steps=settings["steps"], cfg=settings["cfg"], min_cfg=settings["min_cfg"], seed=args.seed,
         context_sigma=settings["context_sigma"], partitions=args.partitions, lookahead=args.lookahead,
-        context_overlap=args.context_overlap)
+        context_overlap=args.context_overlap, cache_interval=args.cache_interval)
     pipeline.check_settings(sampling)  # refuse impossible settings before loading anything
     sink = pipeline.Mp4Sink(Path(args.out), settings["output_fps"], window=settings["decode_window"],
                             overlap=settings["decode_overlap"],
@@ -161,6 +161,8 @@ def generate(args) -> int:
         progress.close()
     print(f"{written} frames {width}x{height}, {run.settings.describe()}, {run.plan.denoiser_calls} denoiser calls, "
           f"{time.perf_counter() - started:.1f} s")
+    if run.cache is not None:
+        print(run.cache.stats.describe())
     print(Path(args.out).resolve())
     return 0
 
@@ -221,6 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--partitions", type=int, default=1, help="progressive: split each row's window into this many "
                    "calls, each spanning fewer noise levels (for weights trained with one level per clip)")
     g.add_argument("--lookahead", action="store_true", help="progressive: each partition also sees the one ahead")
+    g.add_argument("--cache-interval", type=int, default=0, help="reuse the UNet's deep features on up to this "
+                   "many calls after each full call on the same frames (DeepCache; 0: off)")
     g.add_argument("--context-overlap", type=int, help="context_windows: frames shared by windows of window + chunk "
                    "frames (default: a quarter of a window)")
     for name, kind in (("frames", int), ("window", int), ("chunk", int), ("steps", int), ("cfg", float),

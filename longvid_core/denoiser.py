@@ -28,11 +28,13 @@ def edm_preconditioning(sigma: torch.Tensor):
     return c_skip, c_out, c_in, c_noise
 
 
-def svd_denoise(unet, x: torch.Tensor, sigma, cond: SVDCond) -> torch.Tensor:
+def svd_denoise(unet, x: torch.Tensor, sigma, cond: SVDCond, **unet_options):
     """Predict clean latents ``x0`` from noisy ``x`` at per-frame noise ``sigma`` (see module doc).
 
     ``cond`` may hold the conditional and unconditional batches together; its batch must equal
     ``x``'s. The concat latent is appended on channels *unscaled*, as SVD was trained.
+    ``unet_options``: ``deep_features`` / ``keep_deep_features`` (:mod:`longvid_core.step_cache`);
+    with ``keep_deep_features`` the result is ``(x0, deep_features)``.
     """
     batch, frames = check_latents(x, "x", channels=unet.config.out_channels)
     sigma = per_frame_sigma(sigma, batch, frames, x.device)
@@ -59,5 +61,10 @@ def svd_denoise(unet, x: torch.Tensor, sigma, cond: SVDCond) -> torch.Tensor:
         c_noise[..., 0, 0, 0],
         cond.image_embeds.to(x.device, dtype),
         cond.added_time_ids.to(x.device, dtype),
+        **unet_options,
     )
-    return (out.float() * c_out + x.float() * c_skip).to(x.dtype)
+    deep = None
+    if unet_options.get("keep_deep_features"):
+        out, deep = out
+    x0 = (out.float() * c_out + x.float() * c_skip).to(x.dtype)
+    return x0 if deep is None else (x0, deep)

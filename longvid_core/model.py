@@ -63,11 +63,12 @@ class SVDModel:
             part.to(device=device, dtype=dtype)
         return self
 
-    def denoise(self, x: torch.Tensor, sigma, cond: SVDCond) -> torch.Tensor:
+    def denoise(self, x: torch.Tensor, sigma, cond: SVDCond, **unet_options):
         """``denoise(x[B,F,4,h,w], sigma[B,F] or [B], cond) -> x0[B,F,4,h,w]``, for any F >= 1.
 
         ExVideo's reflect-padded conv cannot take one frame, so an extended model sees a 1-frame
         clip (the progressive sampler's first calls at chunk 1, a 1-frame video) as that frame twice.
+        ``unet_options``: deep-feature reuse (:func:`~longvid_core.denoiser.svd_denoise`).
         """
         if x.dim() == 5 and x.shape[1] == 1 and self.max_frames is not None:
             sigma = per_frame_sigma(sigma, x.shape[0], 1, x.device).expand(-1, 2)
@@ -75,8 +76,9 @@ class SVDModel:
                 one = cond.expand_frames(1)
                 cond = SVDCond(one.image_embeds.expand(-1, 2, -1, -1), one.concat_latent.expand(-1, 2, -1, -1, -1),
                                one.added_time_ids)
-            return svd_denoise(self.unet, x.expand(-1, 2, -1, -1, -1), sigma, cond)[:, :1]
-        return svd_denoise(self.unet, x, sigma, cond)
+            out = svd_denoise(self.unet, x.expand(-1, 2, -1, -1, -1), sigma, cond, **unet_options)
+            return (out[0][:, :1], out[1]) if isinstance(out, tuple) else out[:, :1]
+        return svd_denoise(self.unet, x, sigma, cond, **unet_options)
 
     def encode_image(self, image, fps: int = 6, motion_bucket_id: int = 127, noise_aug_strength: float = 0.02,
                      seed: int = 0) -> SVDCond:

@@ -30,6 +30,7 @@ from .model import SVDModel
 from .progress import ProgressCallback
 from .schedules import DEFAULT_CHUNK, DEFAULT_STEPS, DEFAULT_WINDOW, get_sigmas_karras, validate_window
 from .shapes import nearest_multiples
+from .step_cache import DeepCacheDenoiser, DeepCacheSettings
 from .vae import VAE_SCALE
 from .video_io import DEFAULT_CRF, write_latent_video
 
@@ -75,7 +76,8 @@ class SamplingSettings:
     (progressive only; None or 0: clean) is for models trained with context noise. ``partitions``
     and ``lookahead``: progressive rows split for one-level weights (:func:`samplers.iter_progressive`).
     ``context_overlap``: frames shared by context windows of ``window + chunk`` frames (None: a
-    quarter of a window, as ComfyUI's 16/4)."""
+    quarter of a window, as ComfyUI's 16/4). ``cache_interval``: calls that may reuse the deep
+    features of the last full call on the same frames (:mod:`longvid_core.step_cache`; 0: off)."""
 
     frames: int
     mode: str = AUTO
@@ -89,6 +91,7 @@ class SamplingSettings:
     partitions: int = 1
     lookahead: bool = False
     context_overlap: int | None = None
+    cache_interval: int = 0
 
     @property
     def context_length(self) -> int:
@@ -107,6 +110,10 @@ class SamplingSettings:
         return self.context_length // 4 if self.context_overlap is None else self.context_overlap
 
     def describe(self) -> str:
+        cache = f", deep cache {self.cache_interval}" if self.cache_interval else ""
+        return self._describe_sampler() + cache
+
+    def _describe_sampler(self) -> str:
         if self.mode == PROGRESSIVE:
             split = f", {self.partitions} partitions" if self.partitions > 1 else ""
             split += ", lookahead" if self.lookahead else ""
@@ -155,7 +162,8 @@ def training_free(settings: SamplingSettings, name: str) -> SamplingSettings:
 
 
 def settings_problem(mode=None, frames=None, window=None, chunk=None, steps=None, cfg=None, min_cfg=None,
-                     context_sigma=None, partitions=None, lookahead=None, context_overlap=None) -> str | None:
+                     context_sigma=None, partitions=None, lookahead=None, context_overlap=None,
+                     cache_interval=None) -> str | None:
     """What is wrong with these settings; a value not known yet (None, e.g. a linked node input)
     is skipped. ``auto`` is checked once it is resolved for the model (:func:`prepare_run`)."""
     if mode is not None and mode not in MODES:
@@ -163,7 +171,7 @@ def settings_problem(mode=None, frames=None, window=None, chunk=None, steps=None
     for name, value, smallest in (("frames", frames, 1), ("window", window, 1), ("chunk", chunk, 1),
                                   ("steps", steps, 1), ("cfg", cfg, 0), ("min_cfg", min_cfg, 0),
                                   ("context_sigma", context_sigma, 0), ("partitions", partitions, 1),
-                                  ("context_overlap", context_overlap, 0)):
+                                  ("context_overlap", context_overlap, 0), ("cache_interval", cache_interval, 0)):
         if value is not None and not value >= smallest:
             return f"{name} is {value}; the smallest allowed is {smallest}"
     if mode == PROGRESSIVE and None not in (window, chunk, steps):
@@ -304,6 +312,7 @@ class GenerationRun:
     plan: samplers.SamplingPlan
     frame_shape: tuple[int, int, int, int] = field(repr=False)
     chosen: str = ""  # the settings in words (what `auto` chose, and why)
+    cache: DeepCacheDenoiser | None = field(default=None, repr=False)  # with cache_interval: its counts
 
     @property
     def prefix_frames(self) -> int:
@@ -331,7 +340,11 @@ class GenerationRun:
                       device=model.device)
         sigmas = get_sigmas_karras(s.steps, device=model.device)
         keyframes = [(start, cond.to(model.device)) for start, cond in self.keyframes]  # where the UNet is now
-        args = (model.denoise, keyframes, self.total_frames, self.frame_shape, sigmas)
+        denoise = model.denoise
+        if s.cache_interval:
+            cache = DeepCacheSettings(interval=s.cache_interval)
+            denoise = self.cache = DeepCacheDenoiser(model, cache, cache.threshold(sigmas))
+        args = (denoise, keyframes, self.total_frames, self.frame_shape, sigmas)
         if s.mode == PROGRESSIVE:
             return samplers.iter_progressive(*args, window=s.window, chunk=s.chunk, prefix=self.prefix,
                                              context_sigma=s.context_sigma or None, partitions=s.partitions,
@@ -349,7 +362,7 @@ def check_settings(settings: SamplingSettings) -> None:
     """Raise ValueError saying what to change unless the settings alone are possible."""
     s = settings
     _raise(settings_problem(s.mode, s.frames, s.window, s.chunk, s.steps, s.cfg, s.min_cfg, s.context_sigma,
-                            s.partitions, s.lookahead, s.context_overlap))
+                            s.partitions, s.lookahead, s.context_overlap, s.cache_interval))
 
 
 def plan_sampling(settings: SamplingSettings, prefix_frames: int = 0) -> samplers.SamplingPlan:

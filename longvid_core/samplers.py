@@ -610,7 +610,7 @@ def _context_window_frames(walk: "_Walk", store: _VideoAtOneSigma):
             window_sigma = x_sigma[part].to(walk.sigmas.device).expand(batch, -1).contiguous()
             prediction = walk.call(x[:, part].to(walk.device), window_sigma,
                                    walk.conds.for_frames(window.start, len(window)),
-                                   None if store.scales is None else store.scales[part])
+                                   None if store.scales is None else store.scales[part], window.start)
             x0[:, part] += prediction.to(x.device) * weight[None, :, None, None, None]
             total[part] += weight
             del prediction, window_sigma  # one window on the model's device at a time
@@ -786,17 +786,21 @@ class _Walk:
         def model(x: torch.Tensor, x_sigma: torch.Tensor) -> torch.Tensor:
             window = x if context is None else torch.cat([context, x], dim=1)
             frame_sigma = torch.cat([front, x_sigma]).expand(batch, -1).contiguous()
-            return self.call(window, frame_sigma, cond, cfg_scales)[:, count:]
+            return self.call(window, frame_sigma, cond, cfg_scales, first_frame)[:, count:]
 
         return self.step_rule.step(model, noisy, self._values(sigma), self._values(sigma_next))
 
-    def call(self, x, sigma, cond, cfg_scales):
-        """One (guided) denoiser call. The call before it is reported first, so a cancel asked for
-        there stops before this one; the last call of a step is reported by :meth:`hand_out`."""
+    def call(self, x, sigma, cond, cfg_scales, first_frame: int):
+        """One (guided) denoiser call on the video frames from ``first_frame``. The call before it
+        is reported first, so a cancel asked for there stops before this one; the last call of a
+        step is reported by :meth:`hand_out`. A denoiser with a ``window`` method (a caching one,
+        :mod:`longvid_core.step_cache`) is told which frames the call holds."""
         if self._unreported:
             self._unreported = False
             if self.progress.report(None):
                 raise self.progress.cancelled()
+        if hasattr(self.denoise, "window"):
+            self.denoise.window(first_frame, x.shape[1])
         out = guided_denoise(self.denoise, x, sigma, cond, cfg_scales)
         self._unreported = True
         return out

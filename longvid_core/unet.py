@@ -78,7 +78,12 @@ class LongVidUNet(UNetSpatioTemporalConditionModel):
         else:
             raise ValueError(f"attention backend must be 'sdpa' or 'xformers'; found {backend!r}")
 
-    def forward(self, sample, timestep, encoder_hidden_states, added_time_ids, return_dict: bool = False):
+    def forward(self, sample, timestep, encoder_hidden_states, added_time_ids, return_dict: bool = False,
+                deep_features: torch.Tensor | None = None, keep_deep_features: bool = False):
+        """``deep_features`` (from an earlier call with ``keep_deep_features=True`` on the same
+        frames): skip the deep blocks and run only the outermost ones on this input (DeepCache, Ma
+        et al. 2023, arXiv 2312.00858). With ``keep_deep_features`` the output is
+        ``(out, deep_features)``: what enters the last up block."""
         batch, frames = sample.shape[:2]
         timestep, encoder_hidden_states, added_time_ids = check_unet_inputs(
             sample, timestep, encoder_hidden_states, added_time_ids
@@ -97,14 +102,28 @@ class LongVidUNet(UNetSpatioTemporalConditionModel):
         hidden = self.conv_in(sample.flatten(0, 1))
         image_only_indicator = torch.zeros(batch, frames, dtype=hidden.dtype, device=hidden.device)
         skips = (hidden,)
-        for block in self.down_blocks:
+        deep = None
+        down_blocks = self.down_blocks if deep_features is None else self.down_blocks[:1]
+        for block in down_blocks:
             kwargs = {"encoder_hidden_states": context} if getattr(block, "has_cross_attention", False) else {}
             hidden, res = block(hidden_states=hidden, temb=emb, image_only_indicator=image_only_indicator, **kwargs)
             skips += res
-        hidden = self.mid_block(
-            hidden_states=hidden, temb=emb, encoder_hidden_states=context, image_only_indicator=image_only_indicator
-        )
-        for i, block in enumerate(self.up_blocks):
+        if deep_features is None:
+            hidden = self.mid_block(
+                hidden_states=hidden, temb=emb, encoder_hidden_states=context,
+                image_only_indicator=image_only_indicator
+            )
+            up_blocks = list(enumerate(self.up_blocks))
+        else:  # the last up block takes the first skips (conv_in's and the first down block's resnets')
+            if deep_features.shape[0] != batch * frames:
+                raise ValueError(f"deep_features hold {deep_features.shape[0]} frames; this call has "
+                                 f"{batch * frames} (batch x frames): reuse them only on the same frames")
+            skips = skips[: len(self.up_blocks[-1].resnets)]
+            hidden = deep_features
+            up_blocks = [(len(self.up_blocks) - 1, self.up_blocks[-1])]
+        for i, block in up_blocks:
+            if i == len(self.up_blocks) - 1 and keep_deep_features:
+                deep = hidden
             res = skips[-len(block.resnets):]
             skips = skips[: -len(block.resnets)]
             # odd latent sizes: upsample to the skip connection's size instead of a fixed 2x
@@ -120,6 +139,8 @@ class LongVidUNet(UNetSpatioTemporalConditionModel):
             )
         hidden = self.conv_out(self.conv_act(self.conv_norm_out(hidden)))
         out = hidden.reshape(batch, frames, *hidden.shape[1:])
+        if keep_deep_features:
+            return out, deep
         return out if not return_dict else (out,)
 
 
