@@ -54,6 +54,15 @@ def main(argv=None) -> int:
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if config.estimate_memory:  # a prediction from the stored measurement, nothing trained
+        from training.memory import estimate_report
+
+        try:
+            print(estimate_report(config))
+        except (ValueError, FileNotFoundError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        return 0
     return train(config)
 
 
