@@ -167,3 +167,23 @@ def test_estimate_memory_prints_and_exits_without_training(tmp_path):
     assert "peak per GPU" in result.stdout and "ZeRO-2 over 8 GPU(s)" in result.stdout
     assert not out.exists()  # nothing trained, nothing written
     assert "LongVid trainer" not in result.stdout + result.stderr
+
+
+def test_lora_without_peft_trains_the_same_tensors(monkeypatch):
+    plan = memory.tiny_plan()
+    with_peft_or_not, trained = memory.build_unet(plan.config, "lora", plan.exvideo_frames)
+    monkeypatch.setitem(sys.modules, "peft", None)  # import peft now fails: the minimal adapter is used
+    minimal, minimal_trained = memory.build_unet(plan.config, "lora", plan.exvideo_frames)
+    assert memory._lora_backend(minimal) == "minimal"
+    shapes = sorted(tuple(p.shape) for p in minimal_trained.values())
+    assert shapes == sorted(tuple(p.shape) for p in trained.values())
+    assert sum(p.numel() for p in minimal_trained.values()) == memory.lora_parameter_count(minimal, memory.LORA_RANK)
+    step = memory.measure_step(minimal, minimal_trained, "lora", memory.Size(4, 4, 2), True, "bf16",
+                               plan.kept_prefix, plan.config)
+    assert step.grads_measured_bytes == 4 * step.trainable  # every adapter weight got its fp32 gradient
+
+
+def test_docs_table_is_the_stored_measurements_table():
+    docs = (REPO / "docs" / "training.md").read_text()
+    for row in memory.fit_table(memory.load_coefficients()):
+        assert row in docs

@@ -1,6 +1,6 @@
 """Memory of a training step: measured on the full-size SVD-XT UNet on the CPU, predicted for a GPU.
 
-    python -m training.memory --full-size     # measure (about 20 min on 2 cores) and write the fit
+    python -m training.memory --full-size     # measure (16 min on 2 cores, 10.3 GiB RAM), write the fit
     python -m training.memory                 # the same at the tiny test config (seconds)
     python training/train.py --estimate-memory --mode exvideo --frames 128 ...   # predict only
 
@@ -242,8 +242,9 @@ def lora_parameter_count(unet, rank: int) -> int:
     """rank x (in + out) over every attention projection (what a LoRA of that rank trains)."""
     import torch
 
+    # after LoRA is added the projection itself is ``<target>.base_layer``
     return sum(rank * (m.in_features + m.out_features) for name, m in unet.named_modules()
-               if isinstance(m, torch.nn.Linear) and _is_lora_target(name))
+               if isinstance(m, torch.nn.Linear) and _is_lora_target(name.removesuffix(".base_layer")))
 
 
 def _make_minimal_lora():
@@ -887,7 +888,7 @@ def fit_table(coeffs: dict) -> list[str]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.memory", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--full-size", action="store_true", help="measure the full-size SVD-XT UNet (about 20 "
+    parser.add_argument("--full-size", action="store_true", help="measure the full-size SVD-XT UNet (about 16 "
                         "minutes on 2 CPU cores, under 12 GB of RAM); default: the tiny test config")
     parser.add_argument("--out", default="", help="write the coefficients here (default: "
                         "training/memory_coefficients.json with --full-size, nowhere otherwise)")
