@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
 import math
 import sys
@@ -225,7 +226,7 @@ def add_lora(unet, rank: int) -> dict:
         for name, module in list(unet.named_modules()):
             if isinstance(module, torch.nn.Linear) and _is_lora_target(name):
                 owner_name, _, leaf = name.rpartition(".")
-                setattr(unet.get_submodule(owner_name), leaf, _MinimalLoRA(module, rank))
+                setattr(unet.get_submodule(owner_name), leaf, _minimal_lora(module, rank))
     adapters = {}
     for name, param in unet.named_parameters():
         if ".lora_" in name:
@@ -247,7 +248,8 @@ def lora_parameter_count(unet, rank: int) -> int:
                if isinstance(m, torch.nn.Linear) and _is_lora_target(name.removesuffix(".base_layer")))
 
 
-def _make_minimal_lora():
+@functools.cache
+def _minimal_lora_class():
     import torch
 
     class MinimalLoRA(torch.nn.Module):
@@ -264,8 +266,9 @@ def _make_minimal_lora():
     return MinimalLoRA
 
 
-def _MinimalLoRA(base, rank):  # noqa: N802 - built lazily so that importing this module needs no torch
-    return _make_minimal_lora()(base, rank)
+def _minimal_lora(base, rank: int):
+    # the class is made on first use so that importing this module (for --estimate-memory) needs no torch
+    return _minimal_lora_class()(base, rank)
 
 
 # ---------------------------------------------------------------------------------------------
