@@ -130,6 +130,8 @@ class TrainConfig:
     gradient_checkpointing: bool = _f(True, "recompute each block's activations in the backward pass", "memory")
     vae_batch: int = _f(8, "frames the VAE encodes at once", "memory")
     cpu: bool = _f(False, "train on the CPU even if a GPU is present (smoke tests)", "memory")
+    estimate_memory: bool = _f(False, "print the predicted peak GPU memory of these settings (from the measurement "
+                               "in training/memory_coefficients.json) and exit without training", "memory")
     # -- checkpoints and logging
     save_every: int = _f(500, "save a checkpoint every n optimizer steps (and at the end)", "checkpoints")
     keep_last: int = _f(3, "keep the newest n checkpoints (0: all)", "checkpoints")
@@ -209,7 +211,7 @@ class TrainConfig:
             raise ValueError(f"--lora-targets: expected a comma list of layer names (e.g. to_q,to_k,to_v,to_out.0); "
                              f"found {self.lora_targets!r}")
         for name in ("base", "output_dir", "data_dir"):
-            if not getattr(self, name):
+            if not getattr(self, name) and not self.estimate_memory:  # an estimate reads no files
                 raise ValueError(f"--{name.replace('_', '-')} is required")
         if self.progressive and self.frames and self.frames != self.clip_frames():
             raise ValueError(f"--frames {self.frames}: progressive clips are chunk + window = "

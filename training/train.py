@@ -55,6 +55,11 @@ MIXED_PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
 def main(argv=None) -> int:
     try:
         config = parse_config(argv)  # --help and bad settings are answered here, before torch is imported
+        if config.estimate_memory:  # a prediction from the stored measurement, nothing trained
+            from training.memory import estimate_report
+
+            print(estimate_report(config))
+            return 0
         return train(config)
     except Exception as exc:
         if not is_user_error(exc):
