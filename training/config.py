@@ -245,7 +245,7 @@ class TrainConfig:
             raise ValueError(f"--image-batch-fraction must be in [0, 1]; found {self.image_batch_fraction}")
         if not (self.ema_decay == 0.0 or 0.0 < self.ema_decay < 1.0):
             raise ValueError(f"--ema-decay must be 0 (off) or in (0, 1); found {self.ema_decay}")
-        if self.optimizer == "adamw8bit":
+        if self.optimizer == "adamw8bit" and not self.estimate_memory:  # an estimate needs no library
             require_bitsandbytes(self.optimizer)  # before any model is loaded
 
     def to_dict(self) -> dict:
