@@ -11,8 +11,10 @@ because every block after the embedding already works per (batch*frame) row (PA-
 from __future__ import annotations
 
 import torch
+import torch.utils.checkpoint
 from diffusers import UNetSpatioTemporalConditionModel
 from diffusers.models.attention_processor import AttnProcessor2_0
+from diffusers.models.transformers.transformer_temporal import TransformerSpatioTemporalModel
 
 from .shapes import check_unet_inputs
 
@@ -61,6 +63,17 @@ class LongVidUNet(UNetSpatioTemporalConditionModel):
     The timestep is the model's noise input (``c_noise = ln(sigma)/4`` for SVD, see
     :mod:`longvid_core.denoiser`).
     """
+
+    def enable_gradient_checkpointing(self, *args, **kwargs) -> None:
+        """diffusers' checkpointing, plus the temporal transformer blocks: diffusers' own
+        TransformerSpatioTemporalModel checkpoints only its spatial blocks, so training SVD's
+        weights (LoRA, full) kept the temporal blocks' activations, about 5x what ExVideo's
+        blocks (which checkpoint both) keep per latent pixel x frame (training/memory.py)."""
+        super().enable_gradient_checkpointing(*args, **kwargs)
+        for module in self.modules():
+            if type(module) is TransformerSpatioTemporalModel:  # ExVideo's subclass does its own
+                for block in module.temporal_transformer_blocks:
+                    _checkpoint_forward(block)
 
     def set_attention_backend(self, backend: str = "sdpa", batch_limit: int = SDPA_BATCH_LIMIT) -> None:
         """``"sdpa"`` (PyTorch fused attention, batch-sliced) or ``"xformers"`` (optional extra)."""
@@ -142,6 +155,22 @@ class LongVidUNet(UNetSpatioTemporalConditionModel):
         if keep_deep_features:
             return out, deep
         return out if not return_dict else (out,)
+
+
+def _checkpoint_forward(block: torch.nn.Module) -> None:
+    """Recompute ``block``'s activations in the backward pass when gradients are on (once; the
+    module's names and weights are untouched)."""
+    if getattr(block, "_longvid_checkpointed", False):
+        return
+    inner = block.forward
+
+    def forward(*args, **kwargs):
+        if torch.is_grad_enabled():
+            return torch.utils.checkpoint.checkpoint(inner, *args, use_reentrant=False, **kwargs)
+        return inner(*args, **kwargs)
+
+    block.forward = forward
+    block._longvid_checkpointed = True
 
 
 def config_from_diffusers_shapes(shapes) -> dict:
