@@ -3,6 +3,7 @@ the README's tables are made of (their numbers belong to the README, not to test
 
 import importlib.util
 import math
+import re
 from pathlib import Path
 
 import torch
@@ -52,3 +53,20 @@ def test_bench_quality_rows_are_every_setting_auto_may_pick():
     bench = _load("bench_quality")
     assert set(pipeline.TRAINING_FREE_OPTIONS) <= set(bench.SETTINGS)
     assert pipeline.TRAINING_FREE in bench.SETTINGS
+
+
+def test_bench_gpu_runs_every_measurement_at_a_tiny_size_on_the_cpu(capsys):
+    bench_gpu = _load("bench_gpu")
+    assert bench_gpu.main(["--tiny", "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    for what in ("float32, SDPA", "bfloat16, SDPA", "deep-cache call", "xformers", "torch.compile",
+                 "ExVideo 32x32 x 8 frames", "streaming decode"):
+        assert what in out, what
+    ratios = [float(r) for r in re.findall(r"ratio (?:to \w+ )?(\d+\.\d+)", out)]
+    assert ratios and all(math.isfinite(r) and r > 0 for r in ratios)
+
+
+def test_bench_gpu_says_how_to_run_without_a_gpu(capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert _load("bench_gpu").main([]) == 2
+    assert "no CUDA GPU here" in capsys.readouterr().err
