@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import re
 
+# validate_inputs' default for an optional socket: absent from the prompt (a linked one arrives as None)
+NOT_CONNECTED = "<not connected>"
+
 
 def check_widgets(node_cls, **values) -> str | None:
     """Range and combo checks of ``values`` against ``node_cls.SPEC``'s inputs; a message or None."""
