@@ -143,6 +143,7 @@ class LongVidSample:
             "replacement). Output: LATENT [frames, 4, h, w] in ComfyUI's layout, starting with the prefix's frames "
             "when one is given. The progress bar counts every denoiser call."),
         function="sample",
+        report_under="window",
         inputs=(*sampling_inputs(), PREFIX_INPUT, *SAMPLING_OPTIONAL, SCHEDULE_INPUT),
         outputs=(Output("latent", "LATENT", "Video latents, prefix frames first."), SETTINGS_OUTPUT),
     )

@@ -61,6 +61,7 @@ class LongVidScheduleView:
             "(blue), rolling (green) and termination (orange) stages. Also explains the arithmetic in words. Connect "
             "the schedule of LongVid Settings that the sampler gets, and it draws what the sampler runs."),
         function="draw",
+        report_under="window",
         inputs=(
             Int("window", DEFAULT_WINDOW, 1, 1024, tooltip=(
                 "Noisy frames in the rolling window, a multiple of chunk (as in LongVid Sample). Replaced by a "

@@ -22,6 +22,7 @@ class LongVidSettings:
             "its output to LongVid Sample (or Sample to Video) and to LongVid Schedule View: the view then draws "
             "exactly the schedule the sampler runs. Frames, cfg and seed stay on the sampler."),
         function="make",
+        report_under="window",
         inputs=(MODE_INPUT, WINDOW_INPUT, CHUNK_INPUT, STEPS_INPUT,
                 *(replace(w, optional=False) for w in (PARTITIONS_INPUT, LOOKAHEAD_INPUT, CONTEXT_OVERLAP_INPUT,
                                                        CONTEXT_SIGMA_INPUT))),

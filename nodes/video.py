@@ -107,6 +107,7 @@ class LongVidDecode:
             "memory) -> IMAGE frames [frames, H, W, 3]. For very long videos use LongVid Save Video, which never "
             "holds all frames."),
         function="decode",
+        report_under="overlap",
         # added after the V1 release: an optional input and an output, both last
         inputs=(MODEL_INPUT, SAMPLES_INPUT, *decode_inputs(),
                 Float("frame_rate", 8.0, 0.1, 240.0, step=0.1, optional=True,
@@ -138,6 +139,7 @@ class LongVidSaveVideo:
             "into an mp4 (H.264, yuv420p), so a video of any length is saved without holding its frames in "
             "memory."),
         function="save",
+        report_under="overlap",
         inputs=(MODEL_INPUT, SAMPLES_INPUT, *video_inputs(), OUTPUT_PATH_INPUT),
         outputs=(PATH_OUTPUT,),
         output_node=True,
@@ -167,6 +169,7 @@ class LongVidSampleToVideo:
             "(no out-of-memory at decode after hours of sampling). Cancelling keeps a playable mp4 of the frames so "
             "far."),
         function="sample_to_video",
+        report_under="window",
         # optional inputs in the order they were added: a saved workflow keeps its widget values in place
         inputs=(*sampling_inputs(), *video_inputs(), PREFIX_INPUT, OUTPUT_PATH_INPUT, *SAMPLING_OPTIONAL,
                 SCHEDULE_INPUT),
