@@ -51,8 +51,8 @@ def prompt_entry_inputs(prompt: dict, unique_id, node_id: str, named: dict) -> d
 def validation_values(node_cls, named: dict, entry_inputs: dict | None) -> dict:
     """Keyword arguments for ``node_cls.validate_inputs`` when ComfyUI passed only ``named`` (the
     input problems are reported under): the other inputs it takes come from the node's prompt entry,
-    a link as None (checked when the node runs). A value failing its own range or choice is left out:
-    ComfyUI's own check reports that under its input, and once is enough."""
+    a link as None (checked when the node runs). A value failing its own range, choice or type is left
+    out: ComfyUI's own check reports that under its input, and once is enough."""
     values = dict(named)
     takes = inspect.signature(node_cls.validate_inputs).parameters
     for name, value in (entry_inputs or {}).items():
@@ -60,9 +60,18 @@ def validation_values(node_cls, named: dict, entry_inputs: dict | None) -> dict:
             continue
         if is_link(value):
             values[name] = None
-        elif not (node_cls.SPEC.input(name).is_widget and check_widgets(node_cls, **{name: value})):
+        elif not _refused_alone(node_cls, name, value):
             values[name] = value
     return values
+
+
+def _refused_alone(node_cls, name: str, value) -> bool:
+    if not node_cls.SPEC.input(name).is_widget:
+        return False
+    try:
+        return check_widgets(node_cls, **{name: value}) is not None
+    except TypeError:  # a value ComfyUI could not convert (it says so under that input)
+        return True
 
 
 def parse_keyframe_starts(text: str) -> list[int]:

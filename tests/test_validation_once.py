@@ -44,6 +44,8 @@ def test_cross_checks_see_all_values_but_not_those_comfyui_already_refused():
     assert "frames" not in values and "model" not in values
     assert values["chunk"] == 2 and values["steps"] == 24 and values["window"] == 5
     assert "use window 4 or 6" in sample.validate_inputs(**values)
+    # a value ComfyUI could not convert to its widget's type: ComfyUI says so, the cross checks skip it
+    assert "steps" not in validation_values(sample, {"window": 5}, {**PROMPT["4"]["inputs"], "steps": "many"})
     # a linked widget or a connected schedule arrives as None: known when the node runs
     linked = {**PROMPT["4"]["inputs"], "chunk": ["9", 0], "schedule": ["8", 0]}
     values = validation_values(sample, {"window": 5}, linked)
