@@ -45,8 +45,9 @@ def schedule_note(schedule) -> str:
         return (f"mode {schedule.mode}: the sampler does not roll a window of noise levels; drawn for comparison: "
                 "the progressive layout of these window/chunk/steps.")
     if schedule.partitions > 1 or schedule.lookahead:
-        return (f"Each call is split in {schedule.partitions} partitions" + (" with lookahead" if schedule.lookahead
-                else "") + "; the noise levels per frame are as drawn.")
+        return (f"partitions {schedule.partitions}" + (", lookahead" if schedule.lookahead else "") + ": each row "
+                "drawn runs as up to that many calls, one per partition" + (", each also seeing the partition "
+                "ahead" if schedule.lookahead else "") + "; the noise levels are as drawn.")
     return ""
 
 
