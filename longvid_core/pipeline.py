@@ -123,6 +123,35 @@ class SamplingSettings:
         return f"{self.mode}: window {self.window}, chunk {self.chunk}, {self.steps} steps"
 
 
+@dataclass(frozen=True)
+class Schedule:
+    """The sampling settings a LongVid Settings node makes (ComfyUI type ``LONGVID_SCHEDULE``): the
+    fields of :class:`SamplingSettings` that say how frames are scheduled, with the same names,
+    defaults and meaning. What a run adds to it (frames, cfg, seed) stays with the sampler."""
+
+    mode: str = SamplingSettings.mode
+    window: int = SamplingSettings.window
+    chunk: int = SamplingSettings.chunk
+    steps: int = SamplingSettings.steps
+    context_sigma: float | None = SamplingSettings.context_sigma
+    partitions: int = SamplingSettings.partitions
+    lookahead: bool = SamplingSettings.lookahead
+    context_overlap: int | None = SamplingSettings.context_overlap
+
+    def problem(self) -> str | None:
+        """What is wrong with this schedule alone (:func:`settings_problem`), or None."""
+        return settings_problem(self.mode, None, self.window, self.chunk, self.steps, None, None, self.context_sigma,
+                                self.partitions, self.lookahead, self.context_overlap)
+
+    def describe(self) -> str:
+        return SamplingSettings(1, **vars(self)).describe()
+
+
+def with_schedule(settings: SamplingSettings, schedule: Schedule | None) -> SamplingSettings:
+    """``settings`` with every field of ``schedule`` replacing its own (None: unchanged)."""
+    return settings if schedule is None else replace(settings, **vars(schedule))
+
+
 def resolve_auto(model: SVDModel, settings: SamplingSettings) -> tuple[SamplingSettings, str]:
     """``auto`` made concrete for this model, and why: as trained for weights that LongVid's trainer
     fine-tuned progressively; :data:`TRAINING_FREE` for all others. Other modes pass unchanged."""
@@ -501,7 +530,7 @@ def recommended_settings(path) -> dict:
 __all__ = [
     "AUTO", "BUNDLED_MODEL", "CONTEXT_WINDOWS", "FULL_SEQUENCE", "TRAINING_FREE", "TRAINING_FREE_OPTIONS",
     "resolve_auto", "training_free", "MODES", "PROGRESSIVE", "REPLACEMENT_WITHOUT_NOISE", "REPLACEMENT_WITH_NOISE",
-    "GenerationRun", "ImageSink", "LatentSink", "Mp4Sink", "SamplingSettings", "check_size", "condition_images",
+    "GenerationRun", "ImageSink", "LatentSink", "Mp4Sink", "SamplingSettings", "Schedule", "with_schedule", "check_size", "condition_images",
     "check_settings", "decode_into", "generate", "latents_from_comfy", "latents_to_comfy", "model_problem", "plan_sampling",
     "prepare_run", "recommended_settings", "settings_problem", "size_problem",
 ]

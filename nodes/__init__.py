@@ -8,7 +8,8 @@ through ``comfy_entrypoint``; tests and scripts use the plain classes directly.
 Node ids carry the ``LongVid`` prefix and are never renamed once shipped, nor are input names or
 their order: saved workflows refer to them. A node that must change gets a new id; the old one
 stays as a deprecated alias. New inputs go last.
-Data flows one way: Load -> Condition -> Sample -> Decode / Save Video (or Sample to Video).
+Data flows one way: Load -> Condition -> Sample -> Decode / Save Video (or Sample to Video); Settings feeds
+the sampler and the Schedule View one schedule.
 """
 
 from . import runtime
@@ -16,6 +17,7 @@ from .conditioning import LongVidCondition, LongVidEncodeFrames
 from .loader import LongVidLoadModel
 from .sampling import LongVidSample
 from .schedule_view import LongVidScheduleView
+from .settings import LongVidSettings
 from .video import LongVidDecode, LongVidSampleToVideo, LongVidSaveVideo
 
 runtime.register_model_folders()
@@ -30,6 +32,7 @@ NODES = {cls.SPEC.node_id: cls for cls in (
     LongVidSaveVideo,
     LongVidSampleToVideo,
     LongVidScheduleView,
+    LongVidSettings,
 )}
 
 __all__ = ["NODES"]

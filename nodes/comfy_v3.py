@@ -8,12 +8,14 @@ name, ``validate_inputs`` / ``fingerprint_inputs`` are the plain class's own fun
 
 from __future__ import annotations
 
+import inspect
 from functools import lru_cache
 
 from comfy_api.v0_0_2 import ComfyExtension, InputImpl, Types, io
 
 from . import NODES
 from .spec import Input, NodeSpec
+from .validation import prompt_entry_inputs, validation_values
 from .video import VideoFrames
 
 CORE_TYPES = {"INT": io.Int, "FLOAT": io.Float, "STRING": io.String, "BOOLEAN": io.Boolean, "COMBO": io.Combo,
@@ -53,6 +55,8 @@ def schema(spec: NodeSpec) -> io.Schema:
         inputs=[schema_input(i) for i in spec.inputs],
         outputs=[comfy_type(o.kind).Output(id=o.name, display_name=o.name, tooltip=o.tooltip) for o in spec.outputs],
         is_output_node=spec.output_node,
+        # which node is being validated, to read its other inputs from the prompt (validate_inputs below)
+        hidden=[io.Hidden.unique_id] if spec.report_under else None,
     )
 
 
@@ -71,6 +75,43 @@ def node_output(result) -> io.NodeOutput:
     return io.NodeOutput(*(core_value(v) for v in result), ui=ui)
 
 
+# The prompt of the latest POST /prompt, recorded just before ComfyUI validates it. ComfyUI 0.3.64 passes a
+# validate_inputs only the inputs its signature names, and files a failure under each of them; the hidden
+# prompt input is empty during validation. So each node's validate_inputs names one input and reads the rest here.
+RECORDED = {"prompt": {}}
+
+
+def record_prompt(json_data: dict) -> dict:
+    RECORDED["prompt"] = json_data.get("prompt") if isinstance(json_data, dict) else {}
+    return json_data
+
+
+def listen_for_prompts() -> None:
+    try:
+        from server import PromptServer
+    except ImportError:  # ComfyUI's modules without its server (scripts): inputs not named are checked at run time
+        return
+    handlers = PromptServer.instance.on_prompt_handlers
+    if record_prompt not in handlers:
+        PromptServer.instance.add_on_prompt_handler(record_prompt)
+
+
+def one_place_validation(plain: type, spec: NodeSpec):
+    """A validate_inputs whose signature names only ``spec.report_under``: ComfyUI shows each problem
+    once, under that input. The node's other inputs come from the recorded prompt (once ComfyUI has
+    converted them); when it is not this prompt, they are left to the run-time checks."""
+    anchor = spec.report_under
+
+    def validate_inputs(cls, **named):
+        entry = prompt_entry_inputs(RECORDED["prompt"], cls.hidden.unique_id, spec.node_id, named)
+        return plain.validate_inputs(**validation_values(plain, named, entry))
+
+    parameter = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    validate_inputs.__signature__ = inspect.Signature([inspect.Parameter("cls", parameter),
+                                                       inspect.Parameter(anchor, parameter, default=None)])
+    return classmethod(validate_inputs)
+
+
 def v3_node(plain: type) -> type[io.ComfyNode]:
     spec: NodeSpec = plain.SPEC
 
@@ -86,6 +127,8 @@ def v3_node(plain: type) -> type[io.ComfyNode]:
     for hook in ("validate_inputs", "fingerprint_inputs"):
         if hasattr(plain, hook):
             members[hook] = classmethod(getattr(plain, hook).__func__)
+    if hasattr(plain, "validate_inputs") and spec.report_under:
+        members["validate_inputs"] = one_place_validation(plain, spec)
     return type(spec.node_id, (io.ComfyNode,), members)
 
 
@@ -94,4 +137,5 @@ V3_NODES = [v3_node(plain) for plain in NODES.values()]
 
 class LongVidExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        listen_for_prompts()
         return list(V3_NODES)

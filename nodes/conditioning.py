@@ -33,6 +33,7 @@ class LongVidCondition:
             "frame given by the i-th number of keyframe_starts (frames counted in the whole output video, a prefix "
             "included). Images are scaled to cover width x height and centre-cropped."),
         function="condition",
+        report_under="keyframe_starts",
         inputs=(
             Socket("model", "LONGVID_MODEL", MODEL_TOOLTIP),
             Socket("image", "IMAGE", "One start image, or a batch of keyframe images (ImageBatch)."),
@@ -78,6 +79,7 @@ class LongVidEncodeFrames:
             "to extend that video. Frames are fitted to width x height like LongVid Condition does. Also returns the "
             "last frame, a natural conditioning image for the continuation."),
         function="encode",
+        report_under="width",
         inputs=(
             Socket("model", "LONGVID_MODEL", MODEL_TOOLTIP),
             Socket("images", "IMAGE", "The frames of the video to extend, first to last (IMAGE batch)."),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from longvid_core import pipeline, samplers
 from longvid_core.pipeline import AUTO
 from longvid_core.progress import SAMPLING
@@ -9,10 +11,30 @@ from longvid_core.schedules import DEFAULT_CHUNK, DEFAULT_STEPS, DEFAULT_WINDOW
 
 from . import runtime
 from .spec import Boolean, Combo, Float, Int, NodeSpec, Output, Socket
-from .validation import check_widgets, first_problem, raise_if
+from .validation import NOT_CONNECTED, check_widgets, first_problem, raise_if
 
 MODES = list(pipeline.MODES)
 MAX_SEED = 0xFFFFFFFFFFFFFFFF
+
+
+REPLACED = " Replaced by the schedule input when that is connected."
+MODE_INPUT = Combo("mode", MODES, AUTO, tooltip=(
+    "auto: progressive as trained for weights fine-tuned progressively by LongVid's trainer, otherwise the "
+    "best training-free setting (SVD-XT, ExVideo); the settings output says which. progressive: PA-VDM "
+    "rolling window, any length. context_windows: ComfyUI core's overlapping windows at one noise level. "
+    "full_sequence: one clip, all frames at once (<= 25 frames for SVD, <= the table for ExVideo). "
+    "replacement_*: window after window, each conditioned on the last chunk frames of the one before."))
+WINDOW_INPUT = Int("window", DEFAULT_WINDOW, 1, 1024, tooltip=(
+    "Noisy frames in the rolling window (a multiple of chunk). The model sees window + chunk frames per call."))
+CHUNK_INPUT = Int("chunk", DEFAULT_CHUNK, 1, 1024, tooltip=(
+    "Frames that enter and leave the window together (replacement modes: the condition frames carried "
+    "from window to window)."))
+STEPS_INPUT = Int("steps", DEFAULT_STEPS, 1, 1000, tooltip=(
+    "Denoising steps every frame goes through (progressive: a multiple of window / chunk)."))
+
+
+def replaced_by_schedule(widget):
+    return replace(widget, tooltip=widget.tooltip + REPLACED)
 
 
 def sampling_inputs() -> tuple:
@@ -23,20 +45,7 @@ def sampling_inputs() -> tuple:
         Int("frames", 96, 1, 1_000_000, tooltip=(
             "New latent frames to generate (one latent = one video frame). A prefix's frames come in front of "
             "these.")),
-        Combo("mode", MODES, AUTO, tooltip=(
-            "auto: progressive as trained for weights fine-tuned progressively by LongVid's trainer, otherwise the "
-            "best training-free setting (SVD-XT, ExVideo); the settings output says which. progressive: PA-VDM "
-            "rolling window, any length. context_windows: ComfyUI core's overlapping windows at one noise level. "
-            "full_sequence: one clip, all frames at once (<= 25 frames for SVD, <= the table for ExVideo). "
-            "replacement_*: window after window, each conditioned on the last chunk frames of the one before.")),
-        Int("window", DEFAULT_WINDOW, 1, 1024, tooltip=(
-            "Noisy frames in the rolling window (a multiple of chunk). The model sees window + chunk frames per "
-            "call.")),
-        Int("chunk", DEFAULT_CHUNK, 1, 1024, tooltip=(
-            "Frames that enter and leave the window together (replacement modes: the condition frames carried "
-            "from window to window).")),
-        Int("steps", DEFAULT_STEPS, 1, 1000, tooltip=(
-            "Denoising steps every frame goes through (progressive: a multiple of window / chunk).")),
+        *(replaced_by_schedule(w) for w in (MODE_INPUT, WINDOW_INPUT, CHUNK_INPUT, STEPS_INPUT)),
         Float("cfg", samplers.DEFAULT_CFG, 0.0, 30.0, step=0.1, round=0.01,
               tooltip="Guidance at the back (noisiest end) of the window."),
         Float("min_cfg", samplers.DEFAULT_MIN_CFG, 0.0, 30.0, step=0.1, round=0.01,
@@ -58,16 +67,28 @@ LOOKAHEAD_INPUT = Boolean("lookahead", False, optional=True, advanced=True, tool
 CONTEXT_OVERLAP_INPUT = Int("context_overlap", -1, -1, 1024, optional=True, advanced=True, tooltip=(
     "context_windows: frames shared by neighbouring windows of window + chunk frames; -1: a quarter of a window."))
 # new inputs go last, so a workflow saved before them keeps its widget values in place
-SAMPLING_OPTIONAL = (CONTEXT_SIGMA_INPUT, PARTITIONS_INPUT, LOOKAHEAD_INPUT, CONTEXT_OVERLAP_INPUT)
+TRAINING_FREE_INPUTS = (CONTEXT_SIGMA_INPUT, PARTITIONS_INPUT, LOOKAHEAD_INPUT, CONTEXT_OVERLAP_INPUT)
+SAMPLING_OPTIONAL = tuple(replaced_by_schedule(w) for w in TRAINING_FREE_INPUTS)
+SCHEDULE_INPUT = Socket("schedule", "LONGVID_SCHEDULE", optional=True, tooltip=(
+    "Sampler settings from LongVid Settings (share one with LongVid Schedule View, so it draws what runs). When "
+    "connected it replaces this node's mode, window, chunk, steps, context_sigma, partitions, lookahead and "
+    "context_overlap widgets; frames, cfg, min_cfg and seed stay here."))
 
 PREFIX_INPUT = Socket("prefix", "LATENT", optional=True, tooltip=(
     "Frames of a video to extend (LongVid Encode Frames); the output starts with them."))
 SETTINGS_OUTPUT = Output("settings", "STRING", "The sampling settings used (what auto chose, and why).")
 
 
+SCHEDULE_WIDGETS = ("mode", "window", "chunk", "steps", "context_sigma", "partitions", "lookahead", "context_overlap")
+
+
 def validate_sampling(node_cls, frames=None, mode=None, window=None, chunk=None, steps=None, cfg=None,
                       min_cfg=None, seed=None, context_sigma=None, partitions=None, lookahead=None,
-                      context_overlap=None) -> str | bool:
+                      context_overlap=None, schedule=NOT_CONNECTED) -> str | bool:
+    """A connected schedule (at validation a link arrives as None) makes the widgets it replaces unused:
+    they are not checked."""
+    if schedule is not NOT_CONNECTED:
+        mode = window = chunk = steps = context_sigma = partitions = lookahead = context_overlap = None
     return first_problem(
         check_widgets(node_cls, frames=frames, mode=mode, window=window, chunk=chunk, steps=steps, cfg=cfg,
                       min_cfg=min_cfg, seed=seed, context_sigma=context_sigma, partitions=partitions,
@@ -81,16 +102,32 @@ def _overlap(context_overlap):
     return None if context_overlap is None or context_overlap < 0 else context_overlap
 
 
+def widget_schedule(mode, window, chunk, steps, context_sigma=0.0, partitions=1, lookahead=False,
+                    context_overlap=-1) -> pipeline.Schedule:
+    """The schedule the widgets describe (0 context_sigma: clean context; -1 context_overlap: the default)."""
+    return pipeline.Schedule(mode, window, chunk, steps, context_sigma or None, partitions, bool(lookahead),
+                             _overlap(context_overlap))
+
+
+def checked_schedule(schedule) -> pipeline.Schedule:
+    if not isinstance(schedule, pipeline.Schedule):
+        raise ValueError(f"schedule: expected the output of LongVid Settings; found {type(schedule).__name__}")
+    return schedule
+
+
 def prepare_run(model, cond, frames, mode, window, chunk, steps, cfg, min_cfg, seed, prefix=None,
                 node_cls=None, context_sigma=0.0, partitions=1, lookahead=False,
-                context_overlap=-1) -> pipeline.GenerationRun:
+                context_overlap=-1, schedule=None) -> pipeline.GenerationRun:
     """Everything checked before any work: the widgets (a linked input reached validate_inputs as
-    None), then the pipeline's checks of the settings and the model (where ``auto`` is resolved)."""
-    raise_if(check_widgets(node_cls or LongVidSample, frames=frames, mode=mode, window=window, chunk=chunk,
-                           steps=steps, cfg=cfg, min_cfg=min_cfg, seed=seed, context_sigma=context_sigma,
-                           partitions=partitions, context_overlap=context_overlap))
-    settings = pipeline.SamplingSettings(frames, mode, window, chunk, steps, cfg, min_cfg, seed, context_sigma or None,
-                                         partitions, bool(lookahead), _overlap(context_overlap))
+    None), then the pipeline's checks of the settings and the model (where ``auto`` is resolved).
+    A connected ``schedule`` replaces the widgets it holds, which are then neither checked nor used."""
+    if schedule is None:
+        schedule = widget_schedule(mode, window, chunk, steps, context_sigma, partitions, lookahead, context_overlap)
+        raise_if(check_widgets(node_cls or LongVidSample, mode=mode, window=window, chunk=chunk, steps=steps,
+                               context_sigma=context_sigma, partitions=partitions, context_overlap=context_overlap))
+    raise_if(check_widgets(node_cls or LongVidSample, frames=frames, cfg=cfg, min_cfg=min_cfg, seed=seed))
+    settings = pipeline.with_schedule(pipeline.SamplingSettings(frames, cfg=cfg, min_cfg=min_cfg, seed=seed),
+                                      checked_schedule(schedule))
     prefix_latents = None if prefix is None else pipeline.latents_from_comfy(prefix, "prefix")
     run = pipeline.prepare_run(model.svd, cond, settings, prefix_latents)
     runtime.throw_if_interrupted()
@@ -106,20 +143,22 @@ class LongVidSample:
             "replacement). Output: LATENT [frames, 4, h, w] in ComfyUI's layout, starting with the prefix's frames "
             "when one is given. The progress bar counts every denoiser call."),
         function="sample",
-        inputs=(*sampling_inputs(), PREFIX_INPUT, *SAMPLING_OPTIONAL),
+        report_under="window",
+        inputs=(*sampling_inputs(), PREFIX_INPUT, *SAMPLING_OPTIONAL, SCHEDULE_INPUT),
         outputs=(Output("latent", "LATENT", "Video latents, prefix frames first."), SETTINGS_OUTPUT),
     )
 
     @classmethod
     def validate_inputs(cls, frames=None, mode=None, window=None, chunk=None, steps=None, cfg=None, min_cfg=None,
-                        seed=None, context_sigma=None, partitions=None, lookahead=None, context_overlap=None):
+                        seed=None, context_sigma=None, partitions=None, lookahead=None, context_overlap=None,
+                        schedule=NOT_CONNECTED):
         return validate_sampling(cls, frames, mode, window, chunk, steps, cfg, min_cfg, seed, context_sigma,
-                                 partitions, lookahead, context_overlap)
+                                 partitions, lookahead, context_overlap, schedule)
 
     def sample(self, model, cond, frames, mode, window, chunk, steps, cfg, min_cfg, seed, prefix=None,
-               context_sigma=0.0, partitions=1, lookahead=False, context_overlap=-1):
+               context_sigma=0.0, partitions=1, lookahead=False, context_overlap=-1, schedule=None):
         run = prepare_run(model, cond, frames, mode, window, chunk, steps, cfg, min_cfg, seed, prefix,
-                          type(self), context_sigma, partitions, lookahead, context_overlap)
+                          type(self), context_sigma, partitions, lookahead, context_overlap, schedule)
         model.prepare("unet")
         latents = run.into(pipeline.LatentSink(), runtime.progress_callback(SAMPLING, run.plan.denoiser_calls))
         return (pipeline.latents_to_comfy(latents), run.chosen)

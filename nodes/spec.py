@@ -56,6 +56,9 @@ class NodeSpec:
     outputs: tuple[Output, ...]
     output_node: bool = False
     category: str = "LongVid"
+    # ComfyUI shows a failing validate_inputs under every input it names; the V3 node names only this
+    # required widget and reads the others from the prompt, so each problem shows once (nodes/comfy_v3.py)
+    report_under: str | None = None
 
     def input(self, name: str) -> Input:
         found = [i for i in self.inputs if i.name == name]

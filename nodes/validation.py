@@ -8,7 +8,11 @@ Every message says what was found and what to change.
 
 from __future__ import annotations
 
+import inspect
 import re
+
+# validate_inputs' default for an optional socket: absent from the prompt (a linked one arrives as None)
+NOT_CONNECTED = "<not connected>"
 
 
 def check_widgets(node_cls, **values) -> str | None:
@@ -26,6 +30,48 @@ def check_widgets(node_cls, **values) -> str | None:
             if widget.max is not None and value > widget.max:
                 return f"{name} is {value}; the largest allowed is {widget.max}"
     return None
+
+
+def is_link(value) -> bool:
+    """An API prompt's ``[node id, output index]``: a value known only when the node runs."""
+    return isinstance(value, list) and len(value) == 2
+
+
+def prompt_entry_inputs(prompt: dict, unique_id, node_id: str, named: dict) -> dict | None:
+    """The inputs of node ``unique_id`` in ``prompt`` (an API prompt), if it is this node and holds the
+    values ComfyUI passed by name (``named``); else None (another prompt, or none recorded)."""
+    entry = (prompt or {}).get(str(unique_id))
+    if not isinstance(entry, dict) or entry.get("class_type") != node_id:
+        return None
+    inputs = entry.get("inputs", {})
+    same = all((None if is_link(inputs.get(k)) else inputs.get(k)) == v for k, v in named.items())
+    return inputs if same else None
+
+
+def validation_values(node_cls, named: dict, entry_inputs: dict | None) -> dict:
+    """Keyword arguments for ``node_cls.validate_inputs`` when ComfyUI passed only ``named`` (the
+    input problems are reported under): the other inputs it takes come from the node's prompt entry,
+    a link as None (checked when the node runs). A value failing its own range, choice or type is left
+    out: ComfyUI's own check reports that under its input, and once is enough."""
+    values = dict(named)
+    takes = inspect.signature(node_cls.validate_inputs).parameters
+    for name, value in (entry_inputs or {}).items():
+        if name in values or name not in takes:
+            continue
+        if is_link(value):
+            values[name] = None
+        elif not _refused_alone(node_cls, name, value):
+            values[name] = value
+    return values
+
+
+def _refused_alone(node_cls, name: str, value) -> bool:
+    if not node_cls.SPEC.input(name).is_widget:
+        return False
+    try:
+        return check_widgets(node_cls, **{name: value}) is not None
+    except TypeError:  # a value ComfyUI could not convert (it says so under that input)
+        return True
 
 
 def parse_keyframe_starts(text: str) -> list[int]:

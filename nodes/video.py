@@ -15,9 +15,10 @@ from longvid_core.progress import DECODING, SAMPLING
 from longvid_core.video_io import DEFAULT_CRF
 
 from . import runtime
-from .sampling import PREFIX_INPUT, SAMPLING_OPTIONAL, SETTINGS_OUTPUT, prepare_run, sampling_inputs, validate_sampling
+from .sampling import (PREFIX_INPUT, SAMPLING_OPTIONAL, SCHEDULE_INPUT, SETTINGS_OUTPUT, prepare_run, sampling_inputs,
+                       validate_sampling)
 from .spec import Float, Int, NodeSpec, Output, Socket, String
-from .validation import check_widgets, first_problem, raise_if
+from .validation import NOT_CONNECTED, check_widgets, first_problem, raise_if
 
 
 MODEL_INPUT = Socket("model", "LONGVID_MODEL", "The model from LongVid Load SVD (its VAE decodes).")
@@ -106,6 +107,7 @@ class LongVidDecode:
             "memory) -> IMAGE frames [frames, H, W, 3]. For very long videos use LongVid Save Video, which never "
             "holds all frames."),
         function="decode",
+        report_under="overlap",
         # added after the V1 release: an optional input and an output, both last
         inputs=(MODEL_INPUT, SAMPLES_INPUT, *decode_inputs(),
                 Float("frame_rate", 8.0, 0.1, 240.0, step=0.1, optional=True,
@@ -137,6 +139,7 @@ class LongVidSaveVideo:
             "into an mp4 (H.264, yuv420p), so a video of any length is saved without holding its frames in "
             "memory."),
         function="save",
+        report_under="overlap",
         inputs=(MODEL_INPUT, SAMPLES_INPUT, *video_inputs(), OUTPUT_PATH_INPUT),
         outputs=(PATH_OUTPUT,),
         output_node=True,
@@ -166,8 +169,10 @@ class LongVidSampleToVideo:
             "(no out-of-memory at decode after hours of sampling). Cancelling keeps a playable mp4 of the frames so "
             "far."),
         function="sample_to_video",
+        report_under="window",
         # optional inputs in the order they were added: a saved workflow keeps its widget values in place
-        inputs=(*sampling_inputs(), *video_inputs(), PREFIX_INPUT, OUTPUT_PATH_INPUT, *SAMPLING_OPTIONAL),
+        inputs=(*sampling_inputs(), *video_inputs(), PREFIX_INPUT, OUTPUT_PATH_INPUT, *SAMPLING_OPTIONAL,
+                SCHEDULE_INPUT),
         outputs=(PATH_OUTPUT, SETTINGS_OUTPUT),
         output_node=True,
     )
@@ -175,19 +180,20 @@ class LongVidSampleToVideo:
     @classmethod
     def validate_inputs(cls, frames=None, mode=None, window=None, chunk=None, steps=None, cfg=None, min_cfg=None,
                         seed=None, frame_rate=None, crf=None, decode_window=None, overlap=None, output_path=None,
-                        context_sigma=None, partitions=None, lookahead=None, context_overlap=None):
+                        context_sigma=None, partitions=None, lookahead=None, context_overlap=None,
+                        schedule=NOT_CONNECTED):
         return first_problem(
             validate_sampling(cls, frames, mode, window, chunk, steps, cfg, min_cfg, seed, context_sigma, partitions,
-                              lookahead, context_overlap),
+                              lookahead, context_overlap, schedule),
             video_problem(cls, frame_rate, crf, decode_window, overlap, output_path))
 
     def sample_to_video(self, model, cond, frames, mode, window, chunk, steps, cfg, min_cfg, seed, filename_prefix,
                         frame_rate, crf, decode_window, overlap, prefix=None, output_path="", context_sigma=0.0,
-                        partitions=1, lookahead=False, context_overlap=-1):
+                        partitions=1, lookahead=False, context_overlap=-1, schedule=None):
         # the sampling inputs are checked by prepare_run
         raise_if(video_problem(type(self), frame_rate, crf, decode_window, overlap, output_path))
         run = prepare_run(model, cond, frames, mode, window, chunk, steps, cfg, min_cfg, seed, prefix,
-                          type(self), context_sigma, partitions, lookahead, context_overlap)
+                          type(self), context_sigma, partitions, lookahead, context_overlap, schedule)
         path, ui_entry = _target(filename_prefix, output_path)
         model.prepare("unet", "vae")
         # The bar counts denoiser calls; decoding only checks cancel, window by window.

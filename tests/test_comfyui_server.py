@@ -51,6 +51,7 @@ TINY = {  # inputs overridden for speed, per class
                              "decode_window": 4, "overlap": 1},
     "LongVidSaveVideo": {"decode_window": 4, "overlap": 1},
     "LongVidScheduleView": {"frames": FRAMES, "max_size": 128},
+    "LongVidSettings": {"window": 4, "chunk": 2, "steps": 2},
 }
 
 
@@ -213,18 +214,67 @@ def test_workflow_runs_and_writes_the_video(server, folder, name):
     assert frames.shape == (expected_frames, 64, 64, 3) and fps == 8
 
 
-def test_impossible_settings_are_refused_with_http_400(server):
+def test_shipped_workflow_runs_the_shared_settings_not_the_samplers_widgets(server):
     prompt = shrink(json.loads((WORKFLOWS / "image_to_long_video.json").read_text()))
+    settings = next(n for n in prompt.values() if n["class_type"] == "LongVidSettings")
+    settings["inputs"].update(mode="progressive", window=4, chunk=2, steps=2)
+    for node in prompt.values():  # impossible alone: refused at validation if they were used
+        if node["class_type"] in ("LongVidSample", "LongVidScheduleView"):
+            assert node["inputs"]["schedule"][0] in prompt
+            node["inputs"].update(mode="progressive", window=5, chunk=2, steps=7)
+    result = run_prompt(server, prompt)
+    assert result["status"]["status_str"] == "success", json.dumps(result["status"], indent=1)[-3000:]
+    view = next(k for k, n in prompt.items() if n["class_type"] == "LongVidScheduleView")
+    preview = next(k for k, n in prompt.items() if n["class_type"] == "PreviewImage")
+    assert prompt[preview]["inputs"]["images"][0] == view and result["outputs"][preview]["images"]
+
+
+def without_view(prompt: dict) -> dict:
     # keep only the video branch: with no valid output left, ComfyUI answers 400
-    prompt = {k: n for k, n in prompt.items() if n["class_type"] not in ("LongVidScheduleView", "PreviewImage")}
-    sampler = next(n for n in prompt.values() if n["class_type"] == "LongVidSample")
-    sampler["inputs"].update(mode="progressive", window=5, chunk=2)
+    return {k: n for k, n in prompt.items() if n["class_type"] not in ("LongVidScheduleView", "PreviewImage")}
+
+
+def refused(server, prompt) -> dict:
+    """POST /prompt must answer 400; its node_errors as {class_type: [(input_name, details), ...]}."""
     with pytest.raises(urllib.error.HTTPError) as error:
         request(server["url"], "/prompt", {"prompt": prompt, "client_id": "test"})
     assert error.value.code == 400
     body = json.loads(error.value.read())
-    messages = json.dumps(body["node_errors"])
-    assert "must be a multiple of chunk" in messages and "use window 4 or 6" in messages
+    return {entry["class_type"]: [(e["extra_info"].get("input_name"), e["details"]) for e in entry["errors"]]
+            for entry in body["node_errors"].values()}
+
+
+def test_impossible_settings_are_refused_with_http_400(server):
+    prompt = without_view(shrink(json.loads((WORKFLOWS / "image_to_long_video.json").read_text())))
+    settings = next(n for n in prompt.values() if n["class_type"] == "LongVidSettings")
+    settings["inputs"].update(mode="progressive", window=5, chunk=2)
+    errors = refused(server, prompt)
+    # once, under the input ComfyUI files the node's own checks under (the message names the others)
+    assert list(errors) == ["LongVidSettings"] and len(errors["LongVidSettings"]) == 1, errors
+    (name, details), = errors["LongVidSettings"]
+    assert name == "window" and "must be a multiple of chunk" in details and "use window 4 or 6" in details
+
+
+def test_each_problem_is_reported_once_under_its_input(server):
+    prompt = without_view(shrink(json.loads((WORKFLOWS / "image_to_long_video.json").read_text())))
+    sampler_id = next(k for k, n in prompt.items() if n["class_type"] == "LongVidSample")
+    sampler, save = prompt[sampler_id]["inputs"], next(n for n in prompt.values()
+                                                        if n["class_type"] == "LongVidSaveVideo")["inputs"]
+    # the sampler's own widgets, as a workflow saved before LongVid Settings has them
+    del sampler["schedule"]
+    prompt = {k: n for k, n in prompt.items() if n["class_type"] != "LongVidSettings"}
+    sampler.update(mode="progressive", window=5, chunk=2, steps=24, frames=0)
+    save.update(decode_window=8, overlap=5)
+    errors = refused(server, prompt)
+    sample_errors = errors["LongVidSample"]
+    assert [name for name, _ in sample_errors] == ["frames", "window"], sample_errors  # ComfyUI's min check, ours
+    assert "use window 4 or 6" in sample_errors[1][1]
+    save_errors = errors["LongVidSaveVideo"]
+    assert len(save_errors) == 1 and save_errors[0][0] == "overlap" and "at most half" in save_errors[0][1]
+    # a window that is fine alone but not with its chunk, and a chunk out of range: each once, where it belongs
+    sampler.update(frames=6, window=4, chunk=0)
+    save.update(decode_window=4, overlap=1)
+    assert refused(server, prompt) == {"LongVidSample": [("chunk", "chunk")]}
 
 
 def test_free_memory_then_run_again(server):
@@ -301,7 +351,11 @@ def test_old_release_ui_workflow_fits_the_servers_node_schemas(server, name):
         where = (name, node["id"], node["type"])
         assert node["type"] in info, where
         links, widgets, specs = slots(info[node["type"]])
-        assert [(i["name"], i["type"]) for i in node["inputs"]] == links, where
+        saved_links = [(i["name"], i["type"]) for i in node["inputs"]]
+        # sockets added since (optional, last) are not in the file; the saved ones keep their slots
+        assert saved_links == links[:len(saved_links)], where
+        optional = info[node["type"]]["input_order"].get("optional", [])
+        assert all(name in optional for name, _ in links[len(saved_links):]), where
         outputs = info[node["type"]]["output"]
         assert [o["type"] for o in node["outputs"]] == outputs[:len(node["outputs"])], where
         # widgets added since the file was saved are optional and last: the browser gives them defaults

@@ -158,7 +158,7 @@ def test_pack_imports_the_comfyui_way_without_comfyui():
 def test_node_ids_and_schemas_are_well_formed():
     assert set(NODES) == {
         "LongVidLoadModel", "LongVidCondition", "LongVidEncodeFrames", "LongVidSample", "LongVidDecode",
-        "LongVidSaveVideo", "LongVidSampleToVideo", "LongVidScheduleView",
+        "LongVidSaveVideo", "LongVidSampleToVideo", "LongVidScheduleView", "LongVidSettings",
     }
     for node_id, cls in NODES.items():
         spec = cls.SPEC
@@ -476,6 +476,87 @@ def test_schedule_view_draws_the_table(monkeypatch):
             x, y = layout.cell_centre(r, c)
             expected = torch.tensor(cell_colour(table, table[r], c))
             assert torch.allclose(picture[y, x], expected, atol=1 / 255 + 1e-6), (r, c)
+
+
+# ----------------------------------------------------------------------------------- one schedule
+
+
+def settings_node(mode="progressive", window=4, chunk=2, steps=2, partitions=1, lookahead=False, context_overlap=-1,
+                  context_sigma=0.0):
+    return NODES["LongVidSettings"]().make(mode, window, chunk, steps, partitions, lookahead, context_overlap,
+                                           context_sigma)[0]
+
+
+def test_settings_node_makes_the_pipelines_schedule():
+    assert settings_node() == pipeline.Schedule("progressive", 4, 2, 2)
+    # the widgets' "off" values are the pipeline's None: clean context, a quarter-window overlap
+    made = settings_node("context_windows", 6, 2, 3, context_overlap=-1, context_sigma=0.0)
+    assert made.context_overlap is None and made.context_sigma is None
+    assert settings_node(partitions=2, lookahead=True).describe() == "progressive: window 4, chunk 2, 2 steps, 2 " \
+                                                                     "partitions, lookahead"
+
+
+def test_settings_node_refuses_impossible_schedules_at_validation_and_when_it_runs():
+    settings = NODES["LongVidSettings"]
+    assert settings.validate_inputs(mode="progressive", window=24, chunk=2, steps=24) is True
+    assert "use window 4 or 6" in settings.validate_inputs(mode="progressive", window=5, chunk=2, steps=24)
+    assert "must divide the window's 4 chunks" in settings.validate_inputs(mode="progressive", window=8, chunk=2,
+                                                                           steps=8, partitions=3)
+    assert "smallest allowed is 1" in settings.validate_inputs(window=0)
+    with pytest.raises(ValueError, match="use window 4 or 6"):
+        settings_node(window=5)
+
+
+def test_a_connected_schedule_replaces_the_samplers_widgets(model, monkeypatch):
+    cond, _ = condition(model)
+    by_widgets = sample(model, cond)["samples"]
+    calls = count_denoiser_calls(model, monkeypatch)
+    # widgets that alone are impossible (window 5, chunk 2) are unused: the schedule's layout runs
+    latent, chosen = NODES["LongVidSample"]().sample(model, cond, 6, "progressive", 5, 2, 7, 1.0, 1.0, 0,
+                                                     schedule=settings_node())
+    assert chosen == "progressive: window 4, chunk 2, 2 steps"
+    assert len(calls) == pipeline.plan_sampling(pipeline.SamplingSettings(6, "progressive", 4, 2, 2)).denoiser_calls
+    assert torch.equal(latent["samples"], by_widgets)  # frames, cfg and seed still come from the sampler
+
+
+def test_a_connected_schedule_is_what_validation_checks():
+    impossible = dict(mode="progressive", window=5, chunk=2, steps=24, frames=6)
+    for node_id in ("LongVidSample", "LongVidSampleToVideo"):
+        node = NODES[node_id]
+        assert "use window 4 or 6" in node.validate_inputs(**impossible)
+        # at validation a link arrives as None: the widgets it replaces are not checked, the others are
+        assert node.validate_inputs(**impossible, schedule=None) is True
+        assert "frames is 0" in node.validate_inputs(**{**impossible, "frames": 0}, schedule=None)
+    assert "use window 4 or 6" in NODES["LongVidScheduleView"].validate_inputs(window=5, chunk=2, steps=24)
+    assert NODES["LongVidScheduleView"].validate_inputs(window=5, chunk=2, steps=24, schedule=None) is True
+
+
+def test_sample_to_video_takes_the_schedule_too(model, tmp_path):
+    cond, _ = condition(model)
+    result = NODES["LongVidSampleToVideo"]().sample_to_video(
+        model, cond, 4, "full_sequence", 9, 9, 9, 1.0, 1.0, 0, "video/LongVid", 8.0, 19, 4, 1,
+        output_path=str(tmp_path / "s.mp4"), schedule=settings_node())
+    assert result["result"] == (str(tmp_path / "s.mp4"), "progressive: window 4, chunk 2, 2 steps")
+    assert read_video(tmp_path / "s.mp4")[0].shape[0] == 4
+
+
+def test_something_else_in_the_schedule_socket_is_refused(model):
+    cond, _ = condition(model)
+    with pytest.raises(ValueError, match="schedule: expected the output of LongVid Settings; found dict"):
+        NODES["LongVidSample"]().sample(model, cond, 6, "progressive", 4, 2, 2, 1.0, 1.0, 0, schedule={})
+
+
+def test_schedule_view_draws_the_connected_schedule_not_its_widgets():
+    view = NODES["LongVidScheduleView"]()
+    drawn, text = view.draw(24, 2, 24, 12, False, 256, schedule=settings_node(window=8, chunk=2, steps=8))
+    expected, expected_text = view.draw(8, 2, 8, 12, False, 256)
+    assert torch.equal(drawn, expected) and text == expected_text
+    _, auto_text = view.draw(24, 2, 24, 12, False, 256, schedule=settings_node("auto", 8, 2, 8))
+    assert "mode auto: the sampler chooses for its model" in auto_text and "replacement_with_noise" in auto_text
+    _, other = view.draw(24, 2, 24, 12, False, 256, schedule=settings_node("context_windows", 8, 2, 8))
+    assert "mode context_windows: the sampler does not roll" in other
+    with pytest.raises(ValueError, match="draws progressive layouts.*must be a multiple of chunk"):
+        view.draw(24, 2, 24, 12, False, 256, schedule=settings_node("replacement_with_noise", 5, 2, 8))
 
 
 # ----------------------------------------------------------------------------------- model cache
