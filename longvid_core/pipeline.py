@@ -137,11 +137,12 @@ class Schedule:
     partitions: int = SamplingSettings.partitions
     lookahead: bool = SamplingSettings.lookahead
     context_overlap: int | None = SamplingSettings.context_overlap
+    cache_interval: int = SamplingSettings.cache_interval
 
     def problem(self) -> str | None:
         """What is wrong with this schedule alone (:func:`settings_problem`), or None."""
         return settings_problem(self.mode, None, self.window, self.chunk, self.steps, None, None, self.context_sigma,
-                                self.partitions, self.lookahead, self.context_overlap)
+                                self.partitions, self.lookahead, self.context_overlap, self.cache_interval)
 
     def describe(self) -> str:
         return SamplingSettings(1, **vars(self)).describe()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from . import model_cache, runtime
-from .spec import Combo, Float, NodeSpec, Output
+from .spec import Boolean, Combo, Float, NodeSpec, Output
 
 NO_EXTENSION = "none"  # also the "no file" choice of any optional file combo
 NO_LORA = NO_EXTENSION
@@ -47,6 +47,9 @@ class LongVidLoadModel:
                 "the extension; 'none' for no LoRA.")),
             Float("lora_strength", 1.0, -4.0, 4.0, step=0.05, optional=True,
                   tooltip="Scale of the LoRA's update (0: the model without it)."),
+            Boolean("compile", False, optional=True, advanced=True, tooltip=(
+                "torch.compile the UNet: faster calls after a compile at the first call of each size (minutes). "
+                "Where compiling fails the model runs uncompiled and the log says why.")),
         ),
         outputs=(Output("model", "LONGVID_MODEL", "SVD (or ExVideo-extended SVD) for the LongVid nodes."),),
     )
@@ -68,8 +71,8 @@ class LongVidLoadModel:
                 stamps.append(f"{value}:missing")
         return "|".join(stamps)
 
-    def load(self, ckpt_name, extension, dtype, lora=NO_LORA, lora_strength=1.0):
+    def load(self, ckpt_name, extension, dtype, lora=NO_LORA, lora_strength=1.0, compile=False):
         checkpoint = runtime.full_path(runtime.CHECKPOINTS, ckpt_name)
         extension_path = None if extension == NO_EXTENSION else runtime.full_path(runtime.EXTENSIONS, extension)
         lora_path = None if lora == NO_LORA else runtime.full_path(runtime.LORAS, lora)
-        return (model_cache.load_model(checkpoint, extension_path, dtype, lora_path, lora_strength),)
+        return (model_cache.load_model(checkpoint, extension_path, dtype, lora_path, lora_strength, compile),)

@@ -97,13 +97,13 @@ def cache_key(checkpoint: Path, extension: Path | None, dtype: torch.dtype, devi
 
 
 def load_model(checkpoint: Path, extension: Path | None, dtype_choice: str, lora: Path | None = None,
-               lora_strength: float = 1.0) -> LongVidModel:
-    """A cached or freshly loaded LongVidModel."""
+               lora_strength: float = 1.0, compile_unet: bool = False) -> LongVidModel:
+    """A cached or freshly loaded LongVidModel (``compile_unet``: torch.compile, eager fallback)."""
     if dtype_choice not in DTYPE_CHOICES:
         raise ValueError(f"dtype must be one of {DTYPE_CHOICES}; got {dtype_choice!r}")
     device = runtime.torch_device()
     dtype = runtime.auto_dtype(device) if dtype_choice == "auto" else resolve_dtype(dtype_choice)
-    key = cache_key(checkpoint, extension, dtype, device, lora, lora_strength)
+    key = cache_key(checkpoint, extension, dtype, device, lora, lora_strength) + (bool(compile_unet),)
     if key in _cache:
         _cache.move_to_end(key)
         return _cache[key]
@@ -111,7 +111,7 @@ def load_model(checkpoint: Path, extension: Path | None, dtype_choice: str, lora
         _cache.popitem(last=False)
     load_device = runtime.offload_device() if runtime.IN_COMFYUI else device
     svd = load_svd(checkpoint, extension=extension, device=load_device, dtype=dtype, lora=lora,
-                   lora_strength=lora_strength)
+                   lora_strength=lora_strength, compile=bool(compile_unet))
     for warning in svd.warnings:  # ComfyUI's console and log
         logging.warning("LongVid: %s", warning)
     model = LongVidModel(

@@ -69,6 +69,9 @@ CONTEXT_OVERLAP_INPUT = Int("context_overlap", -1, -1, 1024, optional=True, adva
 # new inputs go last, so a workflow saved before them keeps its widget values in place
 TRAINING_FREE_INPUTS = (CONTEXT_SIGMA_INPUT, PARTITIONS_INPUT, LOOKAHEAD_INPUT, CONTEXT_OVERLAP_INPUT)
 SAMPLING_OPTIONAL = tuple(replaced_by_schedule(w) for w in TRAINING_FREE_INPUTS)
+CACHE_INTERVAL_INPUT = Int("cache_interval", 0, 0, 16, optional=True, advanced=True, tooltip=(
+    "Reuse the UNet's deep features on up to this many calls after each full call on the same frames "
+    "(DeepCache): those calls run only the outer blocks. 0: off. Faster, slightly different video."))
 SCHEDULE_INPUT = Socket("schedule", "LONGVID_SCHEDULE", optional=True, tooltip=(
     "Sampler settings from LongVid Settings (share one with LongVid Schedule View, so it draws what runs). When "
     "connected it replaces this node's mode, window, chunk, steps, context_sigma, partitions, lookahead and "
@@ -103,10 +106,10 @@ def _overlap(context_overlap):
 
 
 def widget_schedule(mode, window, chunk, steps, context_sigma=0.0, partitions=1, lookahead=False,
-                    context_overlap=-1) -> pipeline.Schedule:
+                    context_overlap=-1, cache_interval=0) -> pipeline.Schedule:
     """The schedule the widgets describe (0 context_sigma: clean context; -1 context_overlap: the default)."""
     return pipeline.Schedule(mode, window, chunk, steps, context_sigma or None, partitions, bool(lookahead),
-                             _overlap(context_overlap))
+                             _overlap(context_overlap), int(cache_interval or 0))
 
 
 def checked_schedule(schedule) -> pipeline.Schedule:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from .sampling import (CHUNK_INPUT, CONTEXT_OVERLAP_INPUT, CONTEXT_SIGMA_INPUT, LOOKAHEAD_INPUT, MODE_INPUT,
-                       PARTITIONS_INPUT, STEPS_INPUT, WINDOW_INPUT, widget_schedule)
+from .sampling import (CACHE_INTERVAL_INPUT, CHUNK_INPUT, CONTEXT_OVERLAP_INPUT, CONTEXT_SIGMA_INPUT, LOOKAHEAD_INPUT,
+                       MODE_INPUT, PARTITIONS_INPUT, STEPS_INPUT, WINDOW_INPUT, widget_schedule)
 from .spec import NodeSpec, Output
 from .validation import check_widgets, first_problem, raise_if
 
@@ -25,19 +25,22 @@ class LongVidSettings:
         report_under="window",
         inputs=(MODE_INPUT, WINDOW_INPUT, CHUNK_INPUT, STEPS_INPUT,
                 *(replace(w, optional=False) for w in (PARTITIONS_INPUT, LOOKAHEAD_INPUT, CONTEXT_OVERLAP_INPUT,
-                                                       CONTEXT_SIGMA_INPUT))),
+                                                       CONTEXT_SIGMA_INPUT)),
+                CACHE_INTERVAL_INPUT),  # added after the node first shipped: optional and last
         outputs=(SCHEDULE_OUTPUT,),
     )
 
     @classmethod
     def validate_inputs(cls, mode=None, window=None, chunk=None, steps=None, partitions=None, lookahead=None,
-                        context_overlap=None, context_sigma=None):
+                        context_overlap=None, context_sigma=None, cache_interval=None):
         return first_problem(
             check_widgets(cls, mode=mode, window=window, chunk=chunk, steps=steps, partitions=partitions,
-                          context_overlap=context_overlap, context_sigma=context_sigma),
-            widget_schedule(mode, window, chunk, steps, context_sigma, partitions, lookahead, context_overlap).problem())
+                          context_overlap=context_overlap, context_sigma=context_sigma, cache_interval=cache_interval),
+            widget_schedule(mode, window, chunk, steps, context_sigma, partitions, lookahead, context_overlap,
+                            cache_interval).problem())
 
-    def make(self, mode, window, chunk, steps, partitions, lookahead, context_overlap, context_sigma):
+    def make(self, mode, window, chunk, steps, partitions, lookahead, context_overlap, context_sigma, cache_interval=0):
         raise_if(self.validate_inputs(mode, window, chunk, steps, partitions, lookahead, context_overlap,
-                                      context_sigma))
-        return (widget_schedule(mode, window, chunk, steps, context_sigma, partitions, lookahead, context_overlap),)
+                                      context_sigma, cache_interval))
+        return (widget_schedule(mode, window, chunk, steps, context_sigma, partitions, lookahead, context_overlap,
+                                cache_interval),)

@@ -12,7 +12,7 @@ NODES = node_pack.NODES
 V1_SCHEMAS = json.loads((Path(__file__).resolve().parent / "data" / "node_schemas_v0_1.json").read_text())
 # rarely touched inputs, folded away by newer frontends
 ADVANCED = {"dtype", "context_sigma", "partitions", "lookahead", "context_overlap", "decode_window", "overlap",
-            "crf", "output_path", "max_size"}
+            "crf", "output_path", "max_size", "cache_interval", "compile"}
 
 
 @pytest.fixture(params=sorted(NODES), ids=str)
@@ -46,7 +46,7 @@ def test_what_was_added_since_the_v1_release():
                        [o.name for o in plain.SPEC.outputs][len(V1_SCHEMAS[node_id]["outputs"]):])
              for node_id, plain in NODES.items() if node_id in V1_SCHEMAS}
     assert {k: v for k, v in added.items() if v != ([], [])} == {
-        "LongVidDecode": (["frame_rate"], ["video"]), "LongVidLoadModel": (["lora", "lora_strength"], []),
+        "LongVidDecode": (["frame_rate"], ["video"]), "LongVidLoadModel": (["lora", "lora_strength", "compile"], []),
         "LongVidSample": (["schedule"], []), "LongVidSampleToVideo": (["schedule"], []),
         "LongVidScheduleView": (["schedule"], [])}
 

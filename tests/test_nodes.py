@@ -482,9 +482,9 @@ def test_schedule_view_draws_the_table(monkeypatch):
 
 
 def settings_node(mode="progressive", window=4, chunk=2, steps=2, partitions=1, lookahead=False, context_overlap=-1,
-                  context_sigma=0.0):
+                  context_sigma=0.0, cache_interval=0):
     return NODES["LongVidSettings"]().make(mode, window, chunk, steps, partitions, lookahead, context_overlap,
-                                           context_sigma)[0]
+                                           context_sigma, cache_interval)[0]
 
 
 def test_settings_node_makes_the_pipelines_schedule():
@@ -759,3 +759,31 @@ def test_taesd_previews_come_from_comfyuis_previewer_when_chosen(model, bars, mo
 
 def test_without_comfyui_there_is_no_taesd_previewer():
     assert runtime.taesd_previewer() is None
+
+
+def test_cache_interval_on_the_settings_node_runs_the_deep_cache(model, monkeypatch):
+    cond, _ = condition(model)
+    run = NODES["LongVidSample"]().sample
+    # 8 steps over 2 chunks: the window shifts every 4 calls, so calls between shifts can reuse
+    plain = run(model, cond, 6, "progressive", 4, 2, 2, 1.0, 1.0, 0, schedule=settings_node(steps=8))[0]["samples"]
+    reused = []
+    real = model.svd.denoise
+
+    def recording(x, sigma, c, **options):
+        reused.append("deep_features" in options)
+        return real(x, sigma, c, **options)
+
+    monkeypatch.setattr(model.svd, "denoise", recording)
+    schedule = settings_node(steps=8, cache_interval=1)
+    assert schedule.cache_interval == 1 and "deep cache 1" in schedule.describe()
+    latent, chosen = run(model, cond, 6, "progressive", 4, 2, 2, 1.0, 1.0, 0, schedule=schedule)
+    assert chosen.endswith("deep cache 1") and any(reused) and not all(reused)
+    assert not torch.equal(latent["samples"], plain)  # reused calls make a (slightly) different video
+    assert "smallest allowed is 0" in NODES["LongVidSettings"].validate_inputs(cache_interval=-1)
+
+
+def test_compile_toggle_compiles_the_unet_of_its_own_cached_model(folders):
+    plain = load()
+    compiled = NODES["LongVidLoadModel"]().load(CHECKPOINT, "none", "auto", compile=True)[0]
+    assert compiled is not plain and compiled.svd.unet.compiled_with == "inductor"
+    assert getattr(plain.svd.unet, "compiled_with", None) is None
