@@ -21,6 +21,7 @@ from .settings import LongVidSettings
 from .video import LongVidDecode, LongVidSampleToVideo, LongVidSaveVideo
 
 runtime.register_model_folders()
+runtime.install_example_inputs()
 
 # node id -> the node's ComfyUI-free class (its SPEC, validate_inputs, and the method SPEC.function)
 NODES = {cls.SPEC.node_id: cls for cls in (

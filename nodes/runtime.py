@@ -57,6 +57,30 @@ def register_model_folders() -> None:
     folder_paths.folder_names_and_paths[EXTENSIONS][1].update(EXTENSION_SUFFIXES)
 
 
+EXAMPLE_INPUTS = Path(__file__).resolve().parents[1] / "example_workflows" / "input"
+
+
+def install_example_inputs() -> list[str]:
+    """Copy the shipped workflows' input files (the extend workflow's video) into ComfyUI's input
+    folder where missing, so the workflows run on a fresh install. Nothing is overwritten; returns
+    the names copied."""
+    if not IN_COMFYUI:
+        return []
+    import shutil
+
+    copied = []
+    target = Path(folder_paths.get_input_directory())
+    for source in sorted(EXAMPLE_INPUTS.glob("*")):
+        if source.is_file() and not (target / source.name).exists():
+            try:
+                target.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, target / source.name)
+                copied.append(source.name)
+            except OSError as exc:  # a read-only input folder: the workflow then asks for a file
+                logging.warning("LongVid: could not copy %s into %s (%s)", source.name, target, exc)
+    return copied
+
+
 # ---------------------------------------------------------------------------------------------
 # Files
 

@@ -70,3 +70,15 @@ def test_bench_gpu_says_how_to_run_without_a_gpu(capsys, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert _load("bench_gpu").main([]) == 2
     assert "no CUDA GPU here" in capsys.readouterr().err
+
+
+def test_bench_speed_prints_every_row_and_ratio(capsys):
+    bench_speed = _load("bench_speed")
+    assert bench_speed.main(["--frames", "8", "--seeds", "0", "--no-compile"]) == 0
+    out = capsys.readouterr().out
+    for model in ("one-level", "progressive"):
+        for row in ("cache off", "cache interval 1", "cache interval 2"):
+            assert f"{model}: {row}" in out
+        assert f"ratio {model}: cache interval 1 / off: seconds" in out
+    shares = [float(s) for s in re.findall(r"a reused call runs (\d\.\d+) of a full call", out)]
+    assert len(shares) == 2 and all(0 < s < 1 for s in shares)

@@ -38,8 +38,10 @@ WORKFLOWS = REPO / "example_workflows" / "api"
 OLD_RELEASE = REPO / "tests" / "data" / "workflows_v0_1"  # workflows saved with the V1 nodes
 WORKFLOW_NAMES = ["image_to_long_video", "text_to_long_video", "keyframes_to_long_video", "extend_video"]
 TEST_IMAGE = "longvid_test.png"
-INPUT_VIDEO = "input_video.mp4"  # the name extend_video.json loads
+INPUT_VIDEO = "input_video.mp4"  # the name the v0.1 release's extend_video.json loads
 INPUT_VIDEO_FRAMES = 3
+# the shipped extend workflow's video, which the pack copies into the input folder at start-up
+EXAMPLE_VIDEO, EXAMPLE_VIDEO_FRAMES = "longvid_example.mp4", 8
 STARTUP_SECONDS = 180
 RUN_SECONDS = 300
 FRAMES = 6  # new frames per workflow
@@ -202,7 +204,8 @@ def test_server_shows_the_v3_nodes_as_declared(server):
 def test_workflow_runs_and_writes_the_video(server, folder, name):
     from longvid_core.video_io import read_video
 
-    expected_frames = FRAMES + (INPUT_VIDEO_FRAMES if name == "extend_video" else 0)
+    prefix_frames = INPUT_VIDEO_FRAMES if folder != WORKFLOWS else EXAMPLE_VIDEO_FRAMES
+    expected_frames = FRAMES + (prefix_frames if name == "extend_video" else 0)
     prompt = shrink(json.loads((folder / f"{name}.json").read_text()))
     result = run_prompt(server, prompt)
     assert result["status"]["status_str"] == "success", json.dumps(result["status"], indent=1)[-3000:]
@@ -424,3 +427,10 @@ def test_template_browser_lists_and_serves_the_workflows(server):
     # the missing-models dialog reads each loader's properties.models
     loader = next(n for n in served["nodes"] if n["type"] == "LongVidLoadModel")
     assert {m["directory"] for m in loader["properties"]["models"]} == {"checkpoints", "longvid_extensions"}
+
+
+def test_start_up_copies_the_extend_workflows_video_into_the_input_folder(server):
+    copied = server["base"] / "input" / EXAMPLE_VIDEO
+    assert copied.read_bytes() == (REPO / "example_workflows" / "input" / EXAMPLE_VIDEO).read_bytes()
+    extend = json.loads((WORKFLOWS / "extend_video.json").read_text())
+    assert [n["inputs"]["file"] for n in extend.values() if n["class_type"] == "LoadVideo"] == [EXAMPLE_VIDEO]

@@ -699,6 +699,10 @@ def inside_comfyui(monkeypatch, tmp_path):
         def get_output_directory():
             return str(output)
 
+        @staticmethod
+        def get_input_directory():
+            return str(tmp_path / "comfy_input")
+
         @classmethod
         def add_model_folder_path(cls, kind, path):
             cls.folder_names_and_paths.setdefault(kind, ([], set()))[0].append(path)
@@ -787,3 +791,11 @@ def test_compile_toggle_compiles_the_unet_of_its_own_cached_model(folders):
     compiled = NODES["LongVidLoadModel"]().load(CHECKPOINT, "none", "auto", compile=True)[0]
     assert compiled is not plain and compiled.svd.unet.compiled_with == "inductor"
     assert getattr(plain.svd.unet, "compiled_with", None) is None
+
+
+def test_start_up_copies_example_inputs_without_overwriting(inside_comfyui, tmp_path):
+    assert runtime.install_example_inputs() == ["longvid_example.mp4"]
+    copied = tmp_path / "comfy_input" / "longvid_example.mp4"
+    assert copied.read_bytes() == (runtime.EXAMPLE_INPUTS / "longvid_example.mp4").read_bytes()
+    copied.write_bytes(b"the user's own file")
+    assert runtime.install_example_inputs() == [] and copied.read_bytes() == b"the user's own file"

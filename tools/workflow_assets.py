@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 EXAMPLES = REPO / "example_workflows"
 
 # Where each model file the workflows name can be downloaded, and the models/ folder it belongs in.
@@ -34,6 +35,20 @@ MODEL_FILES = {
 # (node type, index of a widget value that names a model file)
 MODEL_WIDGETS = {"LongVidLoadModel": (0, 1), "CheckpointLoaderSimple": (0,)}
 THUMBNAIL_SIZE = (512, 288)
+# The video the extend workflow loads: the pack copies it into ComfyUI's input folder at start-up
+# (nodes/runtime.py) so the workflow runs on a fresh install; users pick their own with the upload.
+EXAMPLE_VIDEO = EXAMPLES / "input" / "longvid_example.mp4"
+EXAMPLE_VIDEO_FRAMES = 8
+
+
+def example_video() -> None:
+    """Synthetic moving shapes (longvid_core.synthetic), 128x72, 8 frames at 8 fps."""
+    from longvid_core.synthetic import random_scene, render
+    from longvid_core.video_io import VideoWriter
+
+    EXAMPLE_VIDEO.parent.mkdir(exist_ok=True)
+    with VideoWriter(EXAMPLE_VIDEO, 8) as writer:
+        writer.write(render(random_scene(7, 72, 128), EXAMPLE_VIDEO_FRAMES))
 
 
 def model_links(node: dict) -> list[dict]:
@@ -118,6 +133,10 @@ def main(argv=None) -> int:
     parser.add_argument("--check", action="store_true", help="report what is out of date instead of writing it")
     args = parser.parse_args(argv)
     stale = []
+    if not EXAMPLE_VIDEO.is_file():
+        stale.append(EXAMPLE_VIDEO.name)
+        if not args.check:
+            example_video()
     for path in sorted(EXAMPLES.glob("*.json")):
         workflow = json.loads(path.read_text())
         linked = with_model_links(workflow)
