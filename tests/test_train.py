@@ -29,7 +29,8 @@ from longvid_core.pipeline import TRAINING_FREE, SamplingSettings, resolve_auto,
 from longvid_core.trained_for import TrainedFor
 from training import checkpointing, train
 from training.checkpointing import CHECKPOINTS, LATEST, PAUSE_ENV, PAUSED_MARKER
-from training.smoke import smoke_args, write_synthetic_video, write_tiny_base
+from tests.tiny import write_training_data
+from training.smoke import smoke_args
 
 ROOT = Path(__file__).resolve().parent.parent
 TRAIN = ROOT / "training" / "train.py"
@@ -39,13 +40,8 @@ TRAIN = ROOT / "training" / "train.py"
 def dataset(tmp_path_factory):
     """A tiny SVD and a folder of three good videos (mp4, webm, mov, 32x32, cropped to 16x16 by the
     trainer) plus one broken file the trainer must report and skip."""
-    root = tmp_path_factory.mktemp("train")
-    videos = root / "videos"
-    videos.mkdir()
-    for number, suffix in enumerate((".mp4", ".webm", ".mov")):
-        write_synthetic_video(videos / f"clip{number}{suffix}", frames=10, height=32, width=40, seed=number)
+    root, base, videos = write_training_data(tmp_path_factory.mktemp("train"))
     (videos / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 this is not a video" * 4)
-    base = write_tiny_base(root / "svd_tiny.safetensors")
     return root, base, videos
 
 

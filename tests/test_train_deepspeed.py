@@ -25,7 +25,8 @@ from training import checkpointing
 from training.checkpointing import CHECKPOINTS, DEEPSPEED_DIR, STATE
 from training.distributed import (CPU_BACKEND, accelerator_options, check_process_group, deepspeed_requested,
                                   fill_deepspeed_config)
-from training.smoke import smoke_args, write_synthetic_video, write_tiny_base
+from tests.tiny import write_training_data
+from training.smoke import smoke_args
 
 ROOT = Path(__file__).resolve().parent.parent
 TRAIN = ROOT / "training" / "train.py"
@@ -94,12 +95,7 @@ def test_the_offload_config_is_the_documented_one_plus_offload():
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    root = tmp_path_factory.mktemp("deepspeed")
-    videos = root / "videos"
-    videos.mkdir()
-    for number, suffix in enumerate((".mp4", ".webm", ".mov")):
-        write_synthetic_video(videos / f"clip{number}{suffix}", frames=10, height=32, width=40, seed=number)
-    return root, write_tiny_base(root / "svd_tiny.safetensors"), videos
+    return write_training_data(tmp_path_factory.mktemp("deepspeed"))
 
 
 def _free_port() -> int:

@@ -18,6 +18,7 @@ import pytest
 
 from training import checkpointing, train
 from training.checkpointing import CHECKPOINTS, LATEST
+from tests.tiny import write_training_data
 from training.smoke import smoke_args, write_synthetic_video, write_tiny_base
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,13 +27,7 @@ TRAIN = ROOT / "training" / "train.py"
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    root = tmp_path_factory.mktemp("edges")
-    videos = root / "videos"
-    videos.mkdir()
-    for number, suffix in enumerate((".mp4", ".webm")):
-        write_synthetic_video(videos / f"clip{number}{suffix}", frames=10, height=32, width=40, seed=number)
-    base = write_tiny_base(root / "svd_tiny.safetensors")
-    return root, base, videos
+    return write_training_data(tmp_path_factory.mktemp("edges"), suffixes=(".mp4", ".webm"))
 
 
 def run_args(dataset, output, *extra):

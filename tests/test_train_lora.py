@@ -10,9 +10,9 @@ import torch
 from longvid_core import exvideo, load_svd, lora
 from longvid_core.checkpoint_io import open_tensors
 from longvid_core.cli import main as cli_main
-from longvid_core.conditioning import SVDCond
 from longvid_core.trained_for import TrainedFor
 from longvid_core.video_io import read_video
+from tests.test_lora import _denoise
 from tests.test_train import dataset, log_records, run_args  # noqa: F401 (dataset is a fixture)
 from training import checkpointing, train
 from training.checkpointing import CHECKPOINTS
@@ -20,15 +20,6 @@ from training.checkpointing import CHECKPOINTS
 PROGRESSIVE = ("--frames", "0", "--progressive-window", "4", "--progressive-chunk", "2", "--progressive-steps", "4")
 LORA = ("--lora-rank", "4", "--lora-alpha", "8", "--learning-rate", "1e-2")
 PROGRESSIVE_RECORD = TrainedFor(progressive=True, clip_frames=6, window=4, chunk=2, steps=4)
-
-
-def _denoise(model, frames: int = 4):
-    gen = torch.Generator().manual_seed(3)
-    x = torch.randn(1, frames, 4, 8, 8, generator=gen)
-    cond = SVDCond(torch.randn(1, 1, 32, generator=gen), torch.randn(1, 4, 8, 8, generator=gen),
-                   torch.tensor([[5.0, 127.0, 0.0]]))
-    with torch.no_grad():
-        return model.denoise(x, torch.full((1, frames), 2.0), cond)
 
 
 @pytest.fixture(scope="module")

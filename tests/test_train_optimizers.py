@@ -17,7 +17,8 @@ from training import train
 from training.checkpointing import CHECKPOINTS, OPTIMIZER_FILE, STATE
 from training.config import TrainConfig, parse_config
 from training.optimizers import MIN_8BIT_SIZE, make_optimizer, state_bytes
-from training.smoke import smoke_args, write_synthetic_video, write_tiny_base
+from tests.tiny import write_training_data
+from training.smoke import smoke_args
 
 
 def config_for(optimizer: str) -> TrainConfig:
@@ -80,12 +81,7 @@ def test_a_missing_bitsandbytes_is_named_with_its_install_command(monkeypatch):
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    root = tmp_path_factory.mktemp("adamw8bit")
-    videos = root / "videos"
-    videos.mkdir()
-    for number, suffix in enumerate((".mp4", ".webm", ".mov")):
-        write_synthetic_video(videos / f"clip{number}{suffix}", frames=10, height=32, width=40, seed=number)
-    return root, write_tiny_base(root / "svd_tiny.safetensors"), videos
+    return write_training_data(tmp_path_factory.mktemp("adamw8bit"))
 
 
 def run(dataset, output: Path, *extra: str) -> list[dict]:

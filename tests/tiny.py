@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import torch
@@ -17,22 +16,24 @@ def unet_inputs(batch=2, frames=5, h=8, w=8, seed=1, cross=32, n_ids=3):
     return sample, context, time_ids
 
 
-KEYS_SHAPES = Path(__file__).resolve().parent / "data" / "svd_xt_keys_shapes.txt"
+from training.memory import KEYS_SHAPES  # noqa: E402  (the released file's names and shapes)
+from training.memory import released_shapes as real_file_shapes  # noqa: E402,F401
 
 
 def shapes_of(state) -> dict[str, tuple]:
     return {k: tuple(v.shape) for k, v in state.items()}
 
 
-def real_file_shapes(prefix: str = "") -> dict[str, tuple]:
-    """Names and shapes of the real svd_xt.safetensors (tests/data/svd_xt_keys_shapes.txt: the tensor
-    names and shapes of the released file, one per line)."""
-    out = {}
-    for line in KEYS_SHAPES.read_text().splitlines():
-        key, shape = line.split("\t")
-        if key.startswith(prefix):
-            out[key[len(prefix):]] = tuple(ast.literal_eval(shape))
-    return out
+def write_training_data(root: Path, suffixes=(".mp4", ".webm", ".mov")):
+    """What a tiny training run reads: ``(root, base, videos)`` with a tiny SVD base file and one
+    10-frame 40x32 synthetic video per suffix in ``root/videos``."""
+    from training.smoke import write_synthetic_video, write_tiny_base
+
+    videos = root / "videos"
+    videos.mkdir()
+    for number, suffix in enumerate(suffixes):
+        write_synthetic_video(videos / f"clip{number}{suffix}", frames=10, height=32, width=40, seed=number)
+    return root, write_tiny_base(root / "svd_tiny.safetensors"), videos
 
 
 def write_tiny_sgm(path, seed: int = 0, extra: dict | None = None):

@@ -105,7 +105,9 @@ def full_size_config() -> dict:
     return sgm_unet.config_from_shapes(released_shapes(sgm_unet.PREFIX))
 
 
-def released_shapes(prefix: str) -> dict[str, tuple]:
+def released_shapes(prefix: str = "") -> dict[str, tuple]:
+    """Names and shapes of the released svd_xt.safetensors' tensors under ``prefix`` (prefix cut),
+    from tests/data/svd_xt_keys_shapes.txt (one ``name<TAB>shape`` per line)."""
     import ast
 
     out = {}
