@@ -16,8 +16,10 @@ from .conditioning import SVDCond  # noqa: E402
 from .keymaps.identify import identify_checkpoint  # noqa: E402
 from .loading import load_svd, save_svd  # noqa: E402
 from .model import SVDModel  # noqa: E402
+from .problems import InputError, Problem  # noqa: E402
 
-__all__ = ["CheckpointError", "SVDCond", "SVDModel", "identify_checkpoint", "load_svd", "save_svd"]
+__all__ = ["CheckpointError", "InputError", "Problem", "SVDCond", "SVDModel", "identify_checkpoint", "load_svd",
+           "save_svd"]
 
 
 def __getattr__(name):

@@ -15,6 +15,8 @@ from collections import deque
 
 import torch
 
+from .nonfinite import check_decoded
+from .problems import Problem, raise_problem
 from .progress import DECODING, Cancelled, Progress, ProgressCallback, report
 from .shapes import check_latents
 from .vae import VAE_SCALE, vae_device_dtype
@@ -44,18 +46,23 @@ def decode_settings(window: int | None = None, overlap: int | None = None) -> tu
     return window, overlap
 
 
-def check_decode_window(window: int, overlap: int) -> None:
-    """Raise ``ValueError`` saying what to change unless ``1 <= window`` and ``0 <= 2*overlap <= window``."""
-    if not isinstance(window, int) or window < 1:
-        raise ValueError(f"decode window must be a positive number of frames; got {window!r}")
-    if not isinstance(overlap, int) or overlap < 0:
-        raise ValueError(f"decode overlap must be 0 or more frames; got {overlap!r}")
+def decode_window_problem(window, overlap) -> Problem | None:
+    """What is wrong with a decode window and overlap, or None: ``1 <= window`` and
+    ``0 <= 2*overlap <= window`` (each frame cross-faded between at most two windows)."""
+    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+        return Problem("decode_window", "a positive number of frames", repr(window))
+    if isinstance(overlap, bool) or not isinstance(overlap, int) or overlap < 0:
+        return Problem("decode_overlap", "0 or more frames", repr(overlap))
     if 2 * overlap > window:
-        raise ValueError(
-            f"decode overlap ({overlap}) must be at most half the decode window ({window}) so that each "
-            f"frame is cross-faded between at most two windows; use overlap <= {window // 2} "
-            f"or a window >= {2 * overlap}"
-        )
+        return Problem("decode_overlap", f"at most half the decode window ({window}) so that each frame is "
+                       "cross-faded between at most two windows", overlap,
+                       f"use overlap <= {window // 2} or a window >= {2 * overlap}")
+    return None
+
+
+def check_decode_window(window: int, overlap: int) -> None:
+    """Raise :class:`~longvid_core.problems.InputError` unless :func:`decode_window_problem` finds none."""
+    raise_problem(decode_window_problem(window, overlap))
 
 
 def crossfade_weights(count: int) -> torch.Tensor:
@@ -161,7 +168,9 @@ class StreamingDecoder:
     def _decode(self, start: int, end: int, final: bool) -> torch.Tensor:
         held_from = self._pushed - len(self._latents)
         latents = torch.stack(list(self._latents)[start - held_from:end - held_from], dim=1)
-        frames = latents_to_frames(decode_window(self.vae, latents), self.output_device)
+        pixels = decode_window(self.vae, latents)
+        check_decoded(self.vae, pixels, (start, end))  # before the clamp hides NaN as black
+        frames = latents_to_frames(pixels, self.output_device)
         self.windows.append((start, end))
         new = frames[:, self._emitted - start:]  # frames _emitted .. end-1
         if self._tail is not None:
@@ -220,6 +229,7 @@ __all__ = [
     "StreamingDecoder",
     "approximate_rgb",
     "check_decode_window",
+    "decode_window_problem",
     "crossfade_weights",
     "latents_to_frames",
 ]

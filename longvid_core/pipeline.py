@@ -27,12 +27,14 @@ from .conditioning import SVDCond
 from .decoding import StreamingDecoder, decode_settings
 from .frames import cover_crop
 from .model import SVDModel
+from .nonfinite import FiniteCheckedDenoiser
 from .progress import ProgressCallback
-from .schedules import DEFAULT_CHUNK, DEFAULT_STEPS, DEFAULT_WINDOW, get_sigmas_karras, validate_window
+from .problems import Problem, range_problem, raise_problem
+from .schedules import DEFAULT_CHUNK, DEFAULT_STEPS, DEFAULT_WINDOW, get_sigmas_karras, window_problem
 from .shapes import nearest_multiples
 from .step_cache import DeepCacheDenoiser, DeepCacheSettings
 from .vae import VAE_SCALE
-from .video_io import DEFAULT_CRF, write_latent_video
+from .video_io import DEFAULT_CRF, output_problem, write_latent_video
 
 AUTO = "auto"
 PROGRESSIVE = "progressive"
@@ -55,6 +57,11 @@ TRAINING_FREE_OPTIONS = {
 # What `auto` runs on weights without a progressive fine-tuning record (SVD, SVD-XT, SVD-XT 1.1, the
 # ExVideo release): the best of TRAINING_FREE_OPTIONS for the one-level model in bench_quality.py.
 TRAINING_FREE = "replacement_with_noise"
+
+# The longest video a run plans: 1,000,000 frames (11.6 hours at 24 fps). Planning the progressive sampler
+# takes ~14 us a frame and its table grows with length, so a mistyped length fails here, not after hours.
+MAX_FRAMES = 1_000_000
+MAX_SEED = 2**64 - 1  # torch generators take 64-bit seeds (ComfyUI's seed widget has the same range)
 
 SVD_SIZE_MULTIPLE = 64  # SVD: 8x VAE downscale, then the UNet halves the latent 3 times
 
@@ -139,7 +146,7 @@ class Schedule:
     context_overlap: int | None = SamplingSettings.context_overlap
     cache_interval: int = SamplingSettings.cache_interval
 
-    def problem(self) -> str | None:
+    def problem(self) -> Problem | None:
         """What is wrong with this schedule alone (:func:`settings_problem`), or None."""
         return settings_problem(self.mode, None, self.window, self.chunk, self.steps, None, None, self.context_sigma,
                                 self.partitions, self.lookahead, self.context_overlap, self.cache_interval)
@@ -193,83 +200,90 @@ def training_free(settings: SamplingSettings, name: str) -> SamplingSettings:
 
 def settings_problem(mode=None, frames=None, window=None, chunk=None, steps=None, cfg=None, min_cfg=None,
                      context_sigma=None, partitions=None, lookahead=None, context_overlap=None,
-                     cache_interval=None) -> str | None:
+                     cache_interval=None, seed=None) -> Problem | None:
     """What is wrong with these settings; a value not known yet (None, e.g. a linked node input)
     is skipped. ``auto`` is checked once it is resolved for the model (:func:`prepare_run`)."""
     if mode is not None and mode not in MODES:
-        return f"mode: {mode!r} is not one of {list(MODES)}"
-    for name, value, smallest in (("frames", frames, 1), ("window", window, 1), ("chunk", chunk, 1),
-                                  ("steps", steps, 1), ("cfg", cfg, 0), ("min_cfg", min_cfg, 0),
-                                  ("context_sigma", context_sigma, 0), ("partitions", partitions, 1),
-                                  ("context_overlap", context_overlap, 0), ("cache_interval", cache_interval, 0)):
-        if value is not None and not value >= smallest:
-            return f"{name} is {value}; the smallest allowed is {smallest}"
+        return Problem("mode", f"one of {', '.join(MODES)}", repr(mode))
+    for name, value, smallest, largest in (
+            ("frames", frames, 1, MAX_FRAMES), ("window", window, 1, None), ("chunk", chunk, 1, None),
+            ("steps", steps, 1, None), ("cfg", cfg, 0, None), ("min_cfg", min_cfg, 0, None),
+            ("context_sigma", context_sigma, 0, None), ("partitions", partitions, 1, None),
+            ("context_overlap", context_overlap, 0, None), ("cache_interval", cache_interval, 0, None),
+            ("seed", seed, 0, MAX_SEED)):
+        problem = range_problem(name, value, smallest, largest)
+        if problem:
+            return problem
     if mode == PROGRESSIVE and None not in (window, chunk, steps):
-        try:
-            validate_window(window, chunk, steps)
-        except ValueError as e:
-            return str(e)
+        problem = window_problem(window, chunk, steps)
+        if problem:
+            return problem
         chunks = window // chunk
         if partitions is not None and chunks % partitions:
             options = [p for p in range(1, chunks + 1) if chunks % p == 0]
-            return (f"partitions ({partitions}) must divide the window's {chunks} chunks (window {window} / chunk "
-                    f"{chunk}) so that every call holds whole chunks; use one of {options}")
+            return Problem("partitions", f"a divisor of the window's {chunks} chunks (window {window} / chunk "
+                           f"{chunk}) so that every call holds whole chunks", partitions, f"use one of {options}")
     if mode == CONTEXT_WINDOWS and None not in (window, chunk, context_overlap) and context_overlap >= window + chunk:
-        return (f"context_overlap ({context_overlap}) must be smaller than the context window of window + chunk = "
-                f"{window + chunk} frames; use at most {window + chunk - 1}")
+        return Problem("context_overlap", f"fewer frames than the context window of window + chunk = {window + chunk}",
+                       context_overlap, f"use at most {window + chunk - 1}")
     for name, value, used in (("context_sigma", context_sigma, "context noise"),
                               ("partitions", partitions if partitions != 1 else None, "partitioning"),
                               ("lookahead", lookahead or None, "lookahead")):
         if value and mode not in (None, PROGRESSIVE, AUTO):
-            return (f"{name} is {value}, but {used} is for the progressive mode only; found mode {mode!r}: "
-                    f"{'set it to 0' if name == 'context_sigma' else 'turn it off' if name == 'lookahead' else 'set it to 1'}"
-                    f" or use progressive")
+            fix = 'set it to 0' if name == 'context_sigma' else 'turn it off' if name == 'lookahead' else 'set it to 1'
+            return Problem(name, f"{'0' if name == 'context_sigma' else 'off' if name == 'lookahead' else '1'} "
+                           f"outside the progressive mode ({used} is for progressive only)",
+                           f"{value} with mode {mode!r}", f"{fix} or use progressive")
     return None
 
 
 def model_problem(model: SVDModel, settings: SamplingSettings, prefix_frames: int = 0,
-                  keyframe_starts: Sequence[int] = (0,)) -> str | None:
+                  keyframe_starts: Sequence[int] = (0,)) -> Problem | None:
     """What this model cannot run: clips past what it was trained on or its ExVideo table holds,
     keyframes past the end of the video."""
     limit = model.max_frames
     mode, frames = settings.mode, settings.frames
     if mode in (FULL_SEQUENCE, CONTEXT_WINDOWS) and prefix_frames:
-        return (f"{mode} mode cannot extend a video: use the progressive or a replacement mode, or give no prefix")
+        return Problem("mode", "progressive or a replacement mode to extend a video (a prefix is given)", mode,
+                       f"{mode} mode cannot extend a video: use the progressive or a replacement mode, or give no "
+                       "prefix")
     if mode == FULL_SEQUENCE:
         if frames > model.trained_frames:
             what = (f"this ExVideo extension's frame-position table holds {limit} frames" if limit
                     else f"plain SVD was trained on clips of {model.trained_frames} frames")
-            return (f"full_sequence mode denoises all {frames} frames as one clip, but {what}: use frames <= "
-                    f"{model.trained_frames}, or the progressive mode for longer videos")
+            return Problem("frames", f"at most {model.trained_frames} in full_sequence mode, which denoises all "
+                           f"frames as one clip ({what})", frames,
+                           "use fewer frames, or the progressive mode for longer videos")
     elif limit is not None and settings.frames_per_call > limit and (settings.partitions > 1 or settings.lookahead):
-        return (f"{settings.describe()} shows the model up to {settings.frames_per_call} frames per call, but this "
-                f"ExVideo extension's frame-position table holds {limit} frames: use a smaller window or more "
-                "partitions")
+        return Problem("window", f"at most {limit} frames per call (this ExVideo extension's frame-position table)",
+                       f"{settings.frames_per_call} frames per call with {settings.describe()}",
+                       "use a smaller window or more partitions")
     elif limit is not None and settings.frames_per_call > limit:
         window, chunk = settings.window, settings.chunk
-        return (f"the {mode} sampler shows the model window + chunk = {window} + {chunk} = {window + chunk} frames "
-                f"per call, but this ExVideo extension's frame-position table holds {limit} frames: use window <= "
-                f"{limit - chunk} (a multiple of chunk)")
+        return Problem("window", f"window + chunk <= {limit}, the frames this ExVideo extension's frame-position "
+                       f"table holds (the {mode} sampler shows the model window + chunk frames per call)",
+                       f"{window} + {chunk} = {window + chunk}", f"use window <= {limit - chunk} (a multiple of chunk)")
     total = prefix_frames + frames
     late = [start for start in keyframe_starts if start >= total]
     if late:
-        return (f"keyframe start(s) {late} lie past the end of the video (frames 0..{total - 1}: {prefix_frames} "
-                f"prefix + {frames} new): lower them or generate more frames")
+        return Problem("keyframe_starts", f"starts within the video's frames 0..{total - 1} ({prefix_frames} "
+                       f"prefix + {frames} new)", f"{late} past the end", "lower them or generate more frames")
     return None
 
 
 def size_problem(width, height, multiple: int = SVD_SIZE_MULTIPLE, min_size: int | None = None,
-                 extended: bool = False) -> str | None:
+                 extended: bool = False) -> Problem | None:
     """Width and height must be multiples of ``multiple`` (64 for SVD) and, for an ExVideo model,
     at least ``min_size``."""
     for name, value in (("width", width), ("height", height)):
         if value is not None and value % multiple:
-            return (f"{name} ({value}) must be a multiple of {multiple} (the VAE's downscale times the UNet's "
-                    f"halvings; 64 for SVD); use {nearest_multiples(value, multiple)}")
+            return Problem(name, f"a multiple of {multiple} (the VAE's downscale times the UNet's halvings; 64 "
+                           "for SVD)", value, f"use {nearest_multiples(value, multiple)}")
     if min_size is not None and None not in (width, height) and min(width, height) < min_size:
-        what = "an ExVideo-extended model: its 3-D convolution needs" if extended else "this model: it needs"
-        return (f"{width}x{height} is too small for {what} images of at least {min_size} px on each side; use width "
-                f"and height >= {min_size}")
+        what = "an ExVideo-extended model's 3-D convolution" if extended else "this model"
+        name = "width" if width < min_size else "height"
+        return Problem(name, f"width and height of at least {min_size} px for {what}", f"{width}x{height}",
+                       f"use width and height >= {min_size}")
     return None
 
 
@@ -278,8 +292,7 @@ def check_size(model: SVDModel, width: int, height: int) -> None:
 
 
 def _raise(problem: str | None) -> None:
-    if problem:
-        raise ValueError(problem)
+    raise_problem(problem)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -295,8 +308,8 @@ def condition_images(model: SVDModel, images: torch.Tensor, width: int, height: 
     image encoder and VAE are."""
     if len(starts) != images.shape[0]:
         example = ", ".join(str(48 * i) for i in range(images.shape[0]))
-        raise ValueError(f"keyframe_starts lists {len(starts)} start frame(s) {list(starts)} but the image batch holds "
-                         f"{images.shape[0]} image(s): give one start per image, e.g. '{example}'")
+        _raise(Problem("keyframe_starts", f"one start frame per image of the batch ({images.shape[0]})",
+                       f"{len(starts)} start frame(s) {list(starts)}", f"e.g. '{example}'"))
     check_size(model, width, height)
     fitted = cover_crop(images, width, height)
     keyframes = []
@@ -374,6 +387,7 @@ class GenerationRun:
         if s.cache_interval:
             cache = DeepCacheSettings(interval=s.cache_interval)
             denoise = self.cache = DeepCacheDenoiser(model, cache, cache.threshold(sigmas))
+        denoise = FiniteCheckedDenoiser(denoise, model)  # the first NaN/Inf stops the run, with its cause
         args = (denoise, keyframes, self.total_frames, self.frame_shape, sigmas)
         if s.mode == PROGRESSIVE:
             return samplers.iter_progressive(*args, window=s.window, chunk=s.chunk, prefix=self.prefix,
@@ -392,7 +406,7 @@ def check_settings(settings: SamplingSettings) -> None:
     """Raise ValueError saying what to change unless the settings alone are possible."""
     s = settings
     _raise(settings_problem(s.mode, s.frames, s.window, s.chunk, s.steps, s.cfg, s.min_cfg, s.context_sigma,
-                            s.partitions, s.lookahead, s.context_overlap, s.cache_interval))
+                            s.partitions, s.lookahead, s.context_overlap, s.cache_interval, s.seed))
 
 
 def plan_sampling(settings: SamplingSettings, prefix_frames: int = 0) -> samplers.SamplingPlan:
@@ -487,7 +501,10 @@ class ImageSink:
 @dataclass
 class Mp4Sink:
     """Decodes and writes every frame to an mp4 as it arrives (nothing of the video is held); the
-    number of frames written. A cancelled or failed run leaves a playable file of what was done."""
+    number of frames written. The file is written as ``<name>.partial.mp4`` and takes its name when
+    complete; a cancelled or failed run leaves that partial file, playable (:mod:`video_io`).
+    ``writer``: the :class:`~longvid_core.video_io.VideoWriter` once opened (its ``kept_path`` and
+    ``frames_written`` say what a run left)."""
 
     path: Path
     fps: float
@@ -495,14 +512,17 @@ class Mp4Sink:
     window: int | None = None
     overlap: int | None = None
     on_frames: object = None  # on_frames(first_index, frames[n, H, W, 3]) for every batch written
+    writer: object = field(default=None, init=False, repr=False)
 
     def __post_init__(self):
         decode_settings(self.window, self.overlap)
+        _raise(output_problem(self.path))  # before any sampling: a run must not end on an unwritable path
 
     def consume(self, frames, total: int, callback, model) -> int:
         return write_latent_video(model.vae, (latent for _, latent in frames), self.path, self.fps,
                                   window=self.window, overlap=self.overlap, crf=self.crf, callback=callback,
-                                  frames_total=total, on_frames=self.on_frames)
+                                  frames_total=total, on_frames=self.on_frames,
+                                  on_open=lambda writer: setattr(self, "writer", writer))
 
 
 def decode_into(model: SVDModel, latents: torch.Tensor, sink, callback: ProgressCallback | None = None):

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .problems import Problem, raise_problem
 from .shapes import nearest_multiples
 
 # SVD's EDM noise range (ComfyUI / SGM model_sampling for SVD) and Karras et al.'s rho.
@@ -93,40 +94,45 @@ def check_sigmas(sigmas: torch.Tensor) -> int:
     return len(values) - 1
 
 
-def validate_window(window: int, chunk: int, steps: int, frames: int | None = None) -> None:
-    """Check a progressive-sampler layout; raise ``ValueError`` saying what to change.
+def window_problem(window: int, chunk: int, steps: int) -> Problem | None:
+    """What is wrong with a progressive-sampler layout, or None.
 
     ``window`` noisy latent frames are split into ``window / chunk`` chunks of ``chunk`` frames
     that share a level (PA-VDM Sec. 3.3), so ``window`` must be a multiple of ``chunk``. Adjacent
     chunks sit ``d = steps * chunk / window`` steps apart (Sec. 3.1: "S is a multiple of F"), so
-    ``steps`` must be a multiple of ``window / chunk``. ``frames`` (frames to generate), when
-    given, must be at least 1; it may be smaller than the window and need not be a multiple of
-    the chunk.
+    ``steps`` must be a multiple of ``window / chunk``.
     """
-    window = _positive_int("window", window)
-    chunk = _positive_int("chunk", chunk)
-    steps = _positive_int("steps", steps)
+    for name, value in (("window", window), ("chunk", chunk), ("steps", steps)):
+        try:
+            whole = operator.index(value)
+        except TypeError:
+            whole = None
+        if isinstance(value, bool) or whole is None or whole < 1:
+            return Problem(name, "a whole number >= 1", repr(value))
     if window % chunk:
-        options = nearest_multiples(window, chunk)
-        raise ValueError(
-            f"window ({window} noisy latent frames) must be a multiple of chunk ({chunk}) so that whole "
-            f"chunks enter and leave the window together; use window {options}, or a chunk that divides {window}"
-        )
+        return Problem("window", f"a multiple of chunk ({chunk}) so that whole chunks enter and leave the window "
+                       f"together", window, f"use window {nearest_multiples(window, chunk)}, or a chunk that "
+                       f"divides {window}")
     chunks_per_window = window // chunk
     if steps % chunks_per_window:
-        options = nearest_multiples(steps, chunks_per_window)
-        raise ValueError(
-            f"steps ({steps}) must be a multiple of window/chunk = {window}/{chunk} = {chunks_per_window} "
-            f"so that adjacent chunks sit a whole number of steps apart; use steps {options}, "
-            f"or change window/chunk"
-        )
+        return Problem("steps", f"a multiple of window/chunk = {window}/{chunk} = {chunks_per_window} so that "
+                       "adjacent chunks sit a whole number of steps apart", steps,
+                       f"use steps {nearest_multiples(steps, chunks_per_window)}, or change window/chunk")
+    return None
+
+
+def validate_window(window: int, chunk: int, steps: int, frames: int | None = None) -> None:
+    """Raise :class:`~longvid_core.problems.InputError` (a ``ValueError``) saying what to change
+    unless the layout is possible (:func:`window_problem`) and ``frames``, when given, is at least 1
+    (it may be smaller than the window and need not be a multiple of the chunk)."""
+    raise_problem(window_problem(window, chunk, steps))
     if frames is not None:
         try:
             frames = operator.index(frames)
         except TypeError:
-            raise ValueError(f"frames must be a whole number of latent frames; got {frames!r}") from None
+            raise_problem(Problem("frames", "a whole number of latent frames", repr(frames)))
         if frames < 1:
-            raise ValueError(f"frames (latent frames to generate) must be at least 1; got {frames}")
+            raise_problem(Problem("frames", "at least 1 latent frame to generate", frames))
 
 
 @dataclass(frozen=True)

@@ -87,14 +87,14 @@ def test_validate_window_accepts_any_multiple_of_window_over_chunk():
 @pytest.mark.parametrize(
     "args, message",
     [
-        ((5, 2, 4), r"window \(5 noisy latent frames\) must be a multiple of chunk \(2\).*use window 4 or 6"),
-        ((4, 2, 5), r"steps \(5\) must be a multiple of window/chunk = 4/2 = 2.*use steps 4 or 6"),
-        ((24, 2, 30), r"steps \(30\) must be a multiple of window/chunk = 24/2 = 12.*use steps 24 or 36"),
+        ((5, 2, 4), r"window: expected a multiple of chunk \(2\).*found 5; use window 4 or 6"),
+        ((4, 2, 5), r"steps: expected a multiple of window/chunk = 4/2 = 2.*found 5; use steps 4 or 6"),
+        ((24, 2, 30), r"steps: expected a multiple of window/chunk = 24/2 = 12.*found 30; use steps 24 or 36"),
         ((24, 2, 6), r"use steps 12"),
-        ((0, 2, 4), "window must be a positive whole number; got 0"),
-        ((4, 2.5, 4), "chunk must be a positive whole number; got 2.5"),
-        ((4, 2, -1), "steps must be a positive whole number; got -1"),
-        ((4, 2, 4, 0), r"frames \(latent frames to generate\) must be at least 1; got 0"),
+        ((0, 2, 4), "window: expected a whole number >= 1, found 0"),
+        ((4, 2.5, 4), "chunk: expected a whole number >= 1, found 2.5"),
+        ((4, 2, -1), "steps: expected a whole number >= 1, found -1"),
+        ((4, 2, 4, 0), "frames: expected at least 1 latent frame to generate, found 0"),
     ],
 )
 def test_validate_window_says_what_to_change(args, message):

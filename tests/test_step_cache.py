@@ -130,7 +130,7 @@ def test_keyframes_prefix_and_cancel_work_with_the_cache(model):
 
 
 def test_settings_are_checked():
-    with pytest.raises(ValueError, match="cache_interval is -1; the smallest allowed is 0"):
+    with pytest.raises(ValueError, match="cache_interval: expected at least 0, found -1"):
         pipeline.check_settings(replace(BASE, cache_interval=-1))
     with pytest.raises(ValueError, match="cache interval must be a whole number"):
         DeepCacheSettings(interval=1.5)

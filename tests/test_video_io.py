@@ -119,7 +119,7 @@ def test_decoding_cancel_hands_out_the_window_then_stops(vae):
 
 
 def test_decoder_refuses_more_overlap_than_half_a_window(vae):
-    with pytest.raises(ValueError, match=r"overlap \(3\) must be at most half the decode window \(4\)"):
+    with pytest.raises(ValueError, match=r"decode_overlap: expected at most half the decode window \(4\).*found 3"):
         StreamingDecoder(vae, 4, 3)
 
 
