@@ -9,13 +9,85 @@ the bundled small model — a synthetic scene), conditioning, sampling streamed 
 from __future__ import annotations
 
 import argparse
+import math
+import signal
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from .pipeline import AUTO, BUNDLED_MODEL, MODES, recommended_settings
+from .pipeline import AUTO, BUNDLED_MODEL, MAX_FRAMES, MAX_SEED, MODES, recommended_settings
+from .problems import InputError, Problem
 from .progress import SAMPLING
+
+PROG = "longvid"
+EXIT_USER_ERROR = 2  # argparse's status for a bad command line
+EXIT_INTERRUPTED = 130  # the shell's status for a command stopped by Ctrl-C (128 + SIGINT)
+# Flags whose pipeline / node input has another name
+FLAG_OF_INPUT = {"augmentation": "--noise-aug-strength", "output": "--out", "decode_overlap": "--decode-overlap",
+                 "keyframe_starts": "--image"}
+
+
+def flag(input_name: str) -> str:
+    """A pipeline input name (``min_cfg``) -> its command-line flag (``--min-cfg``)."""
+    if input_name.startswith("-"):
+        return input_name
+    return FLAG_OF_INPUT.get(input_name, "--" + input_name.replace("_", "-"))
+
+
+def error_line(problem) -> str:
+    """``longvid: error: --flag: expected …, found …`` on one line."""
+    text = str(problem)
+    name = getattr(problem, "input", None)
+    if name and text.startswith(f"{name}:"):
+        text = flag(name) + text[len(name):]
+    text = "; ".join(part.strip() for part in text.splitlines() if part.strip())
+    return f"{PROG}: error: {text}"
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that reports a bad command line in LongVid's one line (``--flag: expected …, found …``)."""
+
+    def error(self, message):
+        text = message
+        if text.startswith("argument "):
+            name, _, rest = text[len("argument "):].partition(": ")
+            names = name.split("/")
+            text = f"{next((n for n in names if n.startswith('--')), names[0])}: {_expected_found(rest)}"
+        self.exit(EXIT_USER_ERROR, f"{PROG}: error: {text}\n")
+
+
+def _expected_found(message: str) -> str:
+    """argparse's own wording ("invalid choice: 'x' (choose from ...)") as "expected …, found …"."""
+    if message.startswith("invalid choice: "):
+        found, _, rest = message[len("invalid choice: "):].partition(" (choose from ")
+        return f"expected one of {rest.rstrip(')')}, found {found}"
+    if message.startswith("expected one argument"):
+        return "expected a value, found none"
+    if message.startswith("invalid ") and " value: " in message:
+        kind, _, found = message[len("invalid "):].partition(" value: ")
+        return f"expected {'a whole number' if kind == 'int' else 'a number' if kind == 'float' else kind}, found {found}"
+    return message
+
+
+def number(kind=float, smallest=None, largest=None):
+    """An argparse type: a finite ``kind`` within ``[smallest, largest]``; refused as expected/found."""
+    what = "a whole number" if kind is int else "a finite number"
+    bounds = (f" from {smallest} to {largest}" if smallest is not None and largest is not None
+              else f" >= {smallest}" if smallest is not None else f" <= {largest}" if largest is not None else "")
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}{bounds}, found {text!r}") from None
+        if (kind is float and not math.isfinite(value)) or (smallest is not None and value < smallest) or (
+                largest is not None and value > largest):
+            raise argparse.ArgumentTypeError(f"expected {what}{bounds}, found {text}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
 
 
 class Progress:
@@ -48,13 +120,10 @@ class Progress:
 
 
 def load_image(path: Path):
-    import numpy as np
-    import torch
-    from PIL import Image
+    """An image file -> ``[1, H, W, 3]`` in 0..1, high bit depths scaled (:func:`inputs.read_image`)."""
+    from .inputs import read_image
 
-    with Image.open(path) as img:
-        array = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
-    return torch.from_numpy(array)[None]
+    return read_image(path, "--image")
 
 
 def text_to_image(model_folder: Path, prompt: str, negative_prompt: str, width: int, height: int, seed: int,
@@ -66,8 +135,9 @@ def text_to_image(model_folder: Path, prompt: str, negative_prompt: str, width: 
     import torch
     from diffusers import AutoPipelineForText2Image
 
-    if not Path(model_folder).is_dir():
-        raise FileNotFoundError(f"--t2i-model: expected a local diffusers folder (model_index.json); found {model_folder}")
+    if not (Path(model_folder) / "model_index.json").is_file():
+        raise InputError(Problem("--t2i-model", "a local diffusers folder (with model_index.json)",
+                                 _described(model_folder)))
     pipe = AutoPipelineForText2Image.from_pretrained(str(model_folder), local_files_only=True, dtype=dtype)
     pipe.to(device)
     pipe.set_progress_bar_config(disable=quiet)
@@ -87,6 +157,12 @@ def synthetic_first_frame(seed: int, width: int, height: int):
     return render(random_scene(seed, height, width), 1)
 
 
+def _described(path) -> str:
+    from .problems import describe_path
+
+    return describe_path(path)
+
+
 def _png_writer(folder: Path):
     from PIL import Image
 
@@ -100,18 +176,109 @@ def _png_writer(folder: Path):
     return save
 
 
+def _refuse(problem) -> None:
+    if problem:
+        raise InputError(problem)
+
+
+def check_generate_args(args, settings: dict, sampling) -> None:
+    """Every input of ``generate`` that can be judged without the model, before anything loads:
+    the settings, output paths, device, first-frame source and whether the size fits memory."""
+    from . import pipeline
+    from .decoding import decode_settings
+    from .inputs import device_problem, memory_problem
+    from .video_io import output_problem, writable_folder_problem
+
+    _refuse(pipeline.settings_problem(sampling.mode, sampling.frames, sampling.window, sampling.chunk, sampling.steps,
+                                      sampling.cfg, sampling.min_cfg, sampling.context_sigma, sampling.partitions,
+                                      sampling.lookahead, sampling.context_overlap, sampling.cache_interval,
+                                      sampling.seed))
+    window, _ = decode_settings(settings["decode_window"], settings["decode_overlap"])
+    for name in ("width", "height"):
+        if settings[name] < 1:
+            _refuse(Problem(f"--{name}", "a positive number of pixels (a multiple of 64 for SVD)", settings[name]))
+    _refuse(output_problem(args.out, "--out"))
+    if args.save_frames:
+        folder = Path(args.save_frames)
+        if folder.exists() and not folder.is_dir():
+            _refuse(Problem("--save-frames", "a folder for the PNG frames", f"the file {folder}"))
+        _refuse(writable_folder_problem(folder, "--save-frames"))
+    if args.save_first_frame:
+        target = Path(args.save_first_frame)
+        if target.suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"):
+            _refuse(Problem("--save-first-frame", "an image file name (.png, .jpg, ...)", target.name or str(target)))
+        if target.is_dir():
+            _refuse(Problem("--save-first-frame", "an image file name", f"the folder {target}"))
+        _refuse(writable_folder_problem(target.parent, "--save-first-frame"))
+    _refuse(device_problem(args.device, "--device"))
+    if args.prompt and args.image:
+        _refuse(Problem("--prompt", "one first frame: --image or --prompt, not both", "both"))
+    if args.prompt and not args.t2i_model:
+        _refuse(Problem("--prompt", "--t2i-model beside it (a local diffusers text-to-image folder)", "none"))
+    if args.t2i_model and not (Path(args.t2i_model) / "model_index.json").is_file():
+        _refuse(Problem("--t2i-model", "a local diffusers folder (with model_index.json)", _described(args.t2i_model)))
+    device = resolved_device(args.device)
+    dtype_bytes = 2 if resolved_dtype(args.dtype, device) in ("fp16", "bf16") else 4
+    _refuse(memory_problem(settings["width"], settings["height"], sampling.frames, window, dtype_bytes, device,
+                           holds_all_frames=sampling.mode == pipeline.CONTEXT_WINDOWS))
+
+
+def resolved_device(device: str | None) -> str:
+    import torch
+
+    return device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def resolved_dtype(dtype: str | None, device: str) -> str:
+    return dtype or ("fp16" if device.startswith("cuda") else "fp32")
+
+
+def _model_files(args, svd_path: Path) -> list[tuple[str, Path, str]]:
+    files = [("--svd", svd_path, "svd")]
+    files += [("--extension", Path(args.extension), "extension")] if args.extension else []
+    files += [("--lora", Path(args.lora), "lora")] if args.lora else []
+    return files
+
+
+def load_model(args, svd_path: Path, device: str, dtype: str):
+    """:func:`load_svd` with a file the loader refuses reported under its own flag."""
+    from . import CheckpointError, load_svd
+    from .inputs import MODEL_EXPECTED
+
+    try:
+        return load_svd(svd_path, extension=args.extension, device=device, dtype=dtype, lora=args.lora,
+                        lora_strength=args.lora_strength, compile=args.compile or False)
+    except (CheckpointError, InputError, ValueError, KeyError) as e:
+        if isinstance(e, ValueError) and not isinstance(e, (CheckpointError, InputError)) and not _raised_here(e):
+            raise
+        text = str(e).strip("'\"")
+        name, _, kind = next(((n, p, k) for n, p, k in reversed(_model_files(args, svd_path)) if str(p) in text),
+                             _model_files(args, svd_path)[0])
+        raise InputError(Problem(name, MODEL_EXPECTED[kind], text)) from e
+
+
+def _raised_here(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised by LongVid's own code (a check with a message), not inside torch."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and Path(tb.tb_frame.f_code.co_filename).resolve().is_relative_to(Path(__file__).parent)
+
+
 def generate(args) -> int:
     import torch
 
-    from . import load_svd, pipeline
+    from . import pipeline
+    from .inputs import model_file_problem
     from .loading import resolve_dtype
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     svd_path = Path(args.svd) if args.svd else BUNDLED_MODEL
-    if not svd_path.exists():
-        raise FileNotFoundError(f"--svd: no model at {svd_path}" + (
-            "" if args.svd else " (the bundled small model is missing: see tools/small_model/README.md)"))
+    for name, path, kind in _model_files(args, svd_path):
+        problem = model_file_problem(path, kind, name)
+        if problem and not args.svd and kind == "svd":
+            problem = Problem("--svd", problem.expected, f"{problem.found} (the bundled small model is missing: see "
+                              "tools/small_model/README.md)")
+        _refuse(problem)
     settings = recommended_settings(svd_path)
     for key in settings:
         value = getattr(args, key, None)
@@ -122,27 +289,25 @@ def generate(args) -> int:
         steps=settings["steps"], cfg=settings["cfg"], min_cfg=settings["min_cfg"], seed=args.seed,
         context_sigma=settings["context_sigma"], partitions=args.partitions, lookahead=args.lookahead,
         context_overlap=args.context_overlap, cache_interval=args.cache_interval)
-    pipeline.check_settings(sampling)  # refuse impossible settings before loading anything
+    check_generate_args(args, settings, sampling)  # refuse what can be refused before loading anything
+    if args.threads:
+        torch.set_num_threads(args.threads)
     sink = pipeline.Mp4Sink(Path(args.out), settings["output_fps"], window=settings["decode_window"],
                             overlap=settings["decode_overlap"],
                             on_frames=_png_writer(Path(args.save_frames)) if args.save_frames else None)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = args.dtype or ("fp16" if device.startswith("cuda") else "fp32")
+    args.sink = sink  # main() reports what an interrupted run kept
+    device = resolved_device(args.device)
+    dtype = resolved_dtype(args.dtype, device)
     started = time.perf_counter()
     width, height = settings["width"], settings["height"]
-    if args.prompt and args.image:
-        raise ValueError("give one first frame: --image or --prompt, not both")
-    if args.prompt and not args.t2i_model:
-        raise ValueError("--prompt needs --t2i-model: a local diffusers text-to-image folder for the first frame")
-    if args.prompt:  # before the video model is loaded: the two never share the GPU
+    if args.image:
+        image = load_image(Path(args.image))
+    elif args.prompt:  # before the video model is loaded: the two never share the GPU
         image = text_to_image(Path(args.t2i_model), args.prompt, args.negative_prompt, width, height,
                               args.seed, device, steps=args.t2i_steps, dtype=resolve_dtype(dtype), quiet=args.quiet)
-    elif args.image:
-        image = load_image(Path(args.image))
     else:
         image = synthetic_first_frame(args.seed, width, height)
-    model = load_svd(svd_path, extension=args.extension, device=device, dtype=dtype, lora=args.lora,
-                     lora_strength=args.lora_strength, compile=args.compile or False)
+    model = load_model(args, svd_path, device, dtype)
     for warning in model.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     keyframes, fitted = pipeline.condition_images(
@@ -196,63 +361,114 @@ def smoke(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="longvid", description="LongVid: long videos with SVD / ExVideo-SVD "
-                                     "and progressive rolling sampling.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = ArgumentParser(prog=PROG, description="LongVid: long videos with SVD / ExVideo-SVD "
+                            "and progressive rolling sampling.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
     g = sub.add_parser("generate", help="make a video (with no weights given: the bundled small model)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     g.add_argument("--svd", help="SVD checkpoint (SGM single file or diffusers folder); default: bundled small model")
     g.add_argument("--extension", help="ExVideo (DiffSynth) or LongVid extension file")
     g.add_argument("--lora", help="LongVid LoRA file (from training/train.py --mode lora), merged after --extension")
-    g.add_argument("--lora-strength", type=float, default=1.0, help="scale of --lora's update (0: the base as is)")
+    g.add_argument("--lora-strength", type=number(float), default=1.0,
+                   help="scale of --lora's update (0: the base as is)")
     g.add_argument("--image", help="first frame image file")
     g.add_argument("--prompt", help="make the first frame with --t2i-model from this prompt")
     g.add_argument("--negative-prompt", default="", help="negative prompt for --t2i-model")
     g.add_argument("--t2i-model", help="local diffusers text-to-image folder (with model_index.json; loaded with "
                    "AutoPipelineForText2Image, no downloads) for --prompt, at --width x --height, seeded by --seed")
-    g.add_argument("--t2i-steps", type=int, default=25, help="denoising steps of --t2i-model (--steps is the video's)")
-    g.add_argument("--out", default="longvid.mp4", help="output mp4")
+    g.add_argument("--t2i-steps", type=number(int, 1, 1000), default=25,
+                   help="denoising steps of --t2i-model (--steps is the video's)")
+    g.add_argument("--out", default="longvid.mp4", help="output video (.mp4, .m4v or .mov); written as "
+                   "NAME.partial.mp4 and renamed when complete, so an interrupted run keeps what it finished there")
     g.add_argument("--save-frames", help="also write every frame as PNG into this folder")
-    g.add_argument("--decode-window", type=int, help="latent frames the temporal VAE decodes together (memory); "
-                   "default: the model file's, else 14 (SVD's clip length)")
-    g.add_argument("--decode-overlap", type=int, help="frames shared and cross-faded by consecutive decode windows "
-                   "(at most half the window); default: the model file's, else 4")
+    g.add_argument("--decode-window", type=number(int, 1), help="latent frames the temporal VAE decodes together "
+                   "(memory); default: the model file's, else 14 (SVD's clip length)")
+    g.add_argument("--decode-overlap", type=number(int, 0), help="frames shared and cross-faded by consecutive "
+                   "decode windows (at most half the window); default: the model file's, else 4")
     g.add_argument("--save-first-frame", help="write the conditioning frame as PNG")
     g.add_argument("--mode", choices=MODES, default=AUTO, help="auto: progressive as trained for weights LongVid's "
                    "trainer fine-tuned progressively, else the best training-free setting (printed)")
-    g.add_argument("--partitions", type=int, default=1, help="progressive: split each row's window into this many "
-                   "calls, each spanning fewer noise levels (for weights trained with one level per clip)")
+    g.add_argument("--partitions", type=number(int, 1), default=1, help="progressive: split each row's window into "
+                   "this many calls, each spanning fewer noise levels (for weights trained with one level per clip)")
     g.add_argument("--lookahead", action="store_true", help="progressive: each partition also sees the one ahead")
-    g.add_argument("--cache-interval", type=int, default=0, help="reuse the UNet's deep features on up to this "
-                   "many calls after each full call on the same frames (DeepCache; 0: off)")
-    g.add_argument("--context-overlap", type=int, help="context_windows: frames shared by windows of window + chunk "
-                   "frames (default: a quarter of a window)")
-    for name, kind in (("frames", int), ("window", int), ("chunk", int), ("steps", int), ("cfg", float),
-                       ("min-cfg", float), ("width", int), ("height", int), ("fps", int),
-                       ("motion-bucket-id", int), ("noise-aug-strength", float), ("output-fps", int)):
+    g.add_argument("--cache-interval", type=number(int, 0), default=0, help="reuse the UNet's deep features on up to "
+                   "this many calls after each full call on the same frames (DeepCache; 0: off)")
+    g.add_argument("--context-overlap", type=number(int, 0), help="context_windows: frames shared by windows of "
+                   "window + chunk frames (default: a quarter of a window)")
+    for name, kind in (("frames", number(int, 1, MAX_FRAMES)), ("window", number(int, 1)), ("chunk", number(int, 1)),
+                       ("steps", number(int, 1)), ("cfg", number(float, 0)), ("min-cfg", number(float, 0)),
+                       ("width", number(int, 1)), ("height", number(int, 1)), ("fps", number(int, 1)),
+                       ("motion-bucket-id", number(int, 0, 1023)), ("noise-aug-strength", number(float, 0)),
+                       ("output-fps", number(int, 1, 1000))):
         g.add_argument(f"--{name}", type=kind, default=None, help="default: the model's recommended value")
-    g.add_argument("--context-sigma", type=float, help="progressive: give the finished chunk in front to the model "
-                   "noised at this sigma (for models trained with --progressive-context-sigma); default: the model "
-                   "file's, else clean")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--context-sigma", type=number(float, 0), help="progressive: give the finished chunk in front to "
+                   "the model noised at this sigma (for models trained with --progressive-context-sigma); default: "
+                   "the model file's, else clean")
+    g.add_argument("--seed", type=number(int, 0, MAX_SEED), default=0)
     g.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda if available)")
     g.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), help="default: fp16 on GPU, fp32 on CPU")
-    g.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
+    g.add_argument("--threads", type=number(int, 0, 4096), default=0, help="CPU threads for torch (0: torch's "
+                   "default)")
     g.add_argument("--compile", nargs="?", const="inductor", default=None, metavar="BACKEND",
                    help="torch.compile the UNet (default backend inductor); runs uncompiled, with a warning, "
                    "where compiling fails")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.set_defaults(func=generate)
     s = sub.add_parser("smoke", help="end-to-end run of the model code with a tiny random SVD")
-    s.add_argument("--frames", type=int, default=12)
-    s.add_argument("--window", type=int, default=4)
-    s.add_argument("--chunk", type=int, default=2)
-    s.add_argument("--steps", type=int, default=4)
-    s.add_argument("--size", type=int, default=16)
+    s.add_argument("--frames", type=number(int, 1, 4096), default=12)
+    s.add_argument("--window", type=number(int, 1, 256), default=4)
+    s.add_argument("--chunk", type=number(int, 1, 256), default=2)
+    s.add_argument("--steps", type=number(int, 1, 1000), default=4)
+    s.add_argument("--size", type=number(int, 8, 512), default=16)
     s.set_defaults(func=smoke)
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that open files are finished on the way out."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
 def main(argv=None) -> int:
+    """Run a subcommand. A user error is one line on stderr and exit 2; an interruption (Ctrl-C,
+    SIGTERM) says what was kept and exits 130; anything else is a bug and keeps its traceback."""
+    from .checkpoint_io import CheckpointError
+    from .nonfinite import NonFiniteError
+
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        previous = signal.signal(signal.SIGTERM, _terminate)
+    except ValueError:  # not the main thread: leave signals alone
+        previous = None
+    try:
+        return args.func(args)
+    except InputError as e:
+        print(error_line(e.problem), file=sys.stderr)
+    except (CheckpointError, NonFiniteError) as e:
+        print(error_line(str(e)), file=sys.stderr)
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as e:
+        print(error_line(f"{e.filename}: {e.strerror}" if e.filename and e.strerror else str(e)), file=sys.stderr)
+    except KeyboardInterrupt as e:
+        print(f"{PROG}: {'terminated' if isinstance(e, Terminated) else 'interrupted'}; {_kept(args)}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    _report_kept(args)
+    return EXIT_USER_ERROR
+
+
+def _kept(args) -> str:
+    writer = getattr(getattr(args, "sink", None), "writer", None)
+    if writer is None or writer.kept_path is None:
+        return "no frame was finished, no file written"
+    return f"{writer.frames_written} finished frames kept in {writer.kept_path}"
+
+
+def _report_kept(args) -> None:
+    writer = getattr(getattr(args, "sink", None), "writer", None)
+    if writer is not None and writer.kept_path is not None:
+        print(f"{PROG}: {_kept(args)}", file=sys.stderr)

@@ -23,6 +23,7 @@ from .keymaps import sgm_clip, sgm_unet, sgm_vae
 from .keymaps.identify import identify_checkpoint
 from .lora import META_EXTENSION, apply_lora_file
 from .model import SVDModel
+from .problems import finite_problem, raise_problem
 from .trained_for import TrainedFor
 from .unet import LongVidUNet, config_from_diffusers_shapes
 
@@ -175,6 +176,7 @@ def load_svd(path, extension=None, device=None, dtype=None, allow_pickle: bool =
     """
     path = Path(path)
     dtype = resolve_dtype(dtype)
+    raise_problem(finite_problem("lora_strength", lora_strength))  # a NaN strength makes every weight NaN
     if not path.exists():
         raise FileNotFoundError(f"no SVD checkpoint at {path}")
     if path.is_dir():

@@ -118,17 +118,3 @@ def test_prompt_makes_the_first_frame_with_the_t2i_model(tmp_path, tiny_t2i):
     assert (load_image(saved) - first).abs().max() <= 1 / 255 + 1e-6
 
 
-def test_clear_errors(tmp_path):
-    with pytest.raises(ValueError, match="--image or --prompt, not both"):
-        main(["generate", "--prompt", "a red ball", "--image", "x.png", "--out", str(tmp_path / "x.mp4")])
-    with pytest.raises(ValueError, match="--prompt needs --t2i-model"):
-        main(["generate", "--prompt", "a red ball", "--frames", "4", "--out", str(tmp_path / "x.mp4")])
-    with pytest.raises(FileNotFoundError, match="--svd: no model at"):
-        main(["generate", "--svd", str(tmp_path / "missing.safetensors"), "--out", str(tmp_path / "x.mp4")])
-    with pytest.raises(ValueError, match=r"width \(30\) must be a multiple of 8"):
-        main(["generate", "--width", "30", "--frames", "4", "--out", str(tmp_path / "x.mp4")])
-    with pytest.raises(ValueError, match=r"decode overlap \(3\) must be at most half the decode window \(4\)"):
-        main(["generate", "--decode-window", "4", "--decode-overlap", "3", "--frames", "4",
-              "--out", str(tmp_path / "x.mp4")])
-    with pytest.raises(ValueError, match="use window"):
-        main(["generate", "--mode", "progressive", "--window", "7", "--frames", "4", "--out", str(tmp_path / "x.mp4")])
