@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from training.optimizers import OPTIMIZERS, require_bitsandbytes
+from training.user_errors import UserError
 
 MODES = ("exvideo", "progressive", "full", "lora")
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -222,10 +224,24 @@ class TrainConfig:
         if (self.parameter_set == "exvideo" or self.extension) and self.progressive and self.progressive_chunk < 2:
             raise ValueError("exvideo with progressive needs --progressive-chunk >= 2: the first window of the "
                              "initialization stage is one chunk, and ExVideo's 3x3x3 conv needs at least 2 frames")
+        for f in fields(self):  # NaN and inf pass every range check below; refuse them where they enter
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise UserError(f"{_flag(f.name)}: expected a finite number, found {value}")
+            smallest = -1 if f.name in AUTOMATIC_WITH_MINUS_ONE else 0
+            if isinstance(value, int) and not isinstance(value, bool) and value < smallest:
+                raise UserError(f"{_flag(f.name)}: expected {smallest} or more"
+                                f"{' (-1: automatic)' if smallest < 0 else ''}, found {value}")
         for name in ("frame_stride", "batch_size", "grad_accum", "max_steps", "clips_per_video", "vae_batch",
-                     "log_every", "save_every"):
+                     "log_every", "save_every", "exvideo_frames", "progressive_window", "progressive_chunk",
+                     "progressive_steps"):
             if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 1; found {getattr(self, name)}")
+                raise UserError(f"--{name.replace('_', '-')}: expected 1 or more, found {getattr(self, name)}")
+        for name in ("learning_rate", "adam_eps", "sigma_min", "sigma_max"):
+            if not getattr(self, name) > 0:
+                raise UserError(f"{_flag(name)}: expected a number > 0, found {getattr(self, name)}")
+        if self.output_dir and Path(self.output_dir).exists() and not Path(self.output_dir).is_dir():
+            raise UserError(f"--output-dir: expected a folder (new or existing), found the file {self.output_dir}")
         if self.height % 8 or self.width % 8:
             raise ValueError(f"--height/--width must be multiples of 8 (SVD's VAE); found {self.height}x{self.width}")
         if not 0.0 <= self.conditioning_dropout < 1.0:
@@ -250,6 +266,10 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+# whole-number settings whose -1 means "from the clip" (see their help)
+AUTOMATIC_WITH_MINUS_ONE = frozenset({"fps", "motion_bucket_id"})
 
 
 def _flag(name: str) -> str:

@@ -23,6 +23,7 @@ def load_model(config: TrainConfig, device):
 
     model = load_svd(config.base, extension=config.extension or None, device=device, dtype=torch.float32,
                      attention=config.attention)
+    check_finite_weights(model, config)
     model.unet.requires_grad_(False)
     if config.parameter_set == "exvideo":
         table = exvideo.max_frames(model)
@@ -59,6 +60,20 @@ def load_model(config: TrainConfig, device):
         model.unet.enable_gradient_checkpointing()  # after extending, so ExVideo's blocks get it too
     model.unet.train()
     return model, trainable
+
+
+def check_finite_weights(model, config: TrainConfig) -> None:
+    """A NaN in a weight makes every loss NaN, which looks like a learning-rate problem; name the
+    damaged file instead, before any step."""
+    from longvid_core.nonfinite import nonfinite_tensors
+
+    from training.user_errors import UserError
+
+    damaged = nonfinite_tensors({"unet": model.unet, "vae": model.vae, "image_encoder": model.image_encoder})
+    if damaged:
+        source = "--base or --extension" if config.extension else "--base"
+        raise UserError(f"{source}: expected finite weights, found NaN/Inf in {', '.join(damaged)} (a damaged "
+                        "download or conversion: replace the file)")
 
 
 def add_lora(unet, config: TrainConfig, trained_whole) -> dict:

@@ -19,6 +19,7 @@ checkpoint resumed on other base weights is refused, even with the same architec
 from __future__ import annotations
 
 from dataclasses import fields
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from training.user_errors import UserError
@@ -64,9 +65,15 @@ def relevant(config: TrainConfig, name: str) -> bool:
     return True
 
 
+# settings that name a file or folder: "data" and "/home/me/data" are the same folder
+PATH_SETTINGS = frozenset({"data_dir", "metadata", "image_dir", "extension"})
+
+
 def normalised(name: str, value):
     if name == "mode":  # "progressive,exvideo" is "exvideo,progressive"
         return ",".join(sorted(m.strip() for m in str(value).split(",") if m.strip()))
+    if name in PATH_SETTINGS and isinstance(value, str) and value:
+        return str(Path(value).expanduser().resolve())
     return value
 
 

@@ -60,12 +60,26 @@ def main(argv=None) -> int:
 
             print(estimate_report(config))
             return 0
-        return train(config)
+        made_output = bool(config.output_dir) and not Path(config.output_dir).exists()
+        try:
+            return train(config)
+        except Exception as exc:
+            if made_output and is_user_error(exc):
+                remove_unfinished_output(Path(config.output_dir))
+            raise
     except Exception as exc:
         if not is_user_error(exc):
             raise  # a bug: keep the traceback
         print(one_line(exc), file=sys.stderr, flush=True)
         return EXIT_USER_ERROR
+
+
+def remove_unfinished_output(folder: Path) -> None:
+    """A refused run leaves nothing behind: the output folder it made goes, unless a checkpoint is in it."""
+    import shutil
+
+    if folder.is_dir() and not checkpointing.complete_checkpoints(folder / checkpointing.CHECKPOINTS):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @dataclass
@@ -118,6 +132,12 @@ def prepare_data(config: TrainConfig, accelerator, log: Log):
         entries, missing = data.find_videos(config.data_dir, config.metadata or None)
         usable, skipped = data.index_videos(entries, frames, config.frame_stride)
         skipped = missing + skipped
+        if not usable:  # refused before anything is written: a failed run leaves no file behind
+            found = "no video files" if not skipped else (
+                f"only videos it had to skip: {'; '.join(f'{s.path}: {s.reason}' for s in skipped[:3])}"
+                + (f" and {len(skipped) - 3} more" if len(skipped) > 3 else ""))
+            raise UserError(f"--data-dir {config.data_dir}: expected .mp4/.webm/.mov videos of at least "
+                            f"{data.source_frames_needed(frames, config.frame_stride)} frames; found {found}")
         report = {"usable": len(usable), "skipped": [s.as_dict() for s in skipped]}
         checkpointing.write_json(Path(config.output_dir) / "skipped_videos.json", report)
         log.info(f"data: {len(usable)} usable videos in {config.data_dir}; skipped {len(skipped)}"
@@ -128,10 +148,8 @@ def prepare_data(config: TrainConfig, accelerator, log: Log):
     if accelerator.num_processes > 1:
         broadcast_object_list(result, from_process=0)
     usable = result[0]
-    if not usable:
-        found = "no video files" if not skipped_count(config) else "only videos it had to skip (skipped_videos.json)"
-        raise UserError(f"--data-dir {config.data_dir}: expected .mp4/.webm/.mov videos of at least "
-                        f"{data.source_frames_needed(frames, config.frame_stride)} frames; found {found}")
+    if not usable:  # another process: the main one raised the message
+        raise UserError(f"--data-dir {config.data_dir}: no usable videos (see the main process's message)")
     needed = config.batch_size * accelerator.num_processes
     if len(usable) * config.clips_per_video < needed:
         raise ValueError(f"{len(usable)} usable videos x {config.clips_per_video} clips are fewer than one step "
@@ -156,9 +174,34 @@ def prepare_data(config: TrainConfig, accelerator, log: Log):
     return dataset, cache, images
 
 
-def skipped_count(config: TrainConfig) -> int:
-    report = Path(config.output_dir) / "skipped_videos.json"
-    return len(json.loads(report.read_text(encoding="utf-8"))["skipped"]) if report.is_file() else 0
+def nonfinite_loss_message(loss: float, step: int, model, trainable: dict) -> str:
+    """Why the loss went NaN/Inf: damaged weights when the trained ones (or the frozen base) hold
+    NaN/Inf, else the learning rate or fp16."""
+    from longvid_core.nonfinite import nonfinite_tensors
+
+    damaged = nonfinite_tensors({"trained": _ParameterDict(trainable)})
+    if damaged:
+        return (f"loss is {loss} at step {step}: the trained weights hold NaN/Inf ({', '.join(damaged)}): lower "
+                "--learning-rate, or use --precision bf16 instead of fp16; the last checkpoint is intact")
+    damaged = nonfinite_tensors({"unet": model.unet, "vae": model.vae})
+    if damaged:
+        return (f"loss is {loss} at step {step}: the base weights are damaged ({', '.join(damaged)} hold NaN/Inf): "
+                "replace --base; the last checkpoint is intact")
+    return (f"loss is {loss} at step {step}: lower --learning-rate, or use --precision bf16 instead of fp16; the last "
+            "checkpoint is intact")
+
+
+class _ParameterDict:
+    """Named tensors with the two methods :func:`nonfinite_tensors` reads."""
+
+    def __init__(self, tensors: dict):
+        self.tensors = tensors
+
+    def named_parameters(self):
+        return list(self.tensors.items())
+
+    def named_buffers(self):
+        return []
 
 
 def train(config: TrainConfig) -> int:
@@ -286,8 +329,7 @@ def train(config: TrainConfig) -> int:
         if progress.step % config.log_every == 0 or progress.step == config.max_steps:
             mean_loss = accelerator.reduce(window_loss, "mean").item() / window_steps
             if not math.isfinite(mean_loss):
-                raise FloatingPointError(f"loss is {mean_loss} at step {progress.step}: lower --learning-rate, or use "
-                                         "--precision bf16 instead of fp16; the last checkpoint is intact")
+                raise FloatingPointError(nonfinite_loss_message(mean_loss, progress.step, model, trainable))
             elapsed = max(time.perf_counter() - window_start, 1e-9)
             log.metrics(progress.step, {
                 "loss": mean_loss, "lr": step_lr, "grad_norm": grad_norm,
