@@ -385,7 +385,9 @@ def save_extension(model, path, layout: str = "longvid", metadata: Mapping[str, 
         raise ValueError("cannot save a UNet on the meta device (it has no values); diffsynth_state_dict() and "
                          "extension_state_dict() give names and shapes")
     if layout == "diffsynth":
-        return atomic_save_safetensors(diffsynth_state_dict(unet), path, metadata={"format": "pt", **extra})
+        # DiffSynth-Studio reads only the tensors; the loader compares the base identity in either layout
+        identity = identity_metadata(getattr(model, "base_identity", None))
+        return atomic_save_safetensors(diffsynth_state_dict(unet), path, metadata={"format": "pt", **extra, **identity})
     metadata = {
         **extra,
         "format": "pt",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from . import model_cache, runtime
 from .spec import Boolean, Combo, Float, NodeSpec, Output
+from .validation import check_widgets, first_problem, raise_if
 
 NO_EXTENSION = "none"  # also the "no file" choice of any optional file combo
 NO_LORA = NO_EXTENSION
@@ -32,6 +33,7 @@ class LongVidLoadModel:
             "training/train.py --mode lora), merged after the extension. The model is reused while these inputs and "
             "files are unchanged."),
         function="load",
+        report_under="ckpt_name",
         inputs=(
             Combo("ckpt_name", _checkpoints, None, model_folder=runtime.CHECKPOINTS, tooltip=(
                 "SVD single-file checkpoint from models/checkpoints (svd_xt.safetensors, svd_xt_1_1.safetensors, "
@@ -55,6 +57,14 @@ class LongVidLoadModel:
     )
 
     @classmethod
+    def validate_inputs(cls, ckpt_name=None, extension=None, dtype=None, lora=None, lora_strength=None, compile=None):
+        """Every file name must be one of the files the folders hold now (ComfyUI 0.3.64 does not check a V3
+        combo's value itself), so a missing file is refused before any other node of the prompt runs."""
+        files = {"ckpt_name": ckpt_name, "extension": extension, "lora": lora}
+        listed = {name: value for name, value in files.items() if not runtime.is_script_path(value)}
+        return first_problem(check_widgets(cls, **listed, dtype=dtype, lora_strength=lora_strength))
+
+    @classmethod
     def fingerprint_inputs(cls, **inputs):
         """Same inputs and same files -> the cached model is reused; a file replaced under the same
         name (new modification time) makes the node run again and reload."""
@@ -72,6 +82,7 @@ class LongVidLoadModel:
         return "|".join(stamps)
 
     def load(self, ckpt_name, extension, dtype, lora=NO_LORA, lora_strength=1.0, compile=False):
+        raise_if(self.validate_inputs(ckpt_name, extension, dtype, lora, lora_strength))
         checkpoint = runtime.full_path(runtime.CHECKPOINTS, ckpt_name)
         extension_path = None if extension == NO_EXTENSION else runtime.full_path(runtime.EXTENSIONS, extension)
         lora_path = None if lora == NO_LORA else runtime.full_path(runtime.LORAS, lora)

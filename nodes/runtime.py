@@ -22,6 +22,9 @@ from pathlib import Path
 
 import torch
 
+from longvid_core.problems import Problem, raise_problem
+from longvid_core.video_io import writable_folder_problem
+
 try:  # ComfyUI's runtime; absent in tests and plain scripts
     import comfy.model_management as comfy_mm
     import comfy.utils as comfy_utils
@@ -103,6 +106,11 @@ def list_files(kind: str) -> list[str]:
     return sorted(names)
 
 
+def is_script_path(name) -> bool:
+    """Outside ComfyUI (scripts, tests) a model combo may also hold an absolute path to a file."""
+    return not IN_COMFYUI and isinstance(name, str) and os.path.isabs(name) and os.path.isfile(name)
+
+
 def full_path(kind: str, name: str) -> Path:
     """The file for a combo value (or an absolute path); raises FileNotFoundError saying where it looked."""
     if os.path.isabs(name) and os.path.isfile(name):
@@ -149,30 +157,33 @@ def next_output_file(filename_prefix: str, suffix: str = ".mp4") -> tuple[Path, 
     return folder / filename, subfolder, filename
 
 
-def output_path_problem(output_path: str) -> str | None:
+def output_path_problem(output_path: str) -> Problem | None:
     """Why an explicit mp4 path may not be written, or None. Relative paths name a file inside the
     output folder. Inside ComfyUI that is all a node may write (the server may be reachable by
-    others, and core's savers refuse the same); scripts may also give absolute paths."""
+    others, and core's savers refuse the same); scripts may also give absolute paths. The folder
+    must take a new file (checked with a real one, before any sampling)."""
     if not output_path:
         return None
     if not output_path.lower().endswith(".mp4"):
-        return f"output_path must name an .mp4 file; got {output_path!r}"
+        return Problem("output_path", "an .mp4 file name", repr(output_path))
     path = Path(output_path)
     if IN_COMFYUI and (path.is_absolute() or ".." in path.parts):
-        return (f"output_path must be a file inside ComfyUI's output folder, like 'videos/clip.mp4' "
-                f"(absolute paths and '..' are refused: the server may be reachable by others); got {output_path!r}")
+        return Problem("output_path", "a file inside ComfyUI's output folder, like 'videos/clip.mp4' (absolute paths "
+                       "and '..' are refused: the server may be reachable by others)", repr(output_path))
     if ".." in path.parts and not path.is_absolute():
-        return f"output_path must stay inside the output folder ('..' is refused); got {output_path!r}"
-    return None
+        return Problem("output_path", "a path that stays inside the output folder ('..' is refused)",
+                       repr(output_path))
+    target = path if path.is_absolute() else output_directory() / path
+    if target.is_dir():
+        return Problem("output_path", "an .mp4 file name", f"the folder {target}")
+    return writable_folder_problem(target.parent, "output_path")
 
 
 def explicit_output_file(output_path: str) -> tuple[Path, str | None, str | None]:
     """The file for an explicit ``output_path``: ``(path, subfolder, file name)``, the last two
     None for a file outside the output folder (no browser preview). Raises ValueError for a path
     that :func:`output_path_problem` refuses, or one that leaves the output folder through a link."""
-    problem = output_path_problem(output_path)
-    if problem:
-        raise ValueError(problem)
+    raise_problem(output_path_problem(output_path))
     given = Path(output_path)
     if given.is_absolute():
         return given, None, None

@@ -11,24 +11,31 @@ from __future__ import annotations
 import inspect
 import re
 
+from longvid_core.problems import Problem, finite_problem, range_problem
+
 # validate_inputs' default for an optional socket: absent from the prompt (a linked one arrives as None)
 NOT_CONNECTED = "<not connected>"
 
 
-def check_widgets(node_cls, **values) -> str | None:
-    """Range and combo checks of ``values`` against ``node_cls.SPEC``'s inputs; a message or None."""
+def check_widgets(node_cls, **values) -> Problem | None:
+    """Range, finiteness and combo checks of ``values`` against ``node_cls.SPEC``'s inputs."""
     for name, value in values.items():
         if value is None:
             continue
         widget = node_cls.SPEC.input(name)
         if widget.kind == "COMBO":
-            if value not in widget.choices():
-                return f"{name}: {value!r} is not one of {widget.choices()}"
+            choices = widget.choices()
+            if value not in choices:
+                shown = ", ".join(map(str, choices[:12])) + (f" and {len(choices) - 12} more" if len(choices) > 12 else "")
+                if not choices and widget.model_folder:
+                    return Problem(name, f"a file in ComfyUI's {widget.model_folder} folder", f"{value!r} (the folder "
+                                   "is empty: put the file there and refresh)")
+                where = f" (the files in ComfyUI's {widget.model_folder} folder)" if widget.model_folder else ""
+                return Problem(name, f"one of {shown}{where}" if choices else "a listed choice", repr(value))
         elif widget.kind in ("INT", "FLOAT"):
-            if widget.min is not None and value < widget.min:
-                return f"{name} is {value}; the smallest allowed is {widget.min}"
-            if widget.max is not None and value > widget.max:
-                return f"{name} is {value}; the largest allowed is {widget.max}"
+            problem = finite_problem(name, value) or range_problem(name, value, widget.min, widget.max)
+            if problem:
+                return problem
     return None
 
 
@@ -66,12 +73,33 @@ def validation_values(node_cls, named: dict, entry_inputs: dict | None) -> dict:
 
 
 def _refused_alone(node_cls, name: str, value) -> bool:
-    if not node_cls.SPEC.input(name).is_widget:
+    """Refused by ComfyUI's own checks: a number out of its widget's range, or a value of the wrong
+    type. Not left out: combo values and NaN/inf, which ComfyUI 0.3.64 lets through for V3 nodes."""
+    widget = node_cls.SPEC.input(name)
+    if not widget.is_widget or widget.kind == "COMBO":
         return False
     try:
-        return check_widgets(node_cls, **{name: value}) is not None
+        problem = check_widgets(node_cls, **{name: value})
     except TypeError:  # a value ComfyUI could not convert (it says so under that input)
         return True
+    return problem is not None and finite_problem(name, value) is None
+
+
+def problem_input(plain: type, spec, prompt: dict) -> str:
+    """The input to file a failing check under: the input its problem concerns, for the first node of
+    this class in ``prompt`` that fails and has that input as a widget value; else ``report_under``."""
+    for unique_id, entry in (prompt or {}).items():
+        if not isinstance(entry, dict) or entry.get("class_type") != spec.node_id:
+            continue
+        inputs = entry.get("inputs", {})
+        try:
+            problem = plain.validate_inputs(**validation_values(plain, {}, inputs))
+        except Exception:  # a value the check cannot read: ComfyUI's own checks say why
+            continue
+        name = getattr(problem, "input", None)
+        if problem is not True and name in inputs and not is_link(inputs[name]) and name in spec.input_names:
+            return name
+    return spec.report_under
 
 
 def parse_keyframe_starts(text: str) -> list[int]:
@@ -100,13 +128,14 @@ def check_keyframe_starts(text) -> str | None:
     try:
         parse_keyframe_starts(text)
     except ValueError as e:
-        return str(e)
+        return Problem.about("keyframe_starts", str(e))
     return None
 
 
 def first_problem(*messages) -> str | bool:
-    """What ``validate_inputs`` returns: the first message, or True when all are None."""
-    return next((m for m in messages if m), True)
+    """What ``validate_inputs`` returns: the first message, or True when all are None or True (a
+    nested check's own "no problem")."""
+    return next((m for m in messages if m and m is not True), True)
 
 
 def raise_if(message: str | bool) -> None:

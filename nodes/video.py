@@ -10,7 +10,8 @@ from pathlib import Path
 import torch
 
 from longvid_core import pipeline, video_io
-from longvid_core.decoding import DEFAULT_DECODE_OVERLAP, DEFAULT_DECODE_WINDOW, decode_settings
+from longvid_core.decoding import DEFAULT_DECODE_OVERLAP, DEFAULT_DECODE_WINDOW, decode_window_problem
+from longvid_core.problems import Problem
 from longvid_core.progress import DECODING, SAMPLING
 from longvid_core.video_io import DEFAULT_CRF
 
@@ -62,14 +63,13 @@ class VideoFrames:
     frame_rate: Fraction
 
 
-def check_decode(decode_window, overlap) -> str | None:
+def check_decode(decode_window, overlap) -> Problem | None:
     if decode_window is None or overlap is None:
         return None
-    try:
-        decode_settings(decode_window, overlap)
-    except ValueError as e:
-        return str(e)
-    return None
+    problem = decode_window_problem(decode_window, overlap)
+    if problem is not None and problem.input == "decode_overlap":  # the node's widget is "overlap"
+        return Problem.about("overlap", "overlap" + str(problem)[len("decode_overlap"):])
+    return problem
 
 
 def check_output_path(output_path) -> str | None:

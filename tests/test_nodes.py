@@ -176,8 +176,12 @@ def test_loader_lists_files_from_the_folders(folders):
     spec = NODES["LongVidLoadModel"].SPEC
     assert spec.input("ckpt_name").choices() == [CHECKPOINT]
     assert spec.input("extension").choices() == ["none", EXTENSION]
-    with pytest.raises(FileNotFoundError, match="missing.safetensors.*checkpoints.*LONGVID_CHECKPOINTS_DIR"):
+    with pytest.raises(ValueError, match="ckpt_name: expected one of svd.*checkpoints folder.*found 'missing"):
         NODES["LongVidLoadModel"]().load("missing.safetensors", "none", "auto")
+    from nodes import runtime
+
+    with pytest.raises(FileNotFoundError, match="missing.safetensors.*checkpoints.*LONGVID_CHECKPOINTS_DIR"):
+        runtime.full_path(runtime.CHECKPOINTS, "missing.safetensors")
     absolute = NODES["LongVidLoadModel"]().load(str(folders["checkpoints"] / CHECKPOINT), "none", "auto")[0]
     assert absolute is load()  # absolute path and folder name are the same file: the same cached model
 
@@ -202,7 +206,7 @@ def test_decode_also_gives_the_frames_as_a_video_with_its_frame_rate(model):
     frames, video = NODES["LongVidDecode"]().decode(model, latent, 4, 1, frame_rate=7.5)
     assert video.images is frames and video.frame_rate == Fraction(15, 2)  # the same tensor: no copy
     assert NODES["LongVidDecode"]().decode(model, latent, 4, 1)[1].frame_rate == 8  # an old workflow's default
-    assert NODES["LongVidDecode"].validate_inputs(frame_rate=0.0) == "frame_rate is 0.0; the smallest allowed is 0.1"
+    assert NODES["LongVidDecode"].validate_inputs(frame_rate=0.0) == "frame_rate: expected a value from 0.1 to 240.0, found 0.0"
 
 
 def test_latent_output_is_unscaled_like_comfyui_vae_encode(model):
@@ -242,14 +246,14 @@ def test_keyframes_each_image_takes_over_at_its_start(model):
 
 def test_keyframe_count_must_match_the_batch(model):
     with pytest.raises(ValueError,
-                       match=r"lists 2 start frame\(s\) \[0, 48\] but the image batch holds 3.*'0, 48, 96'"):
+                       match=r"one start frame per image of the batch \(3\), found 2 start frame\(s\) \[0, 48\].*'0, 48, 96'"):
         condition(model, image(batch=3), "0, 48")
 
 
 def test_keyframe_past_the_end_is_refused_before_sampling(model, monkeypatch):
     cond, _ = condition(model, image(batch=2), "0, 40")
     calls = count_denoiser_calls(model, monkeypatch)
-    with pytest.raises(ValueError, match=r"keyframe start\(s\) \[40\] lie past the end of the video"):
+    with pytest.raises(ValueError, match=r"keyframe_starts: expected starts within the video's frames 0..5.*found \[40\] past the end"):
         sample(model, cond, frames=6)
     assert calls == []
 
@@ -279,28 +283,28 @@ def test_prefix_of_another_size_is_refused(model):
 
 @pytest.mark.parametrize("node_id, values, message", [
     ("LongVidSample", dict(mode="progressive", window=5, chunk=2, steps=24),
-     r"window \(5 noisy latent frames\) must be a multiple of chunk \(2\).*use window 4 or 6"),
+     r"window: expected a multiple of chunk \(2\).*found 5; use window 4 or 6"),
     ("LongVidSample", dict(mode="progressive", window=24, chunk=2, steps=20),
-     r"steps \(20\) must be a multiple of window/chunk = 24/2 = 12.*use steps 12 or 24"),
+     r"steps: expected a multiple of window/chunk = 24/2 = 12.*found 20; use steps 12 or 24"),
     ("LongVidSampleToVideo", dict(mode="progressive", window=8, chunk=3, steps=8), "use window 6 or 9"),
-    ("LongVidSample", dict(mode="sideways"), r"mode: 'sideways' is not one of \['auto', 'progressive'"),
+    ("LongVidSample", dict(mode="sideways"), r"mode: expected one of auto, progressive.*found 'sideways'"),
     ("LongVidSample", dict(mode="progressive", window=8, chunk=2, steps=8, partitions=3),
-     r"partitions \(3\) must divide the window's 4 chunks.*use one of \[1, 2, 4\]"),
-    ("LongVidSample", dict(mode="full_sequence", lookahead=True), "lookahead is True, but lookahead is for the "
-                                                                  "progressive mode only"),
+     r"partitions: expected a divisor of the window's 4 chunks.*found 3; use one of \[1, 2, 4\]"),
+    ("LongVidSample", dict(mode="full_sequence", lookahead=True), "lookahead: expected off outside the "
+                                                                  r"progressive mode \(lookahead is for progressive only\)"),
     ("LongVidSampleToVideo", dict(mode="context_windows", window=6, chunk=2, context_overlap=8),
-     r"context_overlap \(8\) must be smaller than the context window of window \+ chunk = 8 frames"),
-    ("LongVidSample", dict(frames=0), "frames is 0; the smallest allowed is 1"),
-    ("LongVidSample", dict(mode="full_sequence", context_sigma=0.3), "context noise is for the progressive mode only"),
-    ("LongVidSampleToVideo", dict(context_sigma=-1.0), "context_sigma is -1.0; the smallest allowed is 0.0"),
-    ("LongVidCondition", dict(width=1000, height=576), r"width \(1000\) must be a multiple of 64.*use 960 or 1024"),
-    ("LongVidEncodeFrames", dict(width=512, height=100), r"height \(100\) must be a multiple of 64.*use 64 or 128"),
+     r"context_overlap: expected fewer frames than the context window of window \+ chunk = 8, found 8"),
+    ("LongVidSample", dict(frames=0), "frames: expected a value from 1 to 1000000, found 0"),
+    ("LongVidSample", dict(mode="full_sequence", context_sigma=0.3), "context noise is for progressive only"),
+    ("LongVidSampleToVideo", dict(context_sigma=-1.0), "context_sigma: expected a value from 0.0 to 10.0, found -1.0"),
+    ("LongVidCondition", dict(width=1000, height=576), r"width: expected a multiple of 64.*found 1000; use 960 or 1024"),
+    ("LongVidEncodeFrames", dict(width=512, height=100), r"height: expected a multiple of 64.*found 100; use 64 or 128"),
     ("LongVidCondition", dict(keyframe_starts="0, soon"), "not a whole frame number.*'0, 48, 96'"),
     ("LongVidCondition", dict(keyframe_starts="8, 16"), "must begin with 0"),
     ("LongVidCondition", dict(keyframe_starts="0, 16, 8"), "must increase"),
-    ("LongVidDecode", dict(decode_window=8, overlap=5), r"overlap \(5\) must be at most half.*overlap <= 4"),
-    ("LongVidSaveVideo", dict(output_path="clip.avi"), "output_path must name an .mp4 file"),
-    ("LongVidSaveVideo", dict(output_path="../clip.mp4"), r"must stay inside the output folder \('\.\.' is refused"),
+    ("LongVidDecode", dict(decode_window=8, overlap=5), r"overlap: expected at most half the decode window \(8\).*found 5; use overlap <= 4"),
+    ("LongVidSaveVideo", dict(output_path="clip.avi"), "output_path: expected an .mp4 file name"),
+    ("LongVidSaveVideo", dict(output_path="../clip.mp4"), r"output_path: expected a path that stays inside the output folder \('\.\.' is refused"),
     ("LongVidScheduleView", dict(window=6, chunk=4, steps=6), "multiple of chunk"),
 ])
 def test_impossible_settings_are_refused_at_validation_saying_what_to_change(node_id, values, message):
@@ -336,8 +340,8 @@ def test_validation_runs_again_when_the_node_runs(model, monkeypatch):
 def test_full_sequence_of_plain_svd_is_limited_to_its_25_frames(model, monkeypatch):
     calls = count_denoiser_calls(model, monkeypatch)
     cond, _ = condition(model)
-    with pytest.raises(ValueError, match="plain SVD was trained on clips of 25 frames: use frames <= 25, or the "
-                                         "progressive mode"):
+    with pytest.raises(ValueError, match=r"frames: expected at most 25 in full_sequence mode.*plain SVD was trained on "
+                                         r"clips of 25 frames\), found 26; use fewer frames, or the progressive mode"):
         sample(model, cond, frames=26, mode="full_sequence")
     assert calls == []
 
@@ -348,10 +352,10 @@ def test_extension_table_length_limits_windows_before_any_work(folders, monkeypa
     extended = load(EXTENSION)
     calls = count_denoiser_calls(extended, monkeypatch)
     cond, _ = condition(extended)
-    with pytest.raises(ValueError, match=r"window \+ chunk = 8 \+ 2 = 10 frames per call, but this ExVideo "
-                                         r"extension's frame-position table holds 8 frames: use window <= 6"):
+    with pytest.raises(ValueError, match=r"window: expected window \+ chunk <= 8, the frames this ExVideo "
+                                         r"extension's frame-position table holds.*found 8 \+ 2 = 10; use window <= 6"):
         sample(extended, cond, frames=12, window=8, chunk=2, steps=4)
-    with pytest.raises(ValueError, match="table holds 8 frames: use frames <= 8"):
+    with pytest.raises(ValueError, match=r"frames: expected at most 8 in full_sequence mode.*table holds 8 frames\), found 9"):
         sample(extended, cond, frames=9, mode="full_sequence")
     assert calls == []
     assert sample(extended, cond, frames=6, window=6, chunk=2, steps=3)["samples"].shape == (6, 4, 8, 8)
@@ -405,10 +409,11 @@ def test_cancelled_streaming_run_leaves_a_playable_partial_video(model, monkeypa
             raise KeyboardInterrupt
 
     monkeypatch.setattr(runtime, "throw_if_interrupted", cancel_after_ten_calls)
-    target = tmp_path / "partial.mp4"
+    target = tmp_path / "video.mp4"
     with pytest.raises(KeyboardInterrupt):
         stream_to_video(model, cond, frames=40, output_path=str(target), decode_window=4, overlap=0)
-    frames, _ = read_video(target)
+    assert not target.exists()  # the target's name is for a whole video only
+    frames, _ = read_video(tmp_path / "video.partial.mp4")
     # 10 calls finish 10 - (K - 1) * d = 9 chunks = 18 frames; each full window of 4 was written
     assert len(calls) == 10 and frames.shape[0] == 16
 
@@ -500,9 +505,9 @@ def test_settings_node_refuses_impossible_schedules_at_validation_and_when_it_ru
     settings = NODES["LongVidSettings"]
     assert settings.validate_inputs(mode="progressive", window=24, chunk=2, steps=24) is True
     assert "use window 4 or 6" in settings.validate_inputs(mode="progressive", window=5, chunk=2, steps=24)
-    assert "must divide the window's 4 chunks" in settings.validate_inputs(mode="progressive", window=8, chunk=2,
+    assert "a divisor of the window's 4 chunks" in settings.validate_inputs(mode="progressive", window=8, chunk=2,
                                                                            steps=8, partitions=3)
-    assert "smallest allowed is 1" in settings.validate_inputs(window=0)
+    assert "window: expected a value from 1 to 1024, found 0" in settings.validate_inputs(window=0)
     with pytest.raises(ValueError, match="use window 4 or 6"):
         settings_node(window=5)
 
@@ -526,7 +531,7 @@ def test_a_connected_schedule_is_what_validation_checks():
         assert "use window 4 or 6" in node.validate_inputs(**impossible)
         # at validation a link arrives as None: the widgets it replaces are not checked, the others are
         assert node.validate_inputs(**impossible, schedule=None) is True
-        assert "frames is 0" in node.validate_inputs(**{**impossible, "frames": 0}, schedule=None)
+        assert "frames: expected a value from 1 to 1000000, found 0" in node.validate_inputs(**{**impossible, "frames": 0}, schedule=None)
     assert "use window 4 or 6" in NODES["LongVidScheduleView"].validate_inputs(window=5, chunk=2, steps=24)
     assert NODES["LongVidScheduleView"].validate_inputs(window=5, chunk=2, steps=24, schedule=None) is True
 
@@ -555,7 +560,7 @@ def test_schedule_view_draws_the_connected_schedule_not_its_widgets():
     assert "mode auto: the sampler chooses for its model" in auto_text and "replacement_with_noise" in auto_text
     _, other = view.draw(24, 2, 24, 12, False, 256, schedule=settings_node("context_windows", 8, 2, 8))
     assert "mode context_windows: the sampler does not roll" in other
-    with pytest.raises(ValueError, match="draws progressive layouts.*must be a multiple of chunk"):
+    with pytest.raises(ValueError, match="draws progressive layouts.*expected a multiple of chunk"):
         view.draw(24, 2, 24, 12, False, 256, schedule=settings_node("replacement_with_noise", 5, 2, 8))
 
 
@@ -593,18 +598,22 @@ def cli_problem(folders, tmp_path, extension=None, **settings) -> str:
         args += ["--extension", str(folders["extensions"] / EXTENSION)]
     for name, value in settings.items():
         args += [f"--{name.replace('_', '-')}", str(value)]
-    with pytest.raises(ValueError) as info:
-        main(args)
-    return str(info.value)
+    import contextlib
+    import io
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        assert main(args) == 2
+    return err.getvalue().strip()
 
 
-def node_problem(model, **settings) -> str:
+def node_problem(model, **settings):
     cond, _ = condition(model)
     args = {**SMALL, **settings}
     with pytest.raises(ValueError) as info:
         NODES["LongVidSample"]().sample(model, cond, args.pop("frames"), *[args[k] for k in (
             "mode", "window", "chunk", "steps", "cfg", "min_cfg", "seed")], context_sigma=args.get("context_sigma", 0))
-    return str(info.value)
+    return info.value.problem
 
 
 @pytest.mark.parametrize("extension, settings", [
@@ -618,8 +627,12 @@ def node_problem(model, **settings) -> str:
 def test_the_command_line_refuses_what_the_nodes_refuse_with_the_same_message(folders, tmp_path, extension,
                                                                               settings):
     model = load(extension or "none")
+    from longvid_core.cli import error_line
+
     from_node = node_problem(model, **settings)
-    assert from_node == cli_problem(folders, tmp_path, extension, **{"mode": SMALL["mode"], **settings})
+    # the same words, the node's input name as the command line's flag
+    assert error_line(from_node) == cli_problem(folders, tmp_path, extension, **{"mode": SMALL["mode"], **settings})
+    assert error_line(from_node).startswith(f"longvid: error: --{from_node.input.replace('_', '-')}: expected ")
     assert "use" in from_node  # says what to change
 
 
@@ -677,8 +690,8 @@ def test_extension_limit_counts_frames_per_call_of_a_split_window(folders, monke
     node = NODES["LongVidSample"]()
     latent, _ = node.sample(extended, cond, 6, "progressive", 8, 2, 4, 1.0, 1.0, 0, partitions=2, lookahead=True)
     assert latent["samples"].shape == (6, 4, 8, 8) and max(calls) <= EXTENSION_FRAMES
-    with pytest.raises(ValueError, match="shows the model up to 12 frames per call, but this ExVideo extension's "
-                                         "frame-position table holds 8 frames: use a smaller window or more partitions"):
+    with pytest.raises(ValueError, match="window: expected at most 8 frames per call \\(this ExVideo extension's "
+                                         "frame-position table\\), found 12 frames per call.*use a smaller window or more partitions"):
         node.sample(extended, cond, 6, "progressive", 12, 2, 6, 1.0, 1.0, 0, partitions=2, lookahead=True)
 
 
@@ -783,7 +796,7 @@ def test_cache_interval_on_the_settings_node_runs_the_deep_cache(model, monkeypa
     latent, chosen = run(model, cond, 6, "progressive", 4, 2, 2, 1.0, 1.0, 0, schedule=schedule)
     assert chosen.endswith("deep cache 1") and any(reused) and not all(reused)
     assert not torch.equal(latent["samples"], plain)  # reused calls make a (slightly) different video
-    assert "smallest allowed is 0" in NODES["LongVidSettings"].validate_inputs(cache_interval=-1)
+    assert "expected a value from 0 to 16, found -1" in NODES["LongVidSettings"].validate_inputs(cache_interval=-1)
 
 
 def test_compile_toggle_compiles_the_unet_of_its_own_cached_model(folders):

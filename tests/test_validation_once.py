@@ -57,4 +57,4 @@ def test_without_the_prompt_only_the_named_input_is_checked():
     sample = NODES["LongVidSample"]
     assert validation_values(sample, {"window": 5}, None) == {"window": 5}
     assert sample.validate_inputs(window=5) is True  # the node checks everything again when it runs
-    assert "smallest allowed is 1" in sample.validate_inputs(window=0)  # ComfyUI skips a named input's range
+    assert "window: expected a value from 1 to 1024, found 0" in sample.validate_inputs(window=0)  # ComfyUI skips a named input's range
