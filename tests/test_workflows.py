@@ -157,10 +157,20 @@ def test_our_widget_values_fit_our_schemas(workflow):
                 assert isinstance(value, str)
             elif spec.kind == "BOOLEAN":
                 assert isinstance(value, bool)
-            values[widget] = value
+            if widget not in STANDARD_FILES:  # the loader's combos list the files installed here: none
+                values[widget] = value
         if hasattr(cls, "validate_inputs"):
             named = set(inspect.signature(cls.validate_inputs).parameters)
             assert cls.validate_inputs(**{k: v for k, v in values.items() if k in named}) is True, (name, node["id"])
+
+
+@pytest.mark.parametrize("path", UI_FILES, ids=lambda p: p.stem)
+def test_shipped_workflows_carry_every_widget_of_the_current_schemas(path):
+    # a node that gains an input fails here until the shipped workflows are saved again with its value
+    for node in load(path)["nodes"]:
+        if node["type"] in OURS:
+            _, widgets, _ = our_schema(node["type"])
+            assert len(node["widgets_values"]) == len(widgets), (path.stem, node["type"], widgets)
 
 
 @pytest.mark.parametrize("path", UI_FILES, ids=lambda p: p.stem)
