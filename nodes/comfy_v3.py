@@ -8,14 +8,13 @@ name, ``validate_inputs`` / ``fingerprint_inputs`` are the plain class's own fun
 
 from __future__ import annotations
 
-import inspect
 from functools import lru_cache
 
 from comfy_api.v0_0_2 import ComfyExtension, InputImpl, Types, io
 
 from . import NODES
 from .spec import Input, NodeSpec
-from .validation import problem_input, prompt_entry_inputs, validation_values
+from .validation import PlacedValidation
 from .video import VideoFrames
 
 CORE_TYPES = {"INT": io.Int, "FLOAT": io.Float, "STRING": io.String, "BOOLEAN": io.Boolean, "COMBO": io.Combo,
@@ -96,31 +95,8 @@ def listen_for_prompts() -> None:
         PromptServer.instance.add_on_prompt_handler(record_prompt)
 
 
-class PlacedValidation:
-    """A validate_inputs whose signature names one input, so ComfyUI shows each problem once, under it.
-    ComfyUI 0.3.64 reads the signature (``inspect.getfullargspec``) just before it validates a node
-    and files a failure under every input named there, so the name is chosen then: the input the
-    problem concerns (:func:`problem_input`, from the prompt recorded as it arrived), else
-    ``spec.report_under``. The node's other inputs come from that prompt (once ComfyUI has converted
-    them); when it is not this prompt, they are left to the run-time checks."""
-
-    def __init__(self, plain: type, spec: NodeSpec):
-        self.plain, self.spec = plain, spec
-
-    @property
-    def __signature__(self) -> inspect.Signature:
-        parameter = inspect.Parameter.POSITIONAL_OR_KEYWORD
-        anchor = problem_input(self.plain, self.spec, RECORDED["prompt"])
-        return inspect.Signature([inspect.Parameter("cls", parameter), inspect.Parameter(anchor, parameter,
-                                                                                         default=None)])
-
-    def __call__(self, cls, **named):
-        entry = prompt_entry_inputs(RECORDED["prompt"], cls.hidden.unique_id, self.spec.node_id, named)
-        return self.plain.validate_inputs(**validation_values(self.plain, named, entry))
-
-
 def one_place_validation(plain: type, spec: NodeSpec):
-    return classmethod(PlacedValidation(plain, spec))
+    return classmethod(PlacedValidation(plain, spec, lambda: RECORDED["prompt"]))
 
 
 def v3_node(plain: type) -> type[io.ComfyNode]:

@@ -102,6 +102,29 @@ def problem_input(plain: type, spec, prompt: dict) -> str:
     return spec.report_under
 
 
+class PlacedValidation:
+    """A validate_inputs whose signature names one input, so ComfyUI shows each problem once, under it.
+    ComfyUI 0.3.64 reads the signature (``inspect.getfullargspec``) just before it validates a node
+    and files a failure under every input named there, so the name is chosen then: the input the
+    problem concerns (:func:`problem_input`, from the prompt recorded as it arrived), else
+    ``spec.report_under``. The node's other inputs come from that prompt (once ComfyUI has converted
+    them); when it is not this prompt, they are left to the run-time checks."""
+
+    def __init__(self, plain: type, spec, recorded_prompt):
+        self.plain, self.spec, self.recorded_prompt = plain, spec, recorded_prompt
+
+    @property
+    def __signature__(self) -> inspect.Signature:
+        parameter = inspect.Parameter.POSITIONAL_OR_KEYWORD
+        anchor = problem_input(self.plain, self.spec, self.recorded_prompt())
+        return inspect.Signature([inspect.Parameter("cls", parameter), inspect.Parameter(anchor, parameter,
+                                                                                         default=None)])
+
+    def __call__(self, cls, **named):
+        entry = prompt_entry_inputs(self.recorded_prompt(), cls.hidden.unique_id, self.spec.node_id, named)
+        return self.plain.validate_inputs(**validation_values(self.plain, named, entry))
+
+
 def parse_keyframe_starts(text: str) -> list[int]:
     """``"0, 48, 96"`` -> ``[0, 48, 96]``: whole frame numbers, increasing, the first 0.
     Raises ValueError saying what to write."""

@@ -329,6 +329,32 @@ def test_each_node_problem_is_refused_at_validation_under_its_input(index, monke
     assert not list(tmp_path.iterdir())
 
 
+def test_comfyui_reads_the_concerned_input_from_the_signature_just_before_validating():
+    # what ComfyUI 0.3.64 does for a V3 node: getfullargspec of the class's validate_inputs (a classmethod;
+    # first_real_override reads its __func__), then call it with the named inputs only
+    import inspect
+    import types
+
+    from nodes.validation import PlacedValidation
+
+    plain = NODES["LongVidSampleToVideo"]
+    prompt = {}
+    node = type("V3Node", (), {"validate_inputs": classmethod(PlacedValidation(plain, plain.SPEC, lambda: prompt)),
+                               "hidden": types.SimpleNamespace(unique_id="7")})
+    assert inspect.getfullargspec(node.validate_inputs).args == ["cls", "window"]
+    assert node.validate_inputs.__func__ is not None
+    inputs = {"frames": 24, "mode": "progressive", "window": 8, "chunk": 2, "steps": 16, "cfg": 2.5, "min_cfg": 1.0,
+              "seed": 0, "filename_prefix": "v", "frame_rate": 8.0, "crf": 19, "decode_window": 14, "overlap": 4,
+              "output_path": "clip.png", "model": ["1", 0], "cond": ["2", 0]}
+    prompt.update({"7": {"class_type": "LongVidSampleToVideo", "inputs": inputs}})
+    assert inspect.getfullargspec(node.validate_inputs).args == ["cls", "output_path"]
+    problem = node.validate_inputs(output_path="clip.png")
+    assert problem.input == "output_path" and "expected an .mp4 file name" in problem
+    inputs["output_path"] = "clip.mp4"
+    assert inspect.getfullargspec(node.validate_inputs).args == ["cls", "window"]
+    assert node.validate_inputs(window=8) is True
+
+
 def test_a_valid_prompt_is_filed_under_the_usual_input():
     cls = NODES["LongVidSample"]
     inputs = {"frames": 24, "mode": "progressive", "window": 8, "chunk": 2, "steps": 16, "cfg": 2.5,

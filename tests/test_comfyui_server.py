@@ -255,7 +255,7 @@ def test_impossible_settings_are_refused_with_http_400(server):
     # once, under the input ComfyUI files the node's own checks under (the message names the others)
     assert list(errors) == ["LongVidSettings"] and len(errors["LongVidSettings"]) == 1, errors
     (name, details), = errors["LongVidSettings"]
-    assert name == "window" and "must be a multiple of chunk" in details and "use window 4 or 6" in details
+    assert name == "window" and "expected a multiple of chunk" in details and "use window 4 or 6" in details
 
 
 def test_each_problem_is_reported_once_under_its_input(server):
@@ -278,6 +278,23 @@ def test_each_problem_is_reported_once_under_its_input(server):
     sampler.update(frames=6, window=4, chunk=0)
     save.update(decode_window=4, overlap=1)
     assert refused(server, prompt) == {"LongVidSample": [("chunk", "chunk")]}
+
+
+def test_missing_files_unknown_modes_and_nan_are_refused_under_their_input(server):
+    """ComfyUI 0.3.64 checks neither a V3 combo's value nor NaN; LongVid does, before anything runs."""
+    base = without_view(shrink(json.loads((WORKFLOWS / "image_to_long_video.json").read_text())))
+    loader_id = next(k for k, n in base.items() if n["class_type"] == "LongVidLoadModel")
+    settings_id = next(k for k, n in base.items() if n["class_type"] == "LongVidSettings")
+    for node_id, change, name, words in ((loader_id, {"ckpt_name": "gone.safetensors"}, "ckpt_name", "gone"),
+                                         (loader_id, {"extension": "gone.safetensors"}, "extension", "gone"),
+                                         (loader_id, {"lora_strength": float("nan")}, "lora_strength", "finite"),
+                                         (settings_id, {"mode": "sideways"}, "mode", "expected one of")):
+        prompt = json.loads(json.dumps(base))
+        prompt[node_id]["inputs"].update(change)
+        errors = refused(server, prompt)
+        assert list(errors) == [prompt[node_id]["class_type"]], errors
+        (input_name, details), = errors[prompt[node_id]["class_type"]]
+        assert input_name == name and words in details, errors
 
 
 def test_free_memory_then_run_again(server):
@@ -411,7 +428,9 @@ def test_output_paths_outside_the_output_folder_are_refused(server, output_path)
     with pytest.raises(urllib.error.HTTPError) as error:
         request(server["url"], "/prompt", {"prompt": prompt, "client_id": "test"})
     assert error.value.code == 400
-    assert "must be a file inside ComfyUI's output folder" in json.dumps(json.loads(error.value.read())["node_errors"])
+    errors = json.loads(error.value.read())["node_errors"]
+    assert "expected a file inside ComfyUI's output folder" in json.dumps(errors)
+    assert {e["extra_info"].get("input_name") for entry in errors.values() for e in entry["errors"]} == {"output_path"}
     assert not Path("/tmp/longvid_escape.mp4").exists()
 
 
