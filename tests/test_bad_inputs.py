@@ -182,7 +182,9 @@ def test_an_interrupted_run_keeps_its_frames_in_a_partial_file_and_the_old_video
     out.write_bytes(b"an earlier good video")
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     process = subprocess.Popen([sys.executable, "-m", "longvid_core", "generate", "--frames", "2000", "--out",
-                                str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                                str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                               # a runner started in the background ignores SIGINT, and a child would inherit that
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     partial = tmp_path / "video.partial.mp4"
     deadline = time.monotonic() + 240
     # a fragment holds a second of video (8 frames) and is flushed as made: wait for a few
