@@ -8,6 +8,8 @@ non-finite one. Only then are the weights searched, to say which tensor is damag
 
 from __future__ import annotations
 
+from typing import Iterable, Iterator
+
 import torch
 
 
@@ -15,23 +17,28 @@ class NonFiniteError(FloatingPointError):
     """A denoiser call or a decode produced NaN or Inf; the message names the likely cause."""
 
 
-def nonfinite_tensors(modules: dict, limit: int = 3) -> list[str]:
-    """Names (``unet.down_blocks.0...``) of up to ``limit`` weights or buffers holding NaN or Inf."""
-    found = []
+def module_tensors(modules: dict) -> Iterator[tuple[str, torch.Tensor]]:
+    """``(prefix.name, tensor)`` for every weight and buffer of ``{prefix: module}`` (None: skipped)."""
     for prefix, module in modules.items():
-        if module is None:
-            continue
-        for name, tensor in (*module.named_parameters(), *module.named_buffers()):
-            if tensor.is_floating_point() and not tensor.is_meta and not torch.isfinite(tensor).all():
-                found.append(f"{prefix}.{name}")
-                if len(found) >= limit:
-                    return found
+        if module is not None:
+            for name, tensor in (*module.named_parameters(), *module.named_buffers()):
+                yield f"{prefix}.{name}", tensor
+
+
+def nonfinite_tensors(named: Iterable[tuple[str, torch.Tensor]], limit: int = 3) -> list[str]:
+    """Names (``unet.down_blocks.0...``) of up to ``limit`` of the ``(name, tensor)`` pairs holding NaN or Inf."""
+    found = []
+    for name, tensor in named:
+        if tensor.is_floating_point() and not tensor.is_meta and not torch.isfinite(tensor).all():
+            found.append(name)
+            if len(found) >= limit:
+                break
     return found
 
 
 def likely_cause(modules: dict, dtype: torch.dtype, inputs_finite: bool = True) -> str:
     """Why values went non-finite: damaged weights (named), non-finite inputs, or fp16 overflow."""
-    damaged = nonfinite_tensors(modules)
+    damaged = nonfinite_tensors(module_tensors(modules))
     if damaged:
         return (f"the weights are damaged: {', '.join(damaged)} hold NaN/Inf (a broken download or conversion, or a "
                 "bad extension / LoRA file): replace the file")
@@ -48,13 +55,12 @@ def _model_modules(model) -> dict:
     return {name: getattr(model, name, None) for name in ("unet", "vae", "image_encoder")}
 
 
-def check_decoded(model_or_vae, pixels: torch.Tensor, frames: tuple[int, int]) -> None:
-    """Raise :class:`NonFiniteError` if decoded ``pixels`` of frames ``[start, end)`` hold NaN/Inf."""
+def check_decoded(vae, pixels: torch.Tensor, frames: tuple[int, int]) -> None:
+    """Raise :class:`NonFiniteError` if ``vae``'s decoded ``pixels`` of frames ``[start, end)`` hold NaN/Inf."""
     if torch.isfinite(pixels).all():
         return
-    modules = {"vae": model_or_vae}
-    dtype = next(model_or_vae.parameters()).dtype
-    raise NonFiniteError(f"decoding frames {frames[0]}..{frames[1] - 1} gave NaN/Inf: {likely_cause(modules, dtype)}")
+    cause = likely_cause({"vae": vae}, next(vae.parameters()).dtype)
+    raise NonFiniteError(f"decoding frames {frames[0]}..{frames[1] - 1} gave NaN/Inf: {cause}")
 
 
 class FiniteCheckedDenoiser:
@@ -80,4 +86,5 @@ class FiniteCheckedDenoiser:
         return out
 
 
-__all__ = ["FiniteCheckedDenoiser", "NonFiniteError", "check_decoded", "likely_cause", "nonfinite_tensors"]
+__all__ = ["FiniteCheckedDenoiser", "NonFiniteError", "check_decoded", "likely_cause", "module_tensors",
+           "nonfinite_tensors"]

@@ -65,11 +65,12 @@ def load_model(config: TrainConfig, device):
 def check_finite_weights(model, config: TrainConfig) -> None:
     """A NaN in a weight makes every loss NaN, which looks like a learning-rate problem; name the
     damaged file instead, before any step."""
-    from longvid_core.nonfinite import nonfinite_tensors
+    from longvid_core.nonfinite import module_tensors, nonfinite_tensors
 
     from training.user_errors import UserError
 
-    damaged = nonfinite_tensors({"unet": model.unet, "vae": model.vae, "image_encoder": model.image_encoder})
+    damaged = nonfinite_tensors(module_tensors({"unet": model.unet, "vae": model.vae,
+                                                "image_encoder": model.image_encoder}))
     if damaged:
         source = "--base or --extension" if config.extension else "--base"
         raise UserError(f"{source}: expected finite weights, found NaN/Inf in {', '.join(damaged)} (a damaged "

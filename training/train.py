@@ -174,34 +174,16 @@ def prepare_data(config: TrainConfig, accelerator, log: Log):
     return dataset, cache, images
 
 
-def nonfinite_loss_message(loss: float, step: int, model, trainable: dict) -> str:
-    """Why the loss went NaN/Inf: damaged weights when the trained ones (or the frozen base) hold
-    NaN/Inf, else the learning rate or fp16."""
+def nonfinite_loss_message(loss: float, step: int, trainable: dict) -> str:
+    """Why the loss went NaN/Inf. The base was checked finite when it was loaded
+    (``model_setup.check_finite_weights``) and frozen weights do not change, so it is the training:
+    the trained weights that went NaN/Inf are named."""
     from longvid_core.nonfinite import nonfinite_tensors
 
-    damaged = nonfinite_tensors({"trained": _ParameterDict(trainable)})
-    if damaged:
-        return (f"loss is {loss} at step {step}: the trained weights hold NaN/Inf ({', '.join(damaged)}): lower "
-                "--learning-rate, or use --precision bf16 instead of fp16; the last checkpoint is intact")
-    damaged = nonfinite_tensors({"unet": model.unet, "vae": model.vae})
-    if damaged:
-        return (f"loss is {loss} at step {step}: the base weights are damaged ({', '.join(damaged)} hold NaN/Inf): "
-                "replace --base; the last checkpoint is intact")
-    return (f"loss is {loss} at step {step}: lower --learning-rate, or use --precision bf16 instead of fp16; the last "
-            "checkpoint is intact")
-
-
-class _ParameterDict:
-    """Named tensors with the two methods :func:`nonfinite_tensors` reads."""
-
-    def __init__(self, tensors: dict):
-        self.tensors = tensors
-
-    def named_parameters(self):
-        return list(self.tensors.items())
-
-    def named_buffers(self):
-        return []
+    damaged = nonfinite_tensors((f"trained.{name}", tensor) for name, tensor in trainable.items())
+    held = f": the trained weights hold NaN/Inf ({', '.join(damaged)})" if damaged else ""
+    return (f"loss is {loss} at step {step}{held}: lower --learning-rate, or use --precision bf16 instead of fp16; "
+            "the last checkpoint is intact")
 
 
 def train(config: TrainConfig) -> int:
@@ -329,7 +311,7 @@ def train(config: TrainConfig) -> int:
         if progress.step % config.log_every == 0 or progress.step == config.max_steps:
             mean_loss = accelerator.reduce(window_loss, "mean").item() / window_steps
             if not math.isfinite(mean_loss):
-                raise FloatingPointError(nonfinite_loss_message(mean_loss, progress.step, model, trainable))
+                raise FloatingPointError(nonfinite_loss_message(mean_loss, progress.step, trainable))
             elapsed = max(time.perf_counter() - window_start, 1e-9)
             log.metrics(progress.step, {
                 "loss": mean_loss, "lr": step_lr, "grad_norm": grad_norm,
