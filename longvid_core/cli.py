@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from .pipeline import AUTO, BUNDLED_MODEL, MAX_FRAMES, MAX_SEED, MODES, recommended_settings
-from .problems import InputError, Problem
+from .problems import InputError, Problem, describe_path, raise_problem, raised_in
 from .progress import SAMPLING
 
 PROG = "longvid"
@@ -135,9 +135,7 @@ def text_to_image(model_folder: Path, prompt: str, negative_prompt: str, width: 
     import torch
     from diffusers import AutoPipelineForText2Image
 
-    if not (Path(model_folder) / "model_index.json").is_file():
-        raise InputError(Problem("--t2i-model", "a local diffusers folder (with model_index.json)",
-                                 _described(model_folder)))
+    raise_problem(t2i_model_problem(model_folder))
     pipe = AutoPipelineForText2Image.from_pretrained(str(model_folder), local_files_only=True, dtype=dtype)
     pipe.to(device)
     pipe.set_progress_bar_config(disable=quiet)
@@ -157,10 +155,11 @@ def synthetic_first_frame(seed: int, width: int, height: int):
     return render(random_scene(seed, height, width), 1)
 
 
-def _described(path) -> str:
-    from .problems import describe_path
-
-    return describe_path(path)
+def t2i_model_problem(folder) -> Problem | None:
+    """``--t2i-model`` must be a local diffusers folder: nothing is downloaded."""
+    if (Path(folder) / "model_index.json").is_file():
+        return None
+    return Problem("--t2i-model", "a local diffusers folder (with model_index.json)", describe_path(folder))
 
 
 def _png_writer(folder: Path):
@@ -176,50 +175,45 @@ def _png_writer(folder: Path):
     return save
 
 
-def _refuse(problem) -> None:
-    if problem:
-        raise InputError(problem)
-
-
 def check_generate_args(args, settings: dict, sampling) -> None:
     """Every input of ``generate`` that can be judged without the model, before anything loads:
-    the settings, output paths, device, first-frame source and whether the size fits memory."""
+    the settings, the frame paths, device, first-frame source and whether the size fits memory
+    (the video's path is checked by the :class:`~pipeline.Mp4Sink` made next, also before loading)."""
     from . import pipeline
     from .decoding import decode_settings
     from .inputs import device_problem, memory_problem
-    from .video_io import output_problem, writable_folder_problem
+    from .video_io import writable_folder_problem
 
-    _refuse(pipeline.settings_problem(sampling.mode, sampling.frames, sampling.window, sampling.chunk, sampling.steps,
+    raise_problem(pipeline.settings_problem(sampling.mode, sampling.frames, sampling.window, sampling.chunk, sampling.steps,
                                       sampling.cfg, sampling.min_cfg, sampling.context_sigma, sampling.partitions,
                                       sampling.lookahead, sampling.context_overlap, sampling.cache_interval,
                                       sampling.seed))
     window, _ = decode_settings(settings["decode_window"], settings["decode_overlap"])
     for name in ("width", "height"):
         if settings[name] < 1:
-            _refuse(Problem(f"--{name}", "a positive number of pixels (a multiple of 64 for SVD)", settings[name]))
-    _refuse(output_problem(args.out, "--out"))
+            raise_problem(Problem(f"--{name}", "a positive number of pixels (a multiple of 64 for SVD)", settings[name]))
     if args.save_frames:
         folder = Path(args.save_frames)
         if folder.exists() and not folder.is_dir():
-            _refuse(Problem("--save-frames", "a folder for the PNG frames", f"the file {folder}"))
-        _refuse(writable_folder_problem(folder, "--save-frames"))
+            raise_problem(Problem("--save-frames", "a folder for the PNG frames", f"the file {folder}"))
+        raise_problem(writable_folder_problem(folder, "--save-frames"))
     if args.save_first_frame:
         target = Path(args.save_first_frame)
         if target.suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"):
-            _refuse(Problem("--save-first-frame", "an image file name (.png, .jpg, ...)", target.name or str(target)))
+            raise_problem(Problem("--save-first-frame", "an image file name (.png, .jpg, ...)", target.name or str(target)))
         if target.is_dir():
-            _refuse(Problem("--save-first-frame", "an image file name", f"the folder {target}"))
-        _refuse(writable_folder_problem(target.parent, "--save-first-frame"))
-    _refuse(device_problem(args.device, "--device"))
+            raise_problem(Problem("--save-first-frame", "an image file name", f"the folder {target}"))
+        raise_problem(writable_folder_problem(target.parent, "--save-first-frame"))
+    raise_problem(device_problem(args.device, "--device"))
     if args.prompt and args.image:
-        _refuse(Problem("--prompt", "one first frame: --image or --prompt, not both", "both"))
+        raise_problem(Problem("--prompt", "one first frame: --image or --prompt, not both", "both"))
     if args.prompt and not args.t2i_model:
-        _refuse(Problem("--prompt", "--t2i-model beside it (a local diffusers text-to-image folder)", "none"))
-    if args.t2i_model and not (Path(args.t2i_model) / "model_index.json").is_file():
-        _refuse(Problem("--t2i-model", "a local diffusers folder (with model_index.json)", _described(args.t2i_model)))
+        raise_problem(Problem("--prompt", "--t2i-model beside it (a local diffusers text-to-image folder)", "none"))
+    if args.t2i_model:
+        raise_problem(t2i_model_problem(args.t2i_model))
     device = resolved_device(args.device)
     dtype_bytes = 2 if resolved_dtype(args.dtype, device) in ("fp16", "bf16") else 4
-    _refuse(memory_problem(settings["width"], settings["height"], sampling.frames, window, dtype_bytes, device,
+    raise_problem(memory_problem(settings["width"], settings["height"], sampling.frames, window, dtype_bytes, device,
                            holds_all_frames=sampling.mode == pipeline.CONTEXT_WINDOWS))
 
 
@@ -248,21 +242,13 @@ def load_model(args, svd_path: Path, device: str, dtype: str):
     try:
         return load_svd(svd_path, extension=args.extension, device=device, dtype=dtype, lora=args.lora,
                         lora_strength=args.lora_strength, compile=args.compile or False)
-    except (CheckpointError, InputError, ValueError, KeyError) as e:
-        if isinstance(e, ValueError) and not isinstance(e, (CheckpointError, InputError)) and not _raised_here(e):
+    except (ValueError, KeyError) as e:  # CheckpointError and InputError are ValueErrors
+        if not isinstance(e, (CheckpointError, InputError)) and not raised_in(e, (Path(__file__).parent,)):
             raise
         text = str(e).strip("'\"")
         name, _, kind = next(((n, p, k) for n, p, k in reversed(_model_files(args, svd_path)) if str(p) in text),
                              _model_files(args, svd_path)[0])
         raise InputError(Problem(name, MODEL_EXPECTED[kind], text)) from e
-
-
-def _raised_here(exc: BaseException) -> bool:
-    """Whether ``exc`` was raised by LongVid's own code (a check with a message), not inside torch."""
-    tb = exc.__traceback__
-    while tb is not None and tb.tb_next is not None:
-        tb = tb.tb_next
-    return tb is not None and Path(tb.tb_frame.f_code.co_filename).resolve().is_relative_to(Path(__file__).parent)
 
 
 def generate(args) -> int:
@@ -278,7 +264,7 @@ def generate(args) -> int:
         if problem and not args.svd and kind == "svd":
             problem = Problem("--svd", problem.expected, f"{problem.found} (the bundled small model is missing: see "
                               "tools/small_model/README.md)")
-        _refuse(problem)
+        raise_problem(problem)
     settings = recommended_settings(svd_path)
     for key in settings:
         value = getattr(args, key, None)
@@ -452,23 +438,20 @@ def main(argv=None) -> int:
     except (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as e:
         print(error_line(f"{e.filename}: {e.strerror}" if e.filename and e.strerror else str(e)), file=sys.stderr)
     except KeyboardInterrupt as e:
-        print(f"{PROG}: {'terminated' if isinstance(e, Terminated) else 'interrupted'}; {_kept(args)}", file=sys.stderr)
+        kept = _kept(args) or "no frame was finished, no file written"
+        print(f"{PROG}: {'terminated' if isinstance(e, Terminated) else 'interrupted'}; {kept}", file=sys.stderr)
         return EXIT_INTERRUPTED
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
-    _report_kept(args)
+    if _kept(args):
+        print(f"{PROG}: {_kept(args)}", file=sys.stderr)
     return EXIT_USER_ERROR
 
 
-def _kept(args) -> str:
+def _kept(args) -> str | None:
+    """What a stopped run left: its partial video's frames and name, or None."""
     writer = getattr(getattr(args, "sink", None), "writer", None)
     if writer is None or writer.kept_path is None:
-        return "no frame was finished, no file written"
+        return None
     return f"{writer.frames_written} finished frames kept in {writer.kept_path}"
-
-
-def _report_kept(args) -> None:
-    writer = getattr(getattr(args, "sink", None), "writer", None)
-    if writer is not None and writer.kept_path is not None:
-        print(f"{PROG}: {_kept(args)}", file=sys.stderr)

@@ -74,6 +74,20 @@ def range_problem(name: str, value, smallest=None, largest=None) -> Problem | No
     return None
 
 
+def raised_in(exc: BaseException, folders) -> bool:
+    """Whether the innermost frame of ``exc``'s traceback is in one of ``folders``: a check of the
+    project's own (with a message for the user), not an error inside torch or another library.
+    ``training.user_errors.raised_in_own_code`` repeats it: the trainer answers argument errors
+    without importing torch, which any ``longvid_core`` module brings in."""
+    tb = exc.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    source = Path(tb.tb_frame.f_code.co_filename).resolve()
+    return any(source.is_relative_to(folder) for folder in folders)
+
+
 def describe_path(path) -> str:
     """What is at ``path``, in the words of an error message."""
     path = Path(path)
@@ -84,4 +98,4 @@ def describe_path(path) -> str:
     return f"nothing at {path}"
 
 
-__all__ = ["InputError", "Problem", "describe_path", "finite_problem", "range_problem", "raise_problem"]
+__all__ = ["InputError", "Problem", "describe_path", "finite_problem", "raise_problem", "raised_in", "range_problem"]
