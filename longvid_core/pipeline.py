@@ -172,7 +172,7 @@ def resolve_auto(model: SVDModel, settings: SamplingSettings) -> tuple[SamplingS
         return chosen, f"auto -> {chosen.describe()} (the model was fine-tuned progressively)"
     # a grown layout comes from the one given: refuse a bad one as given
     if TRAINING_FREE_OPTIONS[TRAINING_FREE]["mode"] == PROGRESSIVE:
-        _raise(settings_problem(PROGRESSIVE, window=settings.window, chunk=settings.chunk, steps=settings.steps))
+        raise_problem(settings_problem(PROGRESSIVE, window=settings.window, chunk=settings.chunk, steps=settings.steps))
     chosen = training_free(settings, TRAINING_FREE)
     why = "trained with one noise level per clip" if trained is not None else "no progressive fine-tuning recorded"
     return chosen, f"auto -> {chosen.describe()} ({why})"
@@ -226,13 +226,12 @@ def settings_problem(mode=None, frames=None, window=None, chunk=None, steps=None
     if mode == CONTEXT_WINDOWS and None not in (window, chunk, context_overlap) and context_overlap >= window + chunk:
         return Problem("context_overlap", f"fewer frames than the context window of window + chunk = {window + chunk}",
                        context_overlap, f"use at most {window + chunk - 1}")
-    for name, value, used in (("context_sigma", context_sigma, "context noise"),
-                              ("partitions", partitions if partitions != 1 else None, "partitioning"),
-                              ("lookahead", lookahead or None, "lookahead")):
+    for name, value, used, off, fix in (
+            ("context_sigma", context_sigma, "context noise", "0", "set it to 0"),
+            ("partitions", partitions if partitions != 1 else None, "partitioning", "1", "set it to 1"),
+            ("lookahead", lookahead or None, "lookahead", "off", "turn it off")):
         if value and mode not in (None, PROGRESSIVE, AUTO):
-            fix = 'set it to 0' if name == 'context_sigma' else 'turn it off' if name == 'lookahead' else 'set it to 1'
-            return Problem(name, f"{'0' if name == 'context_sigma' else 'off' if name == 'lookahead' else '1'} "
-                           f"outside the progressive mode ({used} is for progressive only)",
+            return Problem(name, f"{off} outside the progressive mode ({used} is for progressive only)",
                            f"{value} with mode {mode!r}", f"{fix} or use progressive")
     return None
 
@@ -288,11 +287,7 @@ def size_problem(width, height, multiple: int = SVD_SIZE_MULTIPLE, min_size: int
 
 
 def check_size(model: SVDModel, width: int, height: int) -> None:
-    _raise(size_problem(width, height, model.size_multiple, model.min_size, model.max_frames is not None))
-
-
-def _raise(problem: str | None) -> None:
-    raise_problem(problem)
+    raise_problem(size_problem(width, height, model.size_multiple, model.min_size, model.max_frames is not None))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -308,7 +303,7 @@ def condition_images(model: SVDModel, images: torch.Tensor, width: int, height: 
     image encoder and VAE are."""
     if len(starts) != images.shape[0]:
         example = ", ".join(str(48 * i) for i in range(images.shape[0]))
-        _raise(Problem("keyframe_starts", f"one start frame per image of the batch ({images.shape[0]})",
+        raise_problem(Problem("keyframe_starts", f"one start frame per image of the batch ({images.shape[0]})",
                        f"{len(starts)} start frame(s) {list(starts)}", f"e.g. '{example}'"))
     check_size(model, width, height)
     fitted = cover_crop(images, width, height)
@@ -405,7 +400,7 @@ class GenerationRun:
 def check_settings(settings: SamplingSettings) -> None:
     """Raise ValueError saying what to change unless the settings alone are possible."""
     s = settings
-    _raise(settings_problem(s.mode, s.frames, s.window, s.chunk, s.steps, s.cfg, s.min_cfg, s.context_sigma,
+    raise_problem(settings_problem(s.mode, s.frames, s.window, s.chunk, s.steps, s.cfg, s.min_cfg, s.context_sigma,
                             s.partitions, s.lookahead, s.context_overlap, s.cache_interval, s.seed))
 
 
@@ -436,7 +431,7 @@ def prepare_run(model: SVDModel, cond, settings: SamplingSettings, prefix: torch
     frame_shape = (first.batch_size, model.vae.config.latent_channels, *first.concat_latent.shape[-2:])
     prefix = _checked_prefix(prefix, frame_shape)
     prefix_frames = 0 if prefix is None else prefix.shape[1]
-    _raise(model_problem(model, settings, prefix_frames, [start for start, _ in keyframes]))
+    raise_problem(model_problem(model, settings, prefix_frames, [start for start, _ in keyframes]))
     plan = plan_sampling(settings, prefix_frames)
     return GenerationRun(model, settings, keyframes, prefix, plan, frame_shape, chosen)
 
@@ -516,7 +511,7 @@ class Mp4Sink:
 
     def __post_init__(self):
         decode_settings(self.window, self.overlap)
-        _raise(output_problem(self.path))  # before any sampling: a run must not end on an unwritable path
+        raise_problem(output_problem(self.path))  # before any sampling: a run must not end on an unwritable path
 
     def consume(self, frames, total: int, callback, model) -> int:
         return write_latent_video(model.vae, (latent for _, latent in frames), self.path, self.fps,

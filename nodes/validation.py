@@ -33,7 +33,7 @@ def check_widgets(node_cls, **values) -> Problem | None:
                 where = f" (the files in ComfyUI's {widget.model_folder} folder)" if widget.model_folder else ""
                 return Problem(name, f"one of {shown}{where}" if choices else "a listed choice", repr(value))
         elif widget.kind in ("INT", "FLOAT"):
-            problem = finite_problem(name, value) or range_problem(name, value, widget.min, widget.max)
+            problem = range_problem(name, value, widget.min, widget.max)  # NaN/inf included
             if problem:
                 return problem
     return None
