@@ -331,6 +331,20 @@ def test_each_node_problem_is_refused_at_validation_under_its_input(index, monke
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize("node_id", sorted(NODES))
+def test_every_float_and_combo_widget_of_every_node_is_checked_at_validation(node_id):
+    # NaN passes ComfyUI's own min/max check and a V3 combo value is not checked at all: each node refuses both
+    import inspect
+
+    cls = NODES[node_id]
+    checked = [i for i in cls.SPEC.inputs if i.kind in ("FLOAT", "COMBO")]
+    assert not checked or hasattr(cls, "validate_inputs"), node_id
+    for widget in checked:
+        assert widget.name in inspect.signature(cls.validate_inputs).parameters, (node_id, widget.name)
+        problem = cls.validate_inputs(**{widget.name: float("nan") if widget.kind == "FLOAT" else "bogus"})
+        assert problem is not True and problem.input == widget.name, (node_id, widget.name, problem)
+
+
 def test_comfyui_reads_the_concerned_input_from_the_signature_just_before_validating():
     # what ComfyUI 0.3.64 does for a V3 node: getfullargspec of the class's validate_inputs (a classmethod;
     # first_real_override reads its __func__), then call it with the named inputs only
