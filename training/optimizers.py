@@ -9,10 +9,6 @@ under ``MIN_8BIT_SIZE`` elements (biases, norms), where quantising saves nothing
 from __future__ import annotations
 
 import importlib.util
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from training.config import TrainConfig
 
 OPTIMIZERS = ("adamw", "adamw8bit")
 # the bitsandbytes pin of pyproject.toml's training extra
@@ -28,8 +24,10 @@ def require_bitsandbytes(name: str) -> None:
                          "(or pip install -e \".[training]\")")
 
 
-def make_optimizer(config: TrainConfig, parameters):
-    """The optimizer ``--optimizer`` names, over ``parameters``, with the run's AdamW settings."""
+def make_optimizer(config, parameters):
+    """The optimizer ``--optimizer`` names, over ``parameters``, with the run's AdamW settings.
+    ``config``: the run's :class:`training.config.TrainConfig` (not imported here: the config
+    module imports this one for the optimizer names)."""
     settings = dict(lr=config.learning_rate, betas=(config.adam_beta1, config.adam_beta2), eps=config.adam_eps,
                     weight_decay=config.weight_decay)
     parameters = list(parameters)
