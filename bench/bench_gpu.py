@@ -24,8 +24,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from longvid_core.compile import compile_unet  # noqa: E402
-from longvid_core.decoding import StreamingDecoder  # noqa: E402
+from longvid_core.networks.compile import compile_unet  # noqa: E402
+from longvid_core.networks.decoding import StreamingDecoder  # noqa: E402
 
 SIZES = {"full": [(512, 512), (1024, 576)], "tiny": [(32, 32), (64, 32)]}
 WINDOW_FRAMES = {"full": 26, "tiny": 6}  # window 24 + chunk 2 at full size
@@ -154,9 +154,9 @@ def bench_exvideo(scale, dtype, device, repeats, lines):
 
 
 def bench_decode(scale, dtype, device, lines):
-    from longvid_core import vae as vae_lib
-    from longvid_core.keymaps import sgm_vae
-    from longvid_core.tiny import TINY_VAE
+    from longvid_core.evaluation.tiny import TINY_VAE
+    from longvid_core.networks import vae as vae_lib
+    from longvid_core.weights.keymaps import sgm_vae
     from training import memory
 
     config = sgm_vae.config_from_shapes(memory.released_shapes(sgm_vae.PREFIX)) if scale == "full" else TINY_VAE

@@ -5,7 +5,7 @@ Two small models with SVD's architecture, trained on synthetic moving shapes
 fine-tuned with progressive (per-frame) noise, stands in for fine-tuned weights; the one-level
 model, trained with one noise level per clip only, stands in for SVD-XT and the ExVideo release.
 Each samples every setting from synthetic first frames, 240 frames per video, and the bench prints
-metrics that need no downloaded weights (``longvid_core.video_metrics``):
+metrics that need no downloaded weights (``longvid_core.evaluation.video_metrics``):
 
 - colour / contrast drift: change over the video (fitted slope x length), lower is better;
 - seam: frame difference at window boundaries over the median difference (1 = no seam);
@@ -36,9 +36,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from longvid_core import load_svd, pipeline  # noqa: E402
-from longvid_core.frames import encode_frames  # noqa: E402
-from longvid_core.pipeline import (  # noqa: E402
+from longvid_core import load_svd, pipeline, sampling  # noqa: E402
+from longvid_core.run.frames import encode_frames  # noqa: E402
+from longvid_core.run.pipeline import (  # noqa: E402
     BUNDLED_MODEL,
     CONTEXT_WINDOWS,
     FULL_SEQUENCE,
@@ -47,8 +47,8 @@ from longvid_core.pipeline import (  # noqa: E402
     SamplingSettings,
     training_free,
 )
-from longvid_core.synthetic import random_scene, render, shape_areas  # noqa: E402
-from longvid_core.video_metrics import drift, seam_score, shape_form, shape_motion, shape_persistence  # noqa: E402
+from longvid_core.evaluation.synthetic import random_scene, render, shape_areas  # noqa: E402
+from longvid_core.evaluation.video_metrics import drift, seam_score, shape_form, shape_motion, shape_persistence  # noqa: E402
 
 ONE_LEVEL_MODEL = Path(__file__).resolve().parent / "assets" / "longvid_small_one_level.safetensors"
 GROUND_TRUTH = "ground truth (true motion)"
@@ -70,7 +70,7 @@ def boundaries(settings: SamplingSettings | None, frames: int) -> list[int]:
     if settings is None or settings.mode == FULL_SEQUENCE:
         return []
     if settings.mode == CONTEXT_WINDOWS:
-        return [w.start for w in pipeline.samplers.context_windows(frames, settings.context_length,
+        return [w.start for w in sampling.context_windows(frames, settings.context_length,
                                                                    settings.overlap)[1:]]
     step = settings.chunk if settings.mode == PROGRESSIVE else settings.window
     return list(range(step, frames, step))

@@ -31,8 +31,8 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if _ROOT not in sys.path:
     sys.path.append(_ROOT)  # appended, so an explicit PYTHONPATH still wins
 
-from longvid_core.conditioning import SVDCond  # noqa: E402
-from longvid_core.samplers import (  # noqa: E402
+from longvid_core.networks.conditioning import SVDCond  # noqa: E402
+from longvid_core.sampling import (  # noqa: E402
     iter_full_sequence,
     iter_progressive,
     iter_replacement,
@@ -40,7 +40,7 @@ from longvid_core.samplers import (  # noqa: E402
     plan_progressive,
     plan_replacement,
 )
-from longvid_core.schedules import DEFAULT_CHUNK, DEFAULT_STEPS, DEFAULT_WINDOW, get_sigmas_karras  # noqa: E402
+from longvid_core.sampling.schedules import DEFAULT_CHUNK, DEFAULT_STEPS, DEFAULT_WINDOW, get_sigmas_karras  # noqa: E402
 
 MEMORY_FRAME = (1, 4, 64, 64)
 

@@ -28,9 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import bench_quality as quality  # noqa: E402
 
 from longvid_core import load_svd, pipeline  # noqa: E402
-from longvid_core.frames import vae_downscale  # noqa: E402
-from longvid_core.pipeline import FULL_SEQUENCE, PROGRESSIVE, SamplingSettings, resolve_auto  # noqa: E402
-from longvid_core.synthetic import random_scene  # noqa: E402
+from longvid_core.networks.vae import vae_downscale  # noqa: E402
+from longvid_core.run.pipeline import FULL_SEQUENCE, PROGRESSIVE, SamplingSettings, resolve_auto  # noqa: E402
+from longvid_core.evaluation.synthetic import random_scene  # noqa: E402
 
 INTERVALS = (0, 1, 2)
 COLUMNS = ("seconds", "reused", "evals_per_frame", "unet_work", "colour_drift", "seam", "persistence", "form",

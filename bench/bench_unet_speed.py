@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from diffusers import UNetSpatioTemporalConditionModel  # noqa: E402
 
-from longvid_core.tiny import TINY_UNET, tiny_unet  # noqa: E402
+from longvid_core.evaluation.tiny import TINY_UNET, tiny_unet  # noqa: E402
 
 
 def _time_pair(fn_a, fn_b, repeats: int) -> tuple[float, float]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from longvid_core import pipeline
-from longvid_core.frames import cover_crop, encode_frames
-from longvid_core.pipeline import SVD_SIZE_MULTIPLE
+from longvid_core.run.frames import cover_crop, encode_frames
+from longvid_core.run.pipeline import SVD_SIZE_MULTIPLE
 
 from . import runtime
 from .spec import Float, Int, NodeSpec, Output, Socket, String

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from longvid_core import load_svd
-from longvid_core.loading import resolve_dtype
+from longvid_core.weights.loading import resolve_dtype
 
 from . import runtime
 

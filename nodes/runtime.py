@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from longvid_core.problems import Problem, raise_problem
-from longvid_core.video_io import writable_folder_problem
+from longvid_core.run.video_io import writable_folder_problem
 
 try:  # ComfyUI's runtime; absent in tests and plain scripts
     import comfy.model_management as comfy_mm
@@ -257,7 +257,7 @@ def progress_bar(total: int):
 def progress_callback(bar_stage: str, total: int):
     """The pipeline's progress callback for a node: a progress bar over ``bar_stage``'s unit (a
     finished frame's cheap RGB preview while sampling), and the cancel button at every report."""
-    from longvid_core.decoding import approximate_rgb
+    from longvid_core.networks.decoding import approximate_rgb
     from longvid_core.progress import SAMPLING
 
     bar = progress_bar(total)

@@ -1,13 +1,14 @@
-"""LongVidSample (-> LATENT): the sampling widgets, checked and run through ``longvid_core.pipeline``."""
+"""LongVidSample (-> LATENT): the sampling widgets, checked and run through ``longvid_core.run.pipeline``."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 
-from longvid_core import pipeline, samplers
-from longvid_core.pipeline import AUTO
+from longvid_core import pipeline
+from longvid_core import sampling
 from longvid_core.progress import SAMPLING
-from longvid_core.schedules import DEFAULT_CHUNK, DEFAULT_STEPS, DEFAULT_WINDOW
+from longvid_core.run.pipeline import AUTO
+from longvid_core.sampling.schedules import DEFAULT_CHUNK, DEFAULT_STEPS, DEFAULT_WINDOW
 
 from . import runtime
 from .spec import Boolean, Combo, Float, Int, NodeSpec, Output, Socket
@@ -46,9 +47,9 @@ def sampling_inputs() -> tuple:
             "New latent frames to generate (one latent = one video frame). A prefix's frames come in front of "
             "these.")),
         *(replaced_by_schedule(w) for w in (MODE_INPUT, WINDOW_INPUT, CHUNK_INPUT, STEPS_INPUT)),
-        Float("cfg", samplers.DEFAULT_CFG, 0.0, 30.0, step=0.1, round=0.01,
+        Float("cfg", sampling.DEFAULT_CFG, 0.0, 30.0, step=0.1, round=0.01,
               tooltip="Guidance at the back (noisiest end) of the window."),
-        Float("min_cfg", samplers.DEFAULT_MIN_CFG, 0.0, 30.0, step=0.1, round=0.01,
+        Float("min_cfg", sampling.DEFAULT_MIN_CFG, 0.0, 30.0, step=0.1, round=0.01,
               tooltip="Guidance at the front of the window (SVD's linear ramp)."),
         Int("seed", 0, 0, MAX_SEED, control_after_generate=True,
             tooltip="Start noise of frame k depends only on (seed, k)."),

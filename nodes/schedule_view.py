@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections import Counter
 
-from longvid_core.pipeline import AUTO, PROGRESSIVE, TRAINING_FREE, settings_problem
-from longvid_core.samplers import plan_progressive
-from longvid_core.schedule_plot import draw_schedule
-from longvid_core.schedules import DEFAULT_CHUNK, DEFAULT_STEPS, DEFAULT_WINDOW, STAGES, progressive_table
+from longvid_core.evaluation.schedule_plot import draw_schedule
+from longvid_core.run.pipeline import AUTO, PROGRESSIVE, TRAINING_FREE, settings_problem
+from longvid_core.sampling import plan_progressive
+from longvid_core.sampling.schedules import DEFAULT_CHUNK, DEFAULT_STEPS, DEFAULT_WINDOW, STAGES, progressive_table
 
 from .sampling import checked_schedule
 from .spec import Boolean, Int, NodeSpec, Output, Socket

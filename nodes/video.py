@@ -9,11 +9,12 @@ from pathlib import Path
 
 import torch
 
-from longvid_core import pipeline, video_io
-from longvid_core.decoding import DEFAULT_DECODE_OVERLAP, DEFAULT_DECODE_WINDOW, decode_window_problem
+from longvid_core import pipeline
+from longvid_core.networks.decoding import DEFAULT_DECODE_OVERLAP, DEFAULT_DECODE_WINDOW, decode_window_problem
 from longvid_core.problems import Problem
 from longvid_core.progress import DECODING, SAMPLING
-from longvid_core.video_io import DEFAULT_CRF
+from longvid_core.run import video_io
+from longvid_core.run.video_io import DEFAULT_CRF
 
 from . import runtime
 from .sampling import (PREFIX_INPUT, SAMPLING_OPTIONAL, SCHEDULE_INPUT, SETTINGS_OUTPUT, prepare_run, sampling_inputs,

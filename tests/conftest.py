@@ -18,14 +18,14 @@ def one_cpu_thread():
 def context_sigmas_seen(monkeypatch):
     """The ``context_sigma`` of every progressive sampler run started during the test, in order
     (the real sampler still runs)."""
-    from longvid_core import samplers
+    from longvid_core import sampling
 
     seen = []
-    real = samplers.iter_progressive
+    real = sampling.iter_progressive
 
     def recording(*args, **kwargs):
         seen.append(kwargs["context_sigma"])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(samplers, "iter_progressive", recording)
+    monkeypatch.setattr(sampling, "iter_progressive", recording)
     return seen

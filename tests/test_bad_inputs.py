@@ -20,8 +20,8 @@ import pytest
 import torch
 from PIL import Image
 
-from longvid_core.cli import main
-from longvid_core.video_io import read_video
+from longvid_core.run.cli import main
+from longvid_core.run.video_io import read_video
 from nodes import NODES
 from nodes.validation import problem_input, validation_values
 from tests.tiny import write_tiny_sgm
@@ -146,7 +146,7 @@ def test_nan_weights_stop_at_the_first_call_naming_the_damaged_tensor(files, tmp
 
 
 def test_sixteen_bit_and_other_deep_images_are_scaled_not_clipped(tmp_path):
-    from longvid_core.inputs import read_image
+    from longvid_core.run.inputs import read_image
 
     ramp = np.linspace(0, 65535, 32 * 32).reshape(32, 32).astype(np.uint16)
     Image.fromarray(ramp).save(tmp_path / "grey16.png")
@@ -381,14 +381,16 @@ def test_a_valid_prompt_is_filed_under_the_usual_input():
 
 
 def test_the_base_warning_covers_both_extension_layouts(tmp_path):
-    from longvid_core import exvideo, load_svd
+    from longvid_core import load_svd
+    from longvid_core.networks import exvideo
+    from longvid_core.weights import exvideo_file
 
     base = write_tiny_sgm(tmp_path / "base.safetensors", seed=0)
     other = write_tiny_sgm(tmp_path / "other.safetensors", seed=5)
     model = load_svd(base)
     exvideo.extend_unet(model, 8)
     for layout in ("longvid", "diffsynth"):
-        path = exvideo.save_extension(model, tmp_path / f"{layout}.safetensors", layout=layout)
+        path = exvideo_file.save_extension(model, tmp_path / f"{layout}.safetensors", layout=layout)
         assert not load_svd(base, extension=path).warnings
         warnings = load_svd(other, extension=path).warnings
         assert len(warnings) == 1 and "base" in warnings[0], (layout, warnings)
@@ -401,7 +403,7 @@ def test_env_var_for_the_output_folder_is_the_one_the_nodes_read():
 
 
 def test_an_internal_error_keeps_its_traceback(monkeypatch, tmp_path):
-    from longvid_core import cli
+    from longvid_core.run import cli
 
     def broken(*args, **kwargs):
         raise RuntimeError("a bug")

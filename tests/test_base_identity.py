@@ -5,9 +5,11 @@ import copy
 import pytest
 import torch
 
-from longvid_core import base_identity, exvideo
-from longvid_core.cli import main
-from longvid_core.loading import load_svd
+from longvid_core.networks import exvideo
+from longvid_core.run.cli import main
+from longvid_core.weights import base_identity
+from longvid_core.weights import exvideo_file
+from longvid_core.weights.loading import load_svd
 from tests.tiny import write_tiny_sgm
 
 
@@ -21,7 +23,7 @@ def files(tmp_path_factory):
     with torch.no_grad():
         for p in exvideo.extension_parameters(model).values():
             p.add_(0.01 * torch.randn(p.shape, generator=torch.Generator().manual_seed(3)))
-    extension = exvideo.save_extension(model, folder / "ext_for_a.safetensors")
+    extension = exvideo_file.save_extension(model, folder / "ext_for_a.safetensors")
     return {"a": base_a, "b": base_b, "extension": extension, "a_identity": model.base_identity}
 
 
@@ -51,7 +53,7 @@ def test_other_weights_of_the_same_architecture_are_another_base(files):
 
 
 def test_identity_is_recorded_in_extensions_and_read_back(files):
-    from longvid_core.checkpoint_io import open_tensors
+    from longvid_core.weights.checkpoint_io import open_tensors
 
     recorded = base_identity.read_identity(open_tensors(files["extension"]).metadata)
     assert recorded == files["a_identity"]
@@ -80,7 +82,7 @@ def test_files_without_an_identity_are_taken_as_they_are(files, tmp_path):
     from safetensors.torch import load_file, save_file
 
     model = load_svd(files["a"], extension=files["extension"])
-    diffsynth = exvideo.save_extension(model, tmp_path / "ext_diffsynth.safetensors", layout="diffsynth")
+    diffsynth = exvideo_file.save_extension(model, tmp_path / "ext_diffsynth.safetensors", layout="diffsynth")
     save_file(load_file(diffsynth), str(tmp_path / "release_like.safetensors"))
     assert load_svd(files["b"], extension=tmp_path / "release_like.safetensors").warnings == []
     # LongVid's own DiffSynth-layout files record it, so a mismatch is said as for the LongVid layout

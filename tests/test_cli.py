@@ -8,9 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
-from longvid_core.cli import load_image, main, text_to_image
-from longvid_core.pipeline import BUNDLED_MODEL, DEFAULTS_KEY, recommended_settings
-from longvid_core.video_io import read_video
+from longvid_core.run.cli import load_image, main, text_to_image
+from longvid_core.run.pipeline import BUNDLED_MODEL, DEFAULTS_KEY, recommended_settings
+from longvid_core.run.video_io import read_video
 from tests.tiny import write_tiny_sgm
 
 

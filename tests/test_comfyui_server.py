@@ -73,7 +73,7 @@ def request(base, path, payload=None, timeout=30):
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    from longvid_core.video_io import VideoWriter
+    from longvid_core.run.video_io import VideoWriter
     from tests.test_nodes import write_tiny_checkpoint
 
     base = tmp_path_factory.mktemp("comfyui_base")
@@ -202,7 +202,7 @@ def test_server_shows_the_v3_nodes_as_declared(server):
 @pytest.mark.parametrize("folder", [WORKFLOWS, OLD_RELEASE / "api"], ids=["shipped", "v0.1 release"])
 @pytest.mark.parametrize("name", WORKFLOW_NAMES)
 def test_workflow_runs_and_writes_the_video(server, folder, name):
-    from longvid_core.video_io import read_video
+    from longvid_core.run.video_io import read_video
 
     prefix_frames = INPUT_VIDEO_FRAMES if folder != WORKFLOWS else EXAMPLE_VIDEO_FRAMES
     expected_frames = FRAMES + (prefix_frames if name == "extend_video" else 0)
@@ -389,7 +389,7 @@ def test_old_release_ui_workflow_fits_the_servers_node_schemas(server, name):
 
 def test_core_save_video_saves_a_longvid_video_with_its_frame_rate(server):
     """LongVid Decode's VIDEO output is core's own type: core SaveVideo (V3, video.save_to) writes it."""
-    from longvid_core.video_io import read_video
+    from longvid_core.run.video_io import read_video
 
     prompt = shrink(json.loads((WORKFLOWS / "image_to_long_video.json").read_text()))
     prompt = {k: n for k, n in prompt.items() if n["class_type"] not in ("LongVidScheduleView", "PreviewImage")}

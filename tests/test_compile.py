@@ -5,8 +5,8 @@ import logging
 import pytest
 import torch
 
-from longvid_core.compile import compile_unet
-from longvid_core.loading import load_svd
+from longvid_core.networks.compile import compile_unet
+from longvid_core.weights.loading import load_svd
 from tests.tiny import unet_inputs, write_tiny_sgm
 
 

@@ -9,10 +9,11 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from longvid_core import exvideo
-from longvid_core.checkpoint_io import CheckpointError
-from longvid_core.keymaps import diffsynth, sgm_unet
-from longvid_core.unet import LongVidUNet
+from longvid_core.networks import exvideo
+from longvid_core.networks.unet import LongVidUNet
+from longvid_core.weights import exvideo_file
+from longvid_core.weights.checkpoint_io import CheckpointError
+from longvid_core.weights.keymaps import diffsynth, sgm_unet
 from tests.tiny import real_file_shapes, tiny_unet, unet_inputs, write_tiny_sgm
 
 # The released ExVideo-SVD-128f-v1 file (notes/exvideo_format.md): DiffSynth block, SGM prefix, C.
@@ -225,13 +226,13 @@ def test_full_size_diffsynth_export_has_the_release_tensors():
     with torch.device("meta"):
         unet = LongVidUNet(**real_svd_xt_config())
     exvideo.extend_unet(unet, 128)
-    exported = {k: tuple(v.shape) for k, v in exvideo.diffsynth_state_dict(unet).items()}
+    exported = {k: tuple(v.shape) for k, v in exvideo_file.diffsynth_state_dict(unet).items()}
     expected = {f"blocks.{n}.{s}": shape(c) for n, _, c in RELEASE_BLOCKS for s, shape, _ in RELEASE_SUFFIXES}
     assert exported == expected
     assert len(exported) == 528
     assert sum(torch.Size(s).numel() for s in exported.values()) == 832_956_800
     with pytest.raises(ValueError, match="meta device"):
-        exvideo.save_extension(unet, "/nonexistent/never-written.safetensors", layout="diffsynth")
+        exvideo_file.save_extension(unet, "/nonexistent/never-written.safetensors", layout="diffsynth")
 
 
 def read_file(path):
@@ -241,9 +242,9 @@ def read_file(path):
 
 @pytest.mark.parametrize("layout", ["diffsynth", "longvid"])
 def test_load_save_load_round_trip(base, trained, tmp_path, layout):
-    first = exvideo.save_extension(trained, tmp_path / "first.safetensors", layout=layout)
+    first = exvideo_file.save_extension(trained, tmp_path / "first.safetensors", layout=layout)
     frozen_base = copy.deepcopy(base).requires_grad_(False)  # as load_svd returns it
-    loaded = exvideo.apply_extension_file(frozen_base, first)
+    loaded = exvideo_file.apply_extension_file(frozen_base, first)
     assert exvideo.max_frames(loaded) == 12
     want, got = exvideo.extension_state_dict(trained), exvideo.extension_state_dict(loaded)
     assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)
@@ -251,7 +252,7 @@ def test_load_save_load_round_trip(base, trained, tmp_path, layout):
     # same tensors; CPU kernels for frozen and trainable weights differ in rounding (~1e-6)
     assert (run(loaded, 6) - run(trained, 6)).abs().max() <= 1e-5
 
-    second = exvideo.save_extension(loaded, tmp_path / "second.safetensors", layout=layout)
+    second = exvideo_file.save_extension(loaded, tmp_path / "second.safetensors", layout=layout)
     (a, meta_a), (b, meta_b) = read_file(first), read_file(second)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert meta_a == meta_b
@@ -259,17 +260,17 @@ def test_load_save_load_round_trip(base, trained, tmp_path, layout):
         assert sorted({int(k.split(".")[1]) for k in a}) == [7, 24, 49, 59]  # the tiny config's numbering
         assert a["blocks.7.positional_embedding.embeddings"].shape == (12, 64)
     else:
-        assert meta_a[exvideo.META_KIND] == exvideo.FORMAT_KIND and meta_a[exvideo.META_VERSION] == "1"
-        assert meta_a[exvideo.META_FRAMES] == "12"
-        assert json.loads(meta_a[exvideo.META_MODULES]) == list(exvideo.temporal_transformers(trained))
-        assert meta_a[exvideo.META_BASE_IDENTITY] == exvideo.base_unet_identity(base)
-        assert json.loads(meta_a[exvideo.META_BASE_CONFIG])["block_out_channels"] == [64, 128]
+        assert meta_a[exvideo_file.META_KIND] == exvideo_file.FORMAT_KIND and meta_a[exvideo_file.META_VERSION] == "1"
+        assert meta_a[exvideo_file.META_FRAMES] == "12"
+        assert json.loads(meta_a[exvideo_file.META_MODULES]) == list(exvideo.temporal_transformers(trained))
+        assert meta_a[exvideo_file.META_BASE_IDENTITY] == exvideo_file.base_unet_identity(base)
+        assert json.loads(meta_a[exvideo_file.META_BASE_CONFIG])["block_out_channels"] == [64, 128]
 
 
 def test_loading_casts_to_the_unet_dtype(base, trained, tmp_path):
-    path = exvideo.save_extension(trained, tmp_path / "ext.safetensors", layout="diffsynth")
+    path = exvideo_file.save_extension(trained, tmp_path / "ext.safetensors", layout="diffsynth")
     half = copy.deepcopy(base).to(torch.float16)
-    exvideo.apply_extension_file(half, path)
+    exvideo_file.apply_extension_file(half, path)
     assert {p.dtype for p in exvideo.extension_parameters(half).values()} == {torch.float16}
     table = exvideo.extension_parameters(half)["mid_block.attentions.0.positional_table"]
     assert torch.equal(table, exvideo.extension_parameters(trained)["mid_block.attentions.0.positional_table"].half())
@@ -284,14 +285,14 @@ def files(base, trained, tmp_path_factory):
     folder = tmp_path_factory.mktemp("exvideo")
     return {
         "svd": write_tiny_sgm(folder / "tiny_svd.safetensors", seed=0),  # its UNet is `base`
-        "diffsynth": exvideo.save_extension(trained, folder / "ext_diffsynth.safetensors", layout="diffsynth"),
-        "longvid": exvideo.save_extension(trained, folder / "ext_longvid.safetensors", layout="longvid"),
+        "diffsynth": exvideo_file.save_extension(trained, folder / "ext_diffsynth.safetensors", layout="diffsynth"),
+        "longvid": exvideo_file.save_extension(trained, folder / "ext_longvid.safetensors", layout="longvid"),
     }
 
 
 @pytest.mark.parametrize("layout", ["diffsynth", "longvid"])
 def test_load_svd_with_extension(files, trained, layout):
-    from longvid_core.loading import load_svd
+    from longvid_core.weights.loading import load_svd
 
     model = load_svd(files["svd"], extension=files[layout], dtype="fp16")
     assert exvideo.max_frames(model) == 12
@@ -302,7 +303,7 @@ def test_load_svd_with_extension(files, trained, layout):
 
 
 def test_extension_alone_is_named_by_the_loader(files):
-    from longvid_core.loading import load_svd
+    from longvid_core.weights.loading import load_svd
 
     with pytest.raises(CheckpointError, match="ExVideo extension"):
         load_svd(files["diffsynth"])
@@ -310,7 +311,7 @@ def test_extension_alone_is_named_by_the_loader(files):
 
 @pytest.mark.parametrize("layout", ["diffsynth", "longvid"])
 def test_extension_alone_tells_to_pass_it_as_extension(files, layout):
-    from longvid_core.loading import load_svd
+    from longvid_core.weights.loading import load_svd
 
     with pytest.raises(CheckpointError, match="extension="):
         load_svd(files[layout])
@@ -320,27 +321,27 @@ def test_extension_for_other_widths_is_refused(trained, files):
     wider = tiny_unet(block_out_channels=(128, 192), num_attention_heads=(2, 3))
     with pytest.raises(CheckpointError, match=r"does not fit the base UNet \(block_out_channels=\(128, 192\)\).*"
                                               r"expected \[\d+, 128\], found \[\d+, 64\]"):
-        exvideo.apply_extension_file(wider, files["diffsynth"])
+        exvideo_file.apply_extension_file(wider, files["diffsynth"])
     with pytest.raises(CheckpointError, match=r"made for a different base UNet \(block_out_channels: "
                                               r"extension \[64, 128\], base \[128, 192\]"):
-        exvideo.apply_extension_file(wider, files["longvid"])
+        exvideo_file.apply_extension_file(wider, files["longvid"])
     assert exvideo.max_frames(wider) is None  # a refused file leaves the model untouched
 
     deeper = tiny_unet(layers_per_block=2)
     with pytest.raises(CheckpointError, match=r"expected DiffSynth temporal blocks \[7, 17, 39, 69, 79, 89\].*"
                                               r"found blocks \[24, 49, 59\]"):
-        exvideo.apply_extension_file(deeper, files["diffsynth"])
+        exvideo_file.apply_extension_file(deeper, files["diffsynth"])
 
 
 def test_base_that_is_not_svd_is_refused(files, tmp_path):
     from diffusers import UNet2DConditionModel
-    from longvid_core.loading import load_svd
+    from longvid_core.weights.loading import load_svd
 
     image_unet = UNet2DConditionModel(block_out_channels=(32, 64), layers_per_block=1, cross_attention_dim=32,
                                       down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
                                       up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"))
     with pytest.raises(ValueError, match="expected an SVD UNet .* found a UNet2DConditionModel with none"):
-        exvideo.apply_extension_file(image_unet, files["diffsynth"])
+        exvideo_file.apply_extension_file(image_unet, files["diffsynth"])
 
     sd15 = tmp_path / "sd15.safetensors"
     save_file({"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(4, 4, 3, 3),
@@ -351,4 +352,4 @@ def test_base_that_is_not_svd_is_refused(files, tmp_path):
 
 def test_file_that_is_not_an_extension_is_refused(base, files):
     with pytest.raises(CheckpointError, match="expected an ExVideo extension .* looks like a full SVD checkpoint"):
-        exvideo.apply_extension_file(copy.deepcopy(base), files["svd"])
+        exvideo_file.apply_extension_file(copy.deepcopy(base), files["svd"])

@@ -5,7 +5,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from longvid_core import CheckpointError, identify_checkpoint, load_svd, save_svd
-from longvid_core.conditioning import SVDCond
+from longvid_core.networks.conditioning import SVDCond
 from tests.tiny import real_file_shapes, tiny_svd, write_tiny_diffusers, write_tiny_sgm
 
 

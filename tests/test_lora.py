@@ -1,4 +1,4 @@
-"""LoRA files (longvid_core/lora.py) on the tiny SVD: written, read back, merged or kept as layers,
+"""LoRA files (longvid_core/weights/lora.py) on the tiny SVD: written, read back, merged or kept as layers,
 beside an ExVideo extension, and refused with a clear message when they do not fit."""
 
 from __future__ import annotations
@@ -9,10 +9,13 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from longvid_core import CheckpointError, exvideo, load_svd, lora
-from longvid_core.checkpoint_io import open_tensors
-from longvid_core.conditioning import SVDCond
-from longvid_core.trained_for import TrainedFor
+from longvid_core import CheckpointError, load_svd
+from longvid_core.networks import exvideo
+from longvid_core.networks.conditioning import SVDCond
+from longvid_core.weights import exvideo_file
+from longvid_core.weights import lora
+from longvid_core.weights.checkpoint_io import open_tensors
+from longvid_core.weights.trained_for import TrainedFor
 from tests.tiny import tiny_svd, write_tiny_sgm
 
 RANK, ALPHA = 4, 8.0
@@ -43,7 +46,7 @@ def files(tmp_path_factory):
                           metadata=trained.to_metadata())
     extended = tiny_svd(0)
     exvideo.extend_unet(extended, 8)
-    extension = exvideo.save_extension(extended, root / "extension.safetensors")
+    extension = exvideo_file.save_extension(extended, root / "extension.safetensors")
     return {"root": root, "base": base, "lora": path, "extension": extension, "trained_for": trained}
 
 

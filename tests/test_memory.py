@@ -44,7 +44,7 @@ def test_peak_live_bytes_counts_a_known_allocation_exactly():
 
 
 def test_weights_bytes_are_parameter_counts_times_dtype_sizes(tiny_run):
-    from longvid_core import exvideo
+    from longvid_core.networks import exvideo
 
     plan = memory.tiny_plan()
     unet, trainable = memory.build_unet(plan.config, "exvideo", plan.exvideo_frames, "bf16")
@@ -57,7 +57,7 @@ def test_weights_bytes_are_parameter_counts_times_dtype_sizes(tiny_run):
 
 
 def test_trainable_counts_per_mode(tiny_run):
-    from longvid_core import exvideo
+    from longvid_core.networks import exvideo
 
     plan = memory.tiny_plan()
     ext, _ = memory.build_unet(plan.config, "exvideo", plan.exvideo_frames)

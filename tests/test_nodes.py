@@ -16,14 +16,17 @@ import pytest
 import torch
 
 import nodes as node_pack
-from longvid_core import exvideo, pipeline, samplers
-from longvid_core.frames import cover_crop
+from longvid_core import pipeline
+from longvid_core import sampling
 from longvid_core import SVDModel, save_svd
-from longvid_core.schedule_plot import schedule_layout
-from longvid_core.schedules import get_sigmas_karras, progressive_table
-from longvid_core.tiny import TINY_VAE, randomize_, tiny_clip, tiny_unet
-from longvid_core.vae import VAE_SCALE, build_vae
-from longvid_core.video_io import read_video
+from longvid_core.evaluation.schedule_plot import schedule_layout
+from longvid_core.evaluation.tiny import TINY_VAE, randomize_, tiny_clip, tiny_unet
+from longvid_core.networks import exvideo
+from longvid_core.networks.vae import VAE_SCALE, build_vae
+from longvid_core.run.frames import cover_crop
+from longvid_core.run.video_io import read_video
+from longvid_core.sampling.schedules import get_sigmas_karras, progressive_table
+from longvid_core.weights import exvideo_file
 from nodes import model_cache, runtime
 
 NODES = node_pack.NODES
@@ -52,7 +55,7 @@ def write_tiny_checkpoint(folder: Path, extension_folder: Path | None = None, se
     path = save_svd(model, Path(folder) / CHECKPOINT)
     if extension_folder is not None:
         exvideo.extend_unet(model.unet, EXTENSION_FRAMES)
-        exvideo.save_extension(model, Path(extension_folder) / EXTENSION, layout="diffsynth")
+        exvideo_file.save_extension(model, Path(extension_folder) / EXTENSION, layout="diffsynth")
     return path
 
 
@@ -214,7 +217,7 @@ def test_latent_output_is_unscaled_like_comfyui_vae_encode(model):
     cond, _ = condition(model)
     latent = sample(model, cond, frames=2, mode="full_sequence")
     keyframes = [(s, c) for s, c in cond]
-    direct = samplers.sample_full_sequence(model.svd.denoise, keyframes, 2, (1, 4, 8, 8),
+    direct = sampling.sample_full_sequence(model.svd.denoise, keyframes, 2, (1, 4, 8, 8),
                                            get_sigmas_karras(2), seed=0, cfg=1.0, min_cfg=1.0)
     torch.testing.assert_close(latent["samples"], direct[0] / VAE_SCALE)
 
@@ -365,9 +368,9 @@ def test_extension_table_length_limits_windows_before_any_work(folders, monkeypa
 
 
 @pytest.mark.parametrize("mode, plan", [
-    ("progressive", lambda n: samplers.plan_progressive(n, window=4, chunk=2, steps=2)),
-    ("full_sequence", lambda n: samplers.plan_full_sequence(n, steps=2)),
-    ("replacement_without_noise", lambda n: samplers.plan_replacement(n, window=6, condition_frames=2, steps=2)),
+    ("progressive", lambda n: sampling.plan_progressive(n, window=4, chunk=2, steps=2)),
+    ("full_sequence", lambda n: sampling.plan_full_sequence(n, steps=2)),
+    ("replacement_without_noise", lambda n: sampling.plan_replacement(n, window=6, condition_frames=2, steps=2)),
 ])
 def test_progress_bar_counts_every_denoiser_call(model, bars, monkeypatch, mode, plan):
     calls = count_denoiser_calls(model, monkeypatch)
@@ -397,7 +400,7 @@ def test_cancel_stops_within_one_denoiser_call(model, bars, monkeypatch):
     with pytest.raises(Interrupted):
         sample(model, cond, frames=40)
     assert len(calls) == 3  # the call in flight finished; no fourth call started
-    assert samplers.plan_progressive(40, window=4, chunk=2, steps=2).denoiser_calls > 3
+    assert sampling.plan_progressive(40, window=4, chunk=2, steps=2).denoiser_calls > 3
 
 
 def test_cancelled_streaming_run_leaves_a_playable_partial_video(model, monkeypatch, folders, tmp_path):
@@ -473,7 +476,7 @@ def test_schedule_view_draws_the_table(monkeypatch):
     assert image_batch.shape == (1, layout.height, layout.width, 3)
     assert (layout.rows, layout.columns) == (len(table), 6)
     assert "8 frames = 4 chunks of 2" in text and f"{len(table)} denoiser calls" in text
-    from longvid_core.schedule_plot import cell_colour
+    from longvid_core.evaluation.schedule_plot import cell_colour
 
     picture = image_batch[0]
     for r in range(len(table)):
@@ -590,7 +593,7 @@ def test_model_cache_reuses_a_model_while_inputs_are_unchanged(folders):
 
 def cli_problem(folders, tmp_path, extension=None, **settings) -> str:
     """The message `longvid generate` refuses these settings with (the nodes' checkpoint, 64x64)."""
-    from longvid_core.cli import main
+    from longvid_core.run.cli import main
 
     args = ["generate", "--svd", str(folders["checkpoints"] / CHECKPOINT), "--width", "64", "--height", "64",
             "--out", str(tmp_path / "refused.mp4"), "--quiet"]
@@ -627,7 +630,7 @@ def node_problem(model, **settings):
 def test_the_command_line_refuses_what_the_nodes_refuse_with_the_same_message(folders, tmp_path, extension,
                                                                               settings):
     model = load(extension or "none")
-    from longvid_core.cli import error_line
+    from longvid_core.run.cli import error_line
 
     from_node = node_problem(model, **settings)
     # the same words, the node's input name as the command line's flag
@@ -637,7 +640,7 @@ def test_the_command_line_refuses_what_the_nodes_refuse_with_the_same_message(fo
 
 
 def test_extended_model_samples_with_chunk_1_and_a_single_frame(folders, tmp_path, monkeypatch):
-    from longvid_core.cli import main
+    from longvid_core.run.cli import main
 
     extended = load(EXTENSION)
     calls = count_denoiser_calls(extended, monkeypatch)
@@ -645,7 +648,7 @@ def test_extended_model_samples_with_chunk_1_and_a_single_frame(folders, tmp_pat
     out = sample(extended, cond, frames=5, window=2, chunk=1, steps=2)["samples"]
     assert out.shape == (5, 4, 8, 8) and torch.isfinite(out).all()
     assert calls[0] == 1  # the first call holds one frame (sampled as that frame twice)
-    assert len(calls) == samplers.plan_progressive(5, window=2, chunk=1, steps=2).denoiser_calls
+    assert len(calls) == sampling.plan_progressive(5, window=2, chunk=1, steps=2).denoiser_calls
     for mode in ("progressive", "full_sequence", "replacement_with_noise"):
         assert sample(extended, cond, frames=1, mode=mode)["samples"].shape == (1, 4, 8, 8)
     checkpoint, extension = folders["checkpoints"] / CHECKPOINT, folders["extensions"] / EXTENSION

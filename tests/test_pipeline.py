@@ -1,89 +1,14 @@
-"""The generation pipeline: one run checked and planned before any model call, its sinks, and the
-package's import graph (no module of longvid_core imports one that imports it back)."""
+"""The generation pipeline: one run checked and planned before any model call, and its sinks."""
 
-import ast
-from pathlib import Path
+from dataclasses import replace
 
 import pytest
 import torch
 
-from longvid_core import pipeline, samplers
-from longvid_core.decoding import decode
-from longvid_core.schedules import get_sigmas_karras
-from longvid_core.tiny import tiny_svd
-
-PACKAGE = Path(__file__).resolve().parents[1] / "longvid_core"
-
-
-# ----------------------------------------------------------------------------------- import graph
-
-
-def _module_name(path: Path) -> str:
-    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-
-
-def _is_module(name: str) -> bool:
-    relative = Path(*name.split("."))
-    return (PACKAGE.parent / relative).with_suffix(".py").is_file() or (PACKAGE.parent / relative).is_dir()
-
-
-def import_graph() -> dict[str, set[str]]:
-    """Module -> the longvid_core modules it imports anywhere in its text (lazy imports included)."""
-    graph = {}
-    for path in PACKAGE.rglob("*.py"):
-        name = _module_name(path)
-        package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
-        edges = set()
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.Import):
-                edges |= {alias.name for alias in node.names if alias.name.startswith("longvid_core")}
-            elif isinstance(node, ast.ImportFrom):
-                if node.level:
-                    base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
-                    base = f"{base}.{node.module}" if node.module else base
-                elif node.module and node.module.startswith("longvid_core"):
-                    base = node.module
-                else:
-                    continue
-                targets = {f"{base}.{alias.name}" for alias in node.names if _is_module(f"{base}.{alias.name}")}
-                edges |= targets or {base}
-                if len(targets) < len(node.names):
-                    edges.add(base)  # names from the module itself
-        graph[name] = edges - {name}
-    return graph
-
-
-def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
-    state, stack = {}, []
-
-    def visit(node):
-        state[node] = "open"
-        stack.append(node)
-        for nxt in sorted(graph.get(node, ())):
-            if state.get(nxt) == "open":
-                return stack[stack.index(nxt):] + [nxt]
-            if nxt not in state and (found := visit(nxt)):
-                return found
-        stack.pop()
-        state[node] = "done"
-        return None
-
-    for node in sorted(graph):
-        if node not in state and (found := visit(node)):
-            return found
-    return None
-
-
-def test_the_import_graph_reader_sees_lazy_imports_and_finds_circles():
-    graph = import_graph()
-    assert "longvid_core.pipeline" in graph["longvid_core.cli"]  # imported at the top
-    assert "longvid_core.tiny" in graph["longvid_core.cli"]  # imported inside smoke()
-    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
-
-
-def test_no_module_of_longvid_core_imports_one_that_imports_it_back():
-    assert find_cycle(import_graph()) is None
+from longvid_core import pipeline, sampling
+from longvid_core.evaluation.tiny import tiny_svd
+from longvid_core.networks.decoding import decode
+from longvid_core.sampling.schedules import get_sigmas_karras
 
 
 # ----------------------------------------------------------------------------------- the run
@@ -122,10 +47,10 @@ def test_latents_are_the_samplers_own_and_the_plan_is_exact(model):
     run = pipeline.prepare_run(counting, cond, SMALL)
     assert counting.calls == 0 and run.total_frames == 7
     latents = run.into(pipeline.LatentSink())
-    assert counting.calls == run.plan.denoiser_calls == samplers.plan_progressive(7, window=4, chunk=2,
+    assert counting.calls == run.plan.denoiser_calls == sampling.plan_progressive(7, window=4, chunk=2,
                                                                                   steps=4).denoiser_calls
     with torch.no_grad():
-        expected = samplers.sample_progressive(model.denoise, cond, 7, run.frame_shape, get_sigmas_karras(4),
+        expected = sampling.sample_progressive(model.denoise, cond, 7, run.frame_shape, get_sigmas_karras(4),
                                                window=4, chunk=2, seed=3, cfg=1.5, min_cfg=1.0)
     assert torch.equal(latents, expected)
 
@@ -190,7 +115,7 @@ def test_keyframes_past_the_end_and_sizes_are_refused(model):
 
 
 def test_auto_runs_progressive_weights_as_trained_and_others_training_free(model):
-    from longvid_core.trained_for import TrainedFor
+    from longvid_core.weights.trained_for import TrainedFor
 
     settings = pipeline.SamplingSettings(7, window=4, chunk=2, steps=4, cfg=1.0, min_cfg=1.0)
     assert settings.mode == pipeline.AUTO
@@ -205,7 +130,7 @@ def test_auto_runs_progressive_weights_as_trained_and_others_training_free(model
     assert (run.settings.mode, run.settings.window, run.settings.steps, run.settings.partitions) == (
         "progressive", 8, 16, 1)
     assert run.chosen == "auto -> progressive: window 8, chunk 2, 16 steps (the model was fine-tuned progressively)"
-    assert pipeline.resolve_auto(model, pipeline.replace(settings, mode="context_windows"))[0].mode == "context_windows"
+    assert pipeline.resolve_auto(model, replace(settings, mode="context_windows"))[0].mode == "context_windows"
 
 
 def test_training_free_options_grow_the_window_and_split_it():
@@ -213,7 +138,7 @@ def test_training_free_options_grow_the_window_and_split_it():
     split = pipeline.training_free(base, "partitioned_lookahead")
     assert (split.window, split.steps, split.partitions, split.lookahead) == (48, 24, 4, True)
     assert pipeline.training_free(base, "partitioned").partitions == 2
-    assert pipeline.training_free(pipeline.replace(base, window=2, steps=2), "partitioned_lookahead").partitions == 2
+    assert pipeline.training_free(replace(base, window=2, steps=2), "partitioned_lookahead").partitions == 2
     assert pipeline.training_free(base, "context_windows").mode == "context_windows"
 
 

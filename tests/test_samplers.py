@@ -12,9 +12,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from longvid_core.conditioning import SVDCond
+from longvid_core.networks.conditioning import SVDCond
 from longvid_core.progress import SAMPLING, Cancelled
-from longvid_core.samplers import (
+from longvid_core.sampling import (
     DEFAULT_CFG,
     DEFAULT_MIN_CFG,
     EULER,
@@ -38,7 +38,7 @@ from longvid_core.samplers import (
     sample_progressive,
     sample_replacement,
 )
-from longvid_core.schedules import get_sigmas_karras, progressive_table
+from longvid_core.sampling.schedules import get_sigmas_karras, progressive_table
 
 B, H, W = 1, 2, 2
 FRAME = (B, 4, H, W)
@@ -803,7 +803,7 @@ def test_context_windows_are_comfyuis_static_standard_windows_with_pyramid_weigh
 
 
 def test_context_windows_hold_the_video_in_host_memory_and_one_window_on_the_device():
-    from longvid_core.samplers import _VideoAtOneSigma
+    from longvid_core.sampling.context_windows import _VideoAtOneSigma
 
     frame = (1, 4, 8, 8)
     frame_bytes = 4 * 8 * 8 * 4

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from longvid_core.schedules import (
+from longvid_core.sampling.schedules import (
     DEFAULT_CHUNK,
     DEFAULT_STEPS,
     DEFAULT_WINDOW,

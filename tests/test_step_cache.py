@@ -1,4 +1,4 @@
-"""Deep-feature caching in the rolling samplers (longvid_core/step_cache.py)."""
+"""Deep-feature caching in the rolling samplers (longvid_core/sampling/step_cache.py)."""
 
 from dataclasses import replace
 
@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from longvid_core import pipeline
+from longvid_core.evaluation.tiny import tiny_svd
 from longvid_core.progress import Cancelled
-from longvid_core.schedules import get_sigmas_karras
-from longvid_core.step_cache import DeepCacheDenoiser, DeepCacheSettings
-from longvid_core.tiny import tiny_svd
+from longvid_core.sampling.schedules import get_sigmas_karras
+from longvid_core.sampling.step_cache import DeepCacheDenoiser, DeepCacheSettings
 from tests.tiny import unet_inputs
 
 BASE = pipeline.SamplingSettings(14, "progressive", window=4, chunk=2, steps=8, cfg=1.5, min_cfg=1.0, seed=3)
@@ -67,9 +67,9 @@ def test_cache_off_is_todays_sampler_bit_for_bit(model):
     latents = run.into(pipeline.LatentSink())
     assert run.cache is None
     with torch.no_grad():
-        from longvid_core import samplers
+        from longvid_core import sampling
 
-        expected = samplers.sample_progressive(model.denoise, cond, 14, run.frame_shape, get_sigmas_karras(8),
+        expected = sampling.sample_progressive(model.denoise, cond, 14, run.frame_shape, get_sigmas_karras(8),
                                                window=4, chunk=2, seed=3, cfg=1.5, min_cfg=1.0)
     assert torch.equal(latents, expected)
 
@@ -154,7 +154,7 @@ def test_only_a_few_windows_are_kept(model):
 def test_on_the_trained_bundled_model_interval_1_stays_within_8_percent():
     # the stated tolerance: mean |cached - uncached| / mean |uncached| of the latents, measured 0.048
     from longvid_core import load_svd
-    from longvid_core.cli import synthetic_first_frame
+    from longvid_core.run.cli import synthetic_first_frame
 
     bundled = load_svd(pipeline.BUNDLED_MODEL)
     cond = pipeline.condition_images(bundled, synthetic_first_frame(0, 32, 32), 32, 32)[0]

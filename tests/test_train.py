@@ -23,13 +23,14 @@ import pytest
 import torch
 
 from longvid_core import load_svd
-from longvid_core.checkpoint_io import open_tensors
-from longvid_core.conditioning import SVDCond
-from longvid_core.pipeline import TRAINING_FREE, SamplingSettings, resolve_auto, training_free
-from longvid_core.trained_for import TrainedFor
+from longvid_core.networks.conditioning import SVDCond
+from longvid_core.run.pipeline import TRAINING_FREE, SamplingSettings, resolve_auto, training_free
+from longvid_core.weights.checkpoint_io import open_tensors
+from longvid_core.weights.loading import sgm_state_dict
+from longvid_core.weights.trained_for import TrainedFor
+from tests.tiny import write_training_data
 from training import checkpointing, train
 from training.checkpointing import CHECKPOINTS, LATEST, PAUSE_ENV, PAUSED_MARKER
-from tests.tiny import write_training_data
 from training.smoke import smoke_args
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -244,7 +245,7 @@ def test_two_processes_agree_and_a_kill_during_save_leaves_the_previous_checkpoi
 
 
 def _fresh_extension_parameters(base):
-    from longvid_core import exvideo
+    from longvid_core.networks import exvideo
 
     model = load_svd(base)
     exvideo.extend_unet(model, 8)
@@ -279,7 +280,7 @@ def test_rollout_batches_train_through_the_wrapped_model(dataset):
     records = [r for r in log_records(output) if "loss" in r]
     assert len(records) == 2 and all(0 < r["loss"] < 100 for r in records)
     model = load_svd(output / CHECKPOINTS / "step-00000002" / "model.safetensors")
-    trained = model.sgm_state_dict()
+    trained = sgm_state_dict(model)
     plain = open_tensors(dataset[1])
     assert any(not torch.equal(trained[k], plain[k]) for k in trained if k.startswith("model.diffusion_model."))
     # the file says what it was trained for, so `auto` samples it as trained
@@ -299,7 +300,7 @@ def test_full_mode_saves_a_whole_model(dataset):
     assert model.trained_for == TrainedFor(progressive=False, clip_frames=2)
     one_level = SamplingSettings(24)  # trained with one level per clip: the training-free setting
     assert resolve_auto(model, one_level)[0] == training_free(one_level, TRAINING_FREE)
-    trained = model.sgm_state_dict()
+    trained = sgm_state_dict(model)
     plain = open_tensors(dataset[1])
     unet = [k for k in trained if k.startswith("model.diffusion_model.")]
     changed = [k for k in unet if not torch.equal(trained[k], plain[k])]

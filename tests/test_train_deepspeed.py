@@ -20,12 +20,12 @@ import pytest
 import torch
 import yaml
 
-from longvid_core.checkpoint_io import open_tensors
+from longvid_core.weights.checkpoint_io import open_tensors
+from tests.tiny import write_training_data
 from training import checkpointing
 from training.checkpointing import CHECKPOINTS, DEEPSPEED_DIR, STATE
 from training.distributed import (CPU_BACKEND, accelerator_options, check_process_group, deepspeed_requested,
                                   fill_deepspeed_config)
-from tests.tiny import write_training_data
 from training.smoke import smoke_args
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.tiny import write_training_data
 from training import checkpointing, train
 from training.checkpointing import CHECKPOINTS, LATEST
-from tests.tiny import write_training_data
 from training.smoke import smoke_args, write_synthetic_video, write_tiny_base
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -134,7 +134,7 @@ def test_one_message_lists_fixed_and_other_changes(dataset, straight_run, capsys
 
 def test_the_checkpoint_records_its_base_and_a_resume_on_another_base_is_refused(dataset, straight_run, capsys):
     state = checkpointing.read_state(step2(straight_run))
-    assert state["base_identity"]["values"]  # longvid_core.base_identity's sample of the base weights
+    assert state["base_identity"]["values"]  # longvid_core.weights.base_identity's sample of the base weights
     other = write_tiny_base(dataset[0] / "other_tiny.safetensors", seed=1)  # same architecture, other weights
     args = run_args(dataset, dataset[0] / "other_base", "--max-steps", "4", "--resume", str(step2(straight_run)),
                     "--allow-changed-settings")

@@ -7,11 +7,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from longvid_core import exvideo, load_svd, lora
-from longvid_core.checkpoint_io import open_tensors
-from longvid_core.cli import main as cli_main
-from longvid_core.trained_for import TrainedFor
-from longvid_core.video_io import read_video
+from longvid_core import load_svd
+from longvid_core.networks import exvideo
+from longvid_core.run.cli import main as cli_main
+from longvid_core.run.video_io import read_video
+from longvid_core.weights import exvideo_file
+from longvid_core.weights import lora
+from longvid_core.weights.checkpoint_io import open_tensors
+from longvid_core.weights.trained_for import TrainedFor
 from tests.test_lora import _denoise
 from tests.test_train import dataset, log_records, run_args  # noqa: F401 (dataset is a fixture)
 from training import checkpointing, train
@@ -40,7 +43,7 @@ def frozen_extension(dataset):  # noqa: F811
     with torch.no_grad():
         for p in exvideo.extension_parameters(model).values():
             p.add_(0.02 * torch.randn(p.shape, generator=gen))
-    return exvideo.save_extension(model, dataset[0] / "frozen_extension.safetensors")
+    return exvideo_file.save_extension(model, dataset[0] / "frozen_extension.safetensors")
 
 
 def test_progressive_lora_run_trains_only_lora_layers_and_writes_small_files(dataset, lora_run, capsys):  # noqa: F811

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from longvid_core.checkpoint_io import open_tensors
+from longvid_core.weights.checkpoint_io import open_tensors
+from tests.tiny import write_training_data
 from training import train
 from training.checkpointing import CHECKPOINTS, OPTIMIZER_FILE, STATE
 from training.config import TrainConfig, parse_config
 from training.optimizers import MIN_8BIT_SIZE, make_optimizer, state_bytes
-from tests.tiny import write_training_data
 from training.smoke import smoke_args
 
 

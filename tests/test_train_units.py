@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from longvid_core.conditioning import SVDCond
-from longvid_core.denoiser import edm_preconditioning
-from longvid_core.losses import edm_denoising_loss, loss_weight
-from longvid_core.schedules import INITIALIZATION, ROLLING, TERMINATION, get_sigmas_karras, progressive_table
+from longvid_core.networks.conditioning import SVDCond
+from longvid_core.networks.denoiser import edm_preconditioning
+from longvid_core.networks.losses import edm_denoising_loss, loss_weight
+from longvid_core.sampling.schedules import INITIALIZATION, ROLLING, TERMINATION, get_sigmas_karras, progressive_table
 from training import checkpointing, data
 from training.latent_cache import LatentCache
 from training.noise_levels import EXVIDEO_GRID_STEPS, ProgressiveLevels, level_to_sigma, sample_sigmas
@@ -186,8 +186,8 @@ def test_noised_conditioning_frames_go_in_at_their_sigma_and_still_do_not_count(
 
 @pytest.mark.parametrize("context_sigma", [0.0, 0.8])
 def test_batch_loss_gives_the_clean_chunk_clean_or_with_context_noise(context_sigma):
-    from training.config import TrainConfig
     from training.batches import Batch, batch_loss
+    from training.config import TrainConfig
 
     gen = torch.Generator().manual_seed(0)
     latents = torch.randn(2, 4, 4, 2, 2, generator=gen)
@@ -224,8 +224,8 @@ def test_batch_loss_gives_the_clean_chunk_clean_or_with_context_noise(context_si
 
 
 def test_conditioning_dropout_gives_dropped_clips_the_samplers_unconditional_branch():
-    from training.config import TrainConfig
     from training.batches import Batch, batch_loss, drop_conditioning
+    from training.config import TrainConfig
 
     count = 4000
     cond = SVDCond(torch.randn(count, 1, 8) + 3, torch.randn(count, 4, 2, 2) + 3, torch.randn(count, 3))
@@ -343,9 +343,9 @@ def test_condition_frame_picks_the_picture_each_clip_is_conditioned_on_and_the_c
     """``--condition-frame video``: a clip from the middle of a video is conditioned on the video's
     first frame (as every window of a long rolling sample is), not on its own; cached entries keep
     that picture and have keys of their own."""
-    from longvid_core.tiny import tiny_svd
-    from training.config import TrainConfig
+    from longvid_core.evaluation.tiny import tiny_svd
     from training.batches import video_batch
+    from training.config import TrainConfig
 
     path = write_synthetic_video(tmp_path / "v.mp4", frames=12, height=16, width=16, seed=4)
     (info,), _ = data.index_videos(data.find_videos(tmp_path)[0], frames=4, stride=1)
@@ -401,8 +401,8 @@ def test_condition_frame_picks_the_picture_each_clip_is_conditioned_on_and_the_c
             seen.append(concat_latent)
             return torch.zeros_like(x)
 
-        from training.noise_levels import ProgressiveLevels
         from training.batches import batch_loss
+        from training.noise_levels import ProgressiveLevels
 
         levels = ProgressiveLevels(window=3, chunk=1, steps=3)
         generator = torch.Generator().manual_seed(0)
@@ -427,9 +427,9 @@ def test_condition_frame_picks_the_picture_each_clip_is_conditioned_on_and_the_c
 
 
 def test_still_batch_is_copies_of_one_picture_with_zero_motion():
-    from longvid_core.tiny import tiny_svd
-    from training.config import TrainConfig
+    from longvid_core.evaluation.tiny import tiny_svd
     from training.batches import still_batch
+    from training.config import TrainConfig
 
     config = TrainConfig(base="b", output_dir="o", data_dir="d", exvideo_frames=8, frames=5, height=16, width=16)
     picture = torch.randint(0, 256, (16, 16, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
@@ -485,8 +485,8 @@ def _small_model_script(name: str):
 
 
 def test_train_vae_keeps_the_encoder_when_only_the_decoder_is_tuned_and_assemble_base_loads(tmp_path):
-    from longvid_core.checkpoint_io import open_tensors
-    from longvid_core.loading import load_svd
+    from longvid_core.weights.checkpoint_io import open_tensors
+    from longvid_core.weights.loading import load_svd
 
     train_vae = _small_model_script("train_vae")
     tiny = ["--steps", "1", "--clips", "1", "--frames", "2", "--size", "16"]
@@ -578,8 +578,8 @@ def test_rollout_context_is_the_models_own_output_and_the_loss_asks_for_the_trut
 
 
 def test_batch_loss_takes_the_rollout_fraction_of_video_batches_and_checks_its_settings():
-    from training.config import TrainConfig
     from training.batches import Batch, batch_loss
+    from training.config import TrainConfig
 
     latents = torch.randn(2, 8, 4, 2, 2)
     cond = SVDCond(torch.zeros(2, 1, 8), torch.zeros(2, 4, 2, 2), torch.zeros(2, 3))

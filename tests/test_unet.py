@@ -6,9 +6,9 @@ import pytest
 import torch
 from diffusers import UNetSpatioTemporalConditionModel
 
-from longvid_core.conditioning import SVDCond
-from longvid_core.denoiser import edm_preconditioning, svd_denoise
-from longvid_core.unet import BatchSlicedAttnProcessor
+from longvid_core.networks.conditioning import SVDCond
+from longvid_core.networks.denoiser import edm_preconditioning, svd_denoise
+from longvid_core.networks.unet import BatchSlicedAttnProcessor
 from tests.tiny import TINY_UNET, tiny_unet, unet_inputs
 
 

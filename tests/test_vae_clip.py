@@ -15,11 +15,11 @@ import torch
 from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion import _resize_with_antialiasing
 from transformers.utils.constants import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
-from longvid_core.conditioning import SVDCond, encode_image
-from longvid_core.image_encoder import build_image_encoder, clip_preprocess, embed_image
-from longvid_core.keymaps import sgm_clip, sgm_vae
-from longvid_core.decoding import decode, frame_windows
-from longvid_core.vae import VAE_SCALE, build_vae, encode_latent_dist_mode
+from longvid_core.networks.conditioning import SVDCond, encode_image
+from longvid_core.networks.decoding import decode, frame_windows
+from longvid_core.networks.image_encoder import build_image_encoder, clip_preprocess, embed_image
+from longvid_core.networks.vae import VAE_SCALE, build_vae, encode_latent_dist_mode
+from longvid_core.weights.keymaps import sgm_clip, sgm_vae
 from tests.tiny import KEYS_SHAPES, TINY_CLIP, TINY_VAE, randomize_, real_file_shapes, shapes_of, tiny_clip, tiny_vae
 
 def random_image(batch=2, h=16, w=24, seed=3):
@@ -347,7 +347,7 @@ def test_meta_build_then_assign_loads_in_the_file_dtype_and_runs_in_bf16():
 
 
 def test_config_from_json_reads_diffusers_component_configs(tmp_path):
-    from longvid_core import image_encoder, vae
+    from longvid_core.networks import image_encoder, vae
 
     vae_json = tmp_path / "vae.json"
     vae_json.write_text('{"_class_name": "AutoencoderKLTemporalDecoder", "block_out_channels": [32, 64], '

@@ -7,7 +7,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from longvid_core.decoding import (
+from longvid_core.evaluation.tiny import tiny_vae
+from longvid_core.networks.decoding import (
     DEFAULT_DECODE_OVERLAP,
     DEFAULT_DECODE_WINDOW,
     StreamingDecoder,
@@ -19,10 +20,9 @@ from longvid_core.decoding import (
     frame_windows,
     latents_to_frames,
 )
+from longvid_core.networks.vae import VAE_SCALE
 from longvid_core.progress import Cancelled
-from longvid_core.tiny import tiny_vae
-from longvid_core.vae import VAE_SCALE
-from longvid_core.video_io import VideoWriter, frame_rate, read_video, write_latent_video
+from longvid_core.run.video_io import VideoWriter, frame_rate, read_video, write_latent_video
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,9 @@ from dataclasses import replace
 import pytest
 import torch
 
-from longvid_core.synthetic import (BACKGROUNDS, MIN_RADIUS, PALETTE, RADIUS_SPREAD, SHAPE_KINDS, Scene, Shape,
+from longvid_core.evaluation.synthetic import (BACKGROUNDS, MIN_RADIUS, PALETTE, RADIUS_SPREAD, SHAPE_KINDS, Scene, Shape,
                                     radius_for_area, random_scene, render, shape_areas)
-from longvid_core.video_metrics import (drift, frame_differences, seam_score, shape_form, shape_motion,
+from longvid_core.evaluation.video_metrics import (drift, frame_differences, seam_score, shape_form, shape_motion,
                                         shape_persistence)
 
 

@@ -1,4 +1,4 @@
-"""Test helpers: tiny SVD models (from longvid_core.tiny) written in the real file layouts."""
+"""Test helpers: tiny SVD models (from longvid_core.evaluation.tiny) written in the real file layouts."""
 
 from __future__ import annotations
 
@@ -6,7 +6,10 @@ from pathlib import Path
 
 import torch
 
-from longvid_core.tiny import TINY_CLIP, TINY_UNET, TINY_VAE, randomize_, tiny_clip, tiny_svd, tiny_unet, tiny_vae  # noqa: F401
+from longvid_core.evaluation.tiny import (TINY_CLIP, TINY_UNET, TINY_VAE, randomize_, tiny_clip,  # noqa: F401
+                                         tiny_svd, tiny_unet, tiny_vae)
+from longvid_core.weights.loading import sgm_state_dict
+
 
 def unet_inputs(batch=2, frames=5, h=8, w=8, seed=1, cross=32, n_ids=3):
     gen = torch.Generator().manual_seed(seed)
@@ -40,7 +43,7 @@ def write_tiny_sgm(path, seed: int = 0, extra: dict | None = None):
     """Write a tiny SVD as an SGM single file, with the real file's unused leftovers."""
     from safetensors.torch import save_file
 
-    state = tiny_svd(seed).sgm_state_dict()
+    state = sgm_state_dict(tiny_svd(seed))
     # leftovers real files carry and loaders must ignore
     state["conditioner.embedders.0.open_clip.model.logit_scale"] = torch.tensor(4.6)
     state["conditioner.embedders.0.open_clip.model.ln_final.weight"] = torch.ones(8)

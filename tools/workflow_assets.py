@@ -42,9 +42,9 @@ EXAMPLE_VIDEO_FRAMES = 8
 
 
 def example_video() -> None:
-    """Synthetic moving shapes (longvid_core.synthetic), 128x72, 8 frames at 8 fps."""
-    from longvid_core.synthetic import random_scene, render
-    from longvid_core.video_io import VideoWriter
+    """Synthetic moving shapes (longvid_core.evaluation.synthetic), 128x72, 8 frames at 8 fps."""
+    from longvid_core.evaluation.synthetic import random_scene, render
+    from longvid_core.run.video_io import VideoWriter
 
     EXAMPLE_VIDEO.parent.mkdir(exist_ok=True)
     with VideoWriter(EXAMPLE_VIDEO, 8) as writer:

@@ -18,6 +18,6 @@
 - ``determinism.py`` — derived seeds and saved random states (exact resume)
 - ``smoke.py`` — a CPU smoke run on a tiny model with synthetic videos
 
-The loss is :mod:`longvid_core.losses`; models, schedules and loading are ``longvid_core``'s, the
+The loss is :mod:`longvid_core.networks.losses`; models, schedules and loading are ``longvid_core``'s, the
 same code the ComfyUI nodes run. Recipes: ``docs/training.md``.
 """

@@ -12,7 +12,7 @@ from training.model_setup import as_denoiser
 if TYPE_CHECKING:
     import torch
 
-    from longvid_core.conditioning import SVDCond
+    from longvid_core.networks.conditioning import SVDCond
     from training.config import TrainConfig
 
 # Sigmas of the fixed held-out evaluation batch: around the training distribution's bulk.
@@ -46,8 +46,8 @@ def conditioning_values(config: TrainConfig, fps: float, score: float) -> tuple[
 
 def encode_clip(model, config: TrainConfig, pixels):
     """``uint8 [F, H, W, 3]`` -> VAE-scaled latents ``[F, 4, h, w]`` float32, encoded as the nodes
-    encode a video (``longvid_core.frames.encode_frames``: posterior mode times 0.18215)."""
-    from longvid_core.frames import encode_frames
+    encode a video (``longvid_core.run.frames.encode_frames``: posterior mode times 0.18215)."""
+    from longvid_core.run.frames import encode_frames
 
     return encode_frames(model.vae, pixels.float() / 255.0, batch_chunk=config.vae_batch)[0]
 
@@ -62,7 +62,7 @@ def encode_condition(model, config: TrainConfig, first_frame, fps_id: int, bucke
 def video_batch(model, config: TrainConfig, samples, cache, device, micro_step: int) -> Batch:
     import torch
 
-    from longvid_core.conditioning import SVDCond, added_time_ids
+    from longvid_core.networks.conditioning import SVDCond, added_time_ids
     from training.determinism import derive_seed
 
     latents, conds, start_conds = [], [], []
@@ -111,7 +111,7 @@ def still_batch(model, config: TrainConfig, stills, device, micro_step: int) -> 
     ``stills``: ``(picture uint8 [H, W, 3], fps, number)`` per video."""
     import torch
 
-    from longvid_core.conditioning import SVDCond
+    from longvid_core.networks.conditioning import SVDCond
     from training.determinism import derive_seed
 
     frames = config.clip_frames()
@@ -130,7 +130,7 @@ def batch_loss(denoiser, batch: Batch, config: TrainConfig, progressive, generat
     ``--progressive-rollout-fraction`` of video batches) after a rollout of the sampler itself."""
     import torch
 
-    from longvid_core.losses import edm_denoising_loss
+    from longvid_core.networks.losses import edm_denoising_loss
     from training.noise_levels import sample_sigmas
 
     latents = batch.latents
@@ -220,7 +220,7 @@ def fixed_eval_loss(denoiser, eval_batch: Batch, config: TrainConfig) -> float:
     """Loss on the held-out batch at fixed sigmas with fixed noise: comparable across steps."""
     import torch
 
-    from longvid_core.losses import edm_denoising_loss
+    from longvid_core.networks.losses import edm_denoising_loss
     from training.determinism import generator
 
     latents = eval_batch.latents

@@ -8,7 +8,7 @@ Layout under ``<output_dir>/checkpoints/``::
         extension_diffsynth.safetensors  exvideo, optional: DiffSynth-Studio layout
         model.safetensors                full: the whole model, SGM single file (load_svd(...))
         model_ema.safetensors            full: the whole model with EMA UNet weights
-        lora.safetensors                 lora: the LoRA layers (longvid_core/lora.py; load_svd(..., lora=...))
+        lora.safetensors                 lora: the LoRA layers (longvid_core/weights/lora.py; load_svd(..., lora=...))
         lora_ema.safetensors             lora: their EMA
         trainer_state/
             state.json                   step, data position, EMA updates, LR schedule, config, base identity
@@ -98,7 +98,7 @@ def fsync_tree(root) -> None:
 
 
 def write_text_atomic(path, text: str) -> None:
-    from longvid_core.checkpoint_io import atomic_write  # here: importing longvid_core imports torch
+    from longvid_core.weights.checkpoint_io import atomic_write  # here: importing longvid_core imports torch
 
     path = Path(path)
     atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
@@ -261,8 +261,8 @@ def export_names(config: TrainConfig) -> dict[str, str]:
 def write_exports(model, trainable, ema, config: TrainConfig, folder: Path) -> list[str]:
     """The files users load: the trained weights (and their EMA) in LongVid's formats."""
     from longvid_core import save_svd
-    from longvid_core.exvideo import save_extension
-    from longvid_core.lora import META_EXTENSION, parse_targets, save_lora, without_lora_layers
+    from longvid_core.weights.exvideo_file import save_extension
+    from longvid_core.weights.lora import META_EXTENSION, parse_targets, save_lora, without_lora_layers
 
     names = export_names(config)
     written = []
@@ -355,7 +355,7 @@ def read_exported_weights(config: TrainConfig, path: Path) -> dict:
     import torch
 
     if config.parameter_set in ("exvideo", "lora") or path.name in LORA_EXPORTS.values():
-        from longvid_core.checkpoint_io import open_tensors
+        from longvid_core.weights.checkpoint_io import open_tensors
 
         tensors = open_tensors(path)
         return {name: tensors[name] for name in tensors.keys()}

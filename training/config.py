@@ -41,7 +41,7 @@ class TrainConfig:
     extension: str = _f("", "start from this ExVideo extension file (DiffSynth or LongVid layout) instead of a fresh "
                         "extension", "model")
     attention: str = _f("sdpa", "attention backend", "model", choices=("sdpa", "xformers"))
-    # -- LoRA (--mode lora; longvid_core/lora.py)
+    # -- LoRA (--mode lora; longvid_core/weights/lora.py)
     lora_rank: int = _f(16, "lora: rank of each LoRA layer", "lora")
     lora_alpha: float = _f(0.0, "lora: alpha (the update is scaled by alpha / rank); 0: the rank", "lora")
     lora_targets: str = _f("to_q,to_k,to_v,to_out.0", "lora: comma list of the UNet's linear layers to adapt, by "
@@ -185,7 +185,7 @@ class TrainConfig:
 
     def trained_for(self):
         """What this run trains the model for (recorded in every file it writes)."""
-        from longvid_core.trained_for import TrainedFor
+        from longvid_core.weights.trained_for import TrainedFor
 
         if not self.progressive:
             return TrainedFor(progressive=False, clip_frames=self.clip_frames())

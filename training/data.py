@@ -10,7 +10,7 @@
   next clip of the same epoch.
 - **Clips**: ``frames`` frames taken every ``stride`` source frames from a start that is random per
   sample (or fixed when latents are cached); each frame is fitted to ``height x width`` by
-  :func:`longvid_core.frames.cover_crop`, the rule the nodes apply to a start image (centre crop
+  :func:`longvid_core.run.frames.cover_crop`, the rule the nodes apply to a start image (centre crop
   to the aspect ratio, then resize: for a square crop, the short side). Frames stay ``uint8``
   until the trainer encodes them.
 - **Motion bucket** (SVD's ``motion_bucket_id``): from the clip's pixel-space temporal standard
@@ -192,8 +192,8 @@ def index_videos(entries: Sequence[VideoEntry], frames: int, stride: int) -> tup
 
 def fit_frame(rgb: np.ndarray, height: int, width: int) -> torch.Tensor:
     """``uint8 [H, W, 3]`` -> ``uint8 [height, width, 3]`` by the nodes' fitting rule
-    (:func:`longvid_core.frames.cover_crop`: centre crop to the aspect ratio, then resize)."""
-    from longvid_core.frames import cover_crop
+    (:func:`longvid_core.run.frames.cover_crop`: centre crop to the aspect ratio, then resize)."""
+    from longvid_core.run.frames import cover_crop
 
     image = torch.from_numpy(np.ascontiguousarray(rgb))[None].float() / 255.0
     return (cover_crop(image, width, height)[0] * 255.0).round().clamp(0, 255).to(torch.uint8)

@@ -54,7 +54,7 @@ class LatentCache:
         return entry
 
     def save(self, key: str, tensors: dict[str, torch.Tensor], fps: float, score: float) -> None:
-        from longvid_core.checkpoint_io import atomic_save_safetensors
+        from longvid_core.weights.checkpoint_io import atomic_save_safetensors
 
         atomic_save_safetensors({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, self.file(key),
                                 metadata={"fps": repr(float(fps)), "motion_score": repr(float(score))})

@@ -100,7 +100,7 @@ class Plan:
 
 def full_size_config() -> dict:
     """SVD-XT's UNet config, read from the released file's tensor names and shapes."""
-    from longvid_core.keymaps import sgm_unet
+    from longvid_core.weights.keymaps import sgm_unet
 
     return sgm_unet.config_from_shapes(released_shapes(sgm_unet.PREFIX))
 
@@ -126,7 +126,7 @@ def full_size_plan() -> Plan:
 
 
 def tiny_plan() -> Plan:
-    from longvid_core.tiny import TINY_UNET
+    from longvid_core.evaluation.tiny import TINY_UNET
 
     sizes = (Size(4, 4, 4), Size(4, 4, 8), Size(8, 8, 4))
     return Plan("tiny", dict(TINY_UNET), 16, sizes, sizes[::2], Size(4, 4, 10), Size(4, 4, 4), "down_blocks.0.")
@@ -148,8 +148,8 @@ def build_unet(config: dict, parameter_set: str, exvideo_frames: int, precision:
     """
     import torch
 
-    from longvid_core import exvideo
-    from longvid_core.unet import LongVidUNet
+    from longvid_core.networks import exvideo
+    from longvid_core.networks.unet import LongVidUNet
 
     with torch.device("meta"):
         unet = LongVidUNet(**config)
@@ -200,7 +200,7 @@ def _randomize_(value, name: str, gen) -> None:
 def check_released_layout(unet, config: dict) -> int:
     """Raise unless ``unet``'s tensors are exactly the released UNet's (names and shapes, under
     LongVid's names); returns the number of tensors compared."""
-    from longvid_core.keymaps import sgm_unet
+    from longvid_core.weights.keymaps import sgm_unet
 
     released = sgm_unet.to_ours(released_shapes(sgm_unet.PREFIX), config)
     ours = {k: tuple(v.shape) for k, v in unet.state_dict().items()
@@ -368,7 +368,7 @@ def training_step_inputs(size: Size, config: dict, progressive: bool, gen):
     """Noisy latents, clean targets, per-video or per-frame sigma and SVD's conditioning."""
     import torch
 
-    from longvid_core.conditioning import SVDCond
+    from longvid_core.networks.conditioning import SVDCond
 
     b, f, h, w = size.batch, size.frames, size.height, size.width
     channels = config["out_channels"]
@@ -389,7 +389,7 @@ def measure_step(unet, trainable: dict, mode: str, size: Size, checkpointing: bo
     """One real training step of ``unet`` at ``size``, measured (see the module doc)."""
     import torch
 
-    from longvid_core.denoiser import svd_denoise
+    from longvid_core.networks.denoiser import svd_denoise
 
     progressive = "progressive" in mode
     kept = {n: p for n, p in trainable.items() if n.startswith(kept_prefix) or ".lora_" in n}
@@ -524,8 +524,8 @@ def parameter_counts(config: dict, exvideo_frames: int) -> dict:
     """Counts the prediction scales with (computed on the meta device, no memory)."""
     import torch
 
-    from longvid_core import exvideo
-    from longvid_core.unet import LongVidUNet
+    from longvid_core.networks import exvideo
+    from longvid_core.networks.unet import LongVidUNet
 
     with torch.device("meta"):
         unet = LongVidUNet(**config)
@@ -546,7 +546,7 @@ def parameter_counts(config: dict, exvideo_frames: int) -> dict:
 
 def other_components() -> dict:
     """VAE and CLIP image-encoder parameter counts of the released file (they sit on the GPU too)."""
-    from longvid_core.keymaps import sgm_clip, sgm_vae
+    from longvid_core.weights.keymaps import sgm_clip, sgm_vae
 
     return {key: sum(math.prod(s) for s in released_shapes(prefix).values())
             for key, prefix in (("vae", sgm_vae.PREFIX), ("image_encoder", sgm_clip.PREFIX))}

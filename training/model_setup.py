@@ -18,8 +18,9 @@ def load_model(config: TrainConfig, device):
     """
     import torch
 
-    from longvid_core import exvideo, load_svd
-    from longvid_core.loading import resolve_dtype
+    from longvid_core import load_svd
+    from longvid_core.networks import exvideo
+    from longvid_core.weights.loading import resolve_dtype
 
     model = load_svd(config.base, extension=config.extension or None, device=device, dtype=torch.float32,
                      attention=config.attention)
@@ -65,7 +66,7 @@ def load_model(config: TrainConfig, device):
 def check_finite_weights(model, config: TrainConfig) -> None:
     """A NaN in a weight makes every loss NaN, which looks like a learning-rate problem; name the
     damaged file instead, before any step."""
-    from longvid_core.nonfinite import module_tensors, nonfinite_tensors
+    from longvid_core.networks.nonfinite import module_tensors, nonfinite_tensors
 
     from training.user_errors import UserError
 
@@ -82,7 +83,7 @@ def add_lora(unet, config: TrainConfig, trained_whole) -> dict:
     trained whole anyway (an extension's temporal blocks): their parameters by file name, in order."""
     import torch
 
-    from longvid_core import lora
+    from longvid_core.weights import lora
 
     owners = {name.rpartition(".")[0] for name in trained_whole}
     modules = lora.resolve_targets(unet, config.lora_targets, exclude=owners)
@@ -96,8 +97,8 @@ def make_denoiser_module(unet):
     that the gradient hooks see exactly the forward pass the loss used."""
     import torch
 
-    from longvid_core.conditioning import SVDCond
-    from longvid_core.denoiser import svd_denoise
+    from longvid_core.networks.conditioning import SVDCond
+    from longvid_core.networks.denoiser import svd_denoise
 
     class SVDDenoiser(torch.nn.Module):
         def __init__(self, unet):

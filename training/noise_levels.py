@@ -7,7 +7,7 @@ Two ways, matching the two ways LongVid samples:
   Karras et al. 2022 Sec. 5) or ExVideo's grid: a uniformly chosen entry of a 1000-step Karras
   schedule over SVD's range (what ExVideo's post-tuning script draws).
 - **Progressive training** (:class:`ProgressiveLevels`, PA-VDM Sec. 3.5): the per-chunk levels of
-  one row of the sampler's own table (:func:`longvid_core.schedules.progressive_table`, the one
+  one row of the sampler's own table (:func:`longvid_core.sampling.schedules.progressive_table`, the one
   schedule builder of the project), plus one random shift per video.
 
 Units of the progressive shift (PA-VDM Sec. 3.5, ``delta = 0.4 * eps * (t_i - t_{i+1})``): a level is a
@@ -39,7 +39,7 @@ from dataclasses import dataclass
 
 import torch
 
-from longvid_core.schedules import (
+from longvid_core.sampling.schedules import (
     INITIALIZATION,
     KARRAS_RHO,
     ROLLING,

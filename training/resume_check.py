@@ -118,7 +118,7 @@ def check_resume_base(state: dict, model, base, folder) -> bool:
     """Raise :class:`UserError` when the loaded base (``model.base_identity``, taken by ``load_svd``)
     is not the base the checkpoint was trained on: its weights only make sense on that base, whatever
     the flags. Returns False when the checkpoint records no base (older checkpoints): nothing to compare."""
-    from longvid_core.base_identity import difference, short_name
+    from longvid_core.weights.base_identity import difference, short_name
 
     recorded, actual = state.get("base_identity"), getattr(model, "base_identity", None)
     if not recorded or not actual:

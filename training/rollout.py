@@ -11,7 +11,7 @@ A rollout batch puts them in front of the loss. Start at the first rolling row o
 table (``progressive_table``, the one schedule builder) with a clean chunk in front: the clip's
 first chunk clean, every later chunk its true frames noised to the row's level. Run the sampler's
 calls of the following ``periods * d`` rows without gradients (``d`` = calls per period, one chunk
-finished per period), exactly as ``samplers.iter_progressive`` runs them: context at
+finished per period), exactly as ``sampling.iter_progressive`` runs them: context at
 ``clean_sigma``, one Euler step per call, a finished chunk becomes the next context. Then take
 the ordinary EDM loss of the next row's call on that state against the **true** frames of its
 chunks: the model learns to pull its own trajectories back to the data behind a context it made.
@@ -27,9 +27,9 @@ from __future__ import annotations
 
 import torch
 
-from longvid_core.losses import DenoisingLoss, weighted_x0_loss
-from longvid_core.samplers import euler_step
-from longvid_core.schedules import ROLLING
+from longvid_core.networks.losses import DenoisingLoss, weighted_x0_loss
+from longvid_core.sampling import euler_step
+from longvid_core.sampling.schedules import ROLLING
 
 
 def rollout_rows(progressive, periods: int):

@@ -1,6 +1,6 @@
 """``python -m training.smoke``: the whole trainer on a CPU in under a minute, no downloads.
 
-Writes a tiny random SVD (``longvid_core.tiny``) as an SGM single file and a few synthetic videos
+Writes a tiny random SVD (``longvid_core.evaluation.tiny``) as an SGM single file and a few synthetic videos
 (real .mp4/.webm files encoded with PyAV: a bright square moving over a colour gradient), then runs
 ``training/train.py`` for a few ExVideo steps and checks that the saved extension loads with
 ``load_svd(base, extension=...)``. The tests use the same helpers.
@@ -65,7 +65,7 @@ def write_synthetic_video(path, frames: int = 24, height: int = 32, width: int =
 def write_tiny_base(path, seed: int = 0):
     """A tiny random SVD in the SGM single-file layout, loadable with ``load_svd``."""
     from longvid_core import save_svd
-    from longvid_core.tiny import tiny_svd
+    from longvid_core.evaluation.tiny import tiny_svd
 
     return save_svd(tiny_svd(seed), path)
 

@@ -7,12 +7,12 @@
 One optimizer step, per process and micro-batch:
 
 1. a batch of clips (``training/data.py``) -> VAE latents (scaled) and SVD's conditioning from the
-   clip's first frame (``training/batches.py``), computed by ``longvid_core.conditioning.encode_image``
+   clip's first frame (``training/batches.py``), computed by ``longvid_core.networks.conditioning.encode_image``
    — the nodes' code — or read from the latent cache (``training/latent_cache.py``); a set fraction
    of batches are still images instead (LaVie Sec. 3.1 joint image-video training; see ``still_batch``);
 2. noise levels (``training/noise_levels.py``): one sigma per video, or PA-VDM progressive levels
    per frame from the sampler's own table;
-3. the EDM denoising loss (``longvid_core.losses``, via ``training/batches.py``) of the UNet behind
+3. the EDM denoising loss (``longvid_core.networks.losses``, via ``training/batches.py``) of the UNet behind
    SVD's preconditioning (``training/model_setup.py``);
 4. backward through the trainable weights only (ExVideo's 16 temporal blocks, or every UNet
    weight), gradient clipping, AdamW, then the EMA.
@@ -178,7 +178,7 @@ def nonfinite_loss_message(loss: float, step: int, trainable: dict) -> str:
     """Why the loss went NaN/Inf. The base was checked finite when it was loaded
     (``model_setup.check_finite_weights``) and frozen weights do not change, so it is the training:
     the trained weights that went NaN/Inf are named."""
-    from longvid_core.nonfinite import nonfinite_tensors
+    from longvid_core.networks.nonfinite import nonfinite_tensors
 
     damaged = nonfinite_tensors((f"trained.{name}", tensor) for name, tensor in trainable.items())
     held = f": the trained weights hold NaN/Inf ({', '.join(damaged)})" if damaged else ""

@@ -20,12 +20,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from longvid_core.checkpoint_io import open_tensors  # noqa: E402
-from longvid_core.image_encoder import build_image_encoder  # noqa: E402
+from longvid_core.weights.checkpoint_io import open_tensors  # noqa: E402
+from longvid_core.networks.image_encoder import build_image_encoder  # noqa: E402
 from longvid_core import SVDModel, load_svd, save_svd  # noqa: E402
-from longvid_core.tiny import TINY_CLIP, TINY_UNET  # noqa: E402
-from longvid_core.unet import LongVidUNet  # noqa: E402
-from longvid_core.vae import build_vae  # noqa: E402
+from longvid_core.evaluation.tiny import TINY_CLIP, TINY_UNET  # noqa: E402
+from longvid_core.networks.unet import LongVidUNet  # noqa: E402
+from longvid_core.networks.vae import build_vae  # noqa: E402
 
 SMALL_UNET = dict(TINY_UNET)
 

@@ -19,8 +19,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from longvid_core import load_svd  # noqa: E402
-from longvid_core.checkpoint_io import atomic_save_safetensors, open_tensors  # noqa: E402
-from longvid_core.pipeline import BUNDLED_MODEL, DEFAULTS_KEY  # noqa: E402
+from longvid_core.weights.checkpoint_io import atomic_save_safetensors, open_tensors  # noqa: E402
+from longvid_core.weights.loading import sgm_state_dict  # noqa: E402
+from longvid_core.run.pipeline import BUNDLED_MODEL, DEFAULTS_KEY  # noqa: E402
 
 # What the model was trained for (see build.sh): 32x32 frames, window 8, chunk 2, 16 progressive steps.
 SMALL_MODEL_DEFAULTS = dict(width=32, height=32, frames=240, window=8, chunk=2, steps=16, cfg=1.0, min_cfg=1.0,
@@ -41,7 +42,7 @@ def main(argv=None) -> int:
     if args.vae is not None:
         vae_file = open_tensors(args.vae, dtype=torch.float16)
         model.vae.load_state_dict({k: vae_file[k] for k in vae_file}, strict=True)
-    state = model.sgm_state_dict()
+    state = sgm_state_dict(model)
     trained_for = model.trained_for.to_metadata() if model.trained_for else {}  # what `auto` reads
     atomic_save_safetensors(state, args.out, metadata={
         "format": "pt",

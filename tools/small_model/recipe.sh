@@ -7,7 +7,7 @@ latest() { echo "$1/checkpoints/$(cat "$1/checkpoints/latest")/model_ema.safeten
 # 2,000 scenes of 64 frames; with the latent cache clip starts are fixed, so 4 clips per
 # video (starts 0, 18, 36, 54) give 8,000 distinct 10-frame clips
 write_recipe_dataset() {
-    python -c "from longvid_core.synthetic import write_dataset; write_dataset('$1', 2000, 64, size=32, fps=8, seed=1)"
+    python tools/small_model/write_dataset.py "$1" --videos 2000 --frames 64 --size 32 --fps 8 --seed 1
 }
 
 # what every UNet stage trains on: 10-frame 32x32 clips with SVD's conditioning at the sampler's

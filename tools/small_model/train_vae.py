@@ -3,7 +3,7 @@
 SVD's VAE is far too big for a 2-core CPU; the bundled model uses the same architecture
 (diffusers' ``AutoencoderKLTemporalDecoder``: LDM encoder + temporal "video" decoder) at 64
 channels and factor-4 downsampling: 32×32 frames give 8×8 latents, which a 2-core CPU can sample
-fast enough for a 240-frame video in under two minutes. Clips are rendered on the fly by ``longvid_core.synthetic``.
+fast enough for a 240-frame video in under two minutes. Clips are rendered on the fly by ``longvid_core.evaluation.synthetic``.
 
 After training, the latent scale is folded into the weights (encoder mean ×k, decoder input ×1/k,
 an exact reparametrisation) so that latents × 0.18215 — SVD's fixed scale, which the rest of
@@ -25,9 +25,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from longvid_core.checkpoint_io import atomic_save_safetensors  # noqa: E402
-from longvid_core.synthetic import random_scene, render  # noqa: E402
-from longvid_core.vae import VAE_SCALE, build_vae  # noqa: E402
+from longvid_core.weights.checkpoint_io import atomic_save_safetensors  # noqa: E402
+from longvid_core.evaluation.synthetic import random_scene, render  # noqa: E402
+from longvid_core.networks.vae import VAE_SCALE, build_vae  # noqa: E402
 
 SMALL_VAE = dict(
     in_channels=3,
@@ -82,7 +82,7 @@ def main(argv=None) -> int:
     config = dict(SMALL_VAE, block_out_channels=tuple(args.channels),
                   down_block_types=("DownEncoderBlock2D",) * len(args.channels))
     if args.decoder_from is not None:
-        from longvid_core.checkpoint_io import open_tensors
+        from longvid_core.weights.checkpoint_io import open_tensors
 
         trained = open_tensors(args.decoder_from)
         config = json.loads(trained.metadata["config"])

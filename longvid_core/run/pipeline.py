@@ -1,0 +1,281 @@
+"""One generation run: check everything once, plan it, sample, and hand every frame to a sink.
+
+images -> :func:`condition_images` -> :func:`prepare_run` (settings, model limits, prefix, plan)
+-> :meth:`GenerationRun.into` a sink: :class:`LatentSink` (latents), :class:`ImageSink` (decoded
+frames) or :class:`Mp4Sink` (decoded and written while sampling). The ComfyUI nodes, the command
+line and the benchmarks all parse their arguments and call this module, so each refuses exactly
+what the others refuse, with the same message.
+
+The settings, their checks and defaults are :mod:`.settings`; every name there is importable
+from here too (``pipeline.SamplingSettings``), as the nodes and the command line use it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import torch
+
+from .. import sampling
+from ..networks.conditioning import SVDCond
+from ..networks.decoding import StreamingDecoder, decode_settings
+from ..networks.model import SVDModel
+from ..networks.nonfinite import FiniteCheckedDenoiser
+from ..networks.vae import VAE_SCALE
+from ..problems import Problem, raise_problem
+from ..progress import ProgressCallback
+from ..sampling.schedules import get_sigmas_karras
+from ..sampling.step_cache import DeepCacheDenoiser, DeepCacheSettings
+from .frames import cover_crop
+# the settings' names are the pipeline's too (pipeline.SamplingSettings, pipeline.AUTO, ...)
+from .settings import (AUTO, BUNDLED_MODEL, CONTEXT_WINDOWS, DEFAULTS_KEY, FULL_SEQUENCE, MAX_FRAMES,
+                       MAX_SEED, MODES, PROGRESSIVE, REPLACEMENT_WITHOUT_NOISE, REPLACEMENT_WITH_NOISE,
+                       SVD_DEFAULTS, SVD_SIZE_MULTIPLE, TRAINING_FREE, TRAINING_FREE_OPTIONS,
+                       SamplingSettings, Schedule, check_settings, check_size, model_problem,
+                       recommended_settings, resolve_auto, settings_problem, size_problem, training_free,
+                       with_schedule)
+from .video_io import DEFAULT_CRF, output_problem, write_latent_video
+
+Keyframes = list[tuple[int, SVDCond]]
+
+
+# ---------------------------------------------------------------------------------------------
+# Conditioning and ComfyUI's LATENT layout
+
+
+def condition_images(model: SVDModel, images: torch.Tensor, width: int, height: int, starts: Sequence[int] = (0,),
+                     *, fps: int = 6, motion_bucket_id: int = 127, noise_aug_strength: float = 0.02, seed: int = 0,
+                     callback: ProgressCallback | None = None) -> tuple[Keyframes, torch.Tensor]:
+    """Images ``[K, H, W, 3]`` (0..1) -> keyframes ``[(start_i, SVDCond)]`` and the images as fitted
+    (scaled to cover ``width x height``, centre-cropped). Image i is noise-augmented with seed
+    ``seed + i``. ``callback(None)`` runs before each image (cancel). Keyframes stay where the
+    image encoder and VAE are."""
+    if len(starts) != images.shape[0]:
+        example = ", ".join(str(48 * i) for i in range(images.shape[0]))
+        raise_problem(Problem("keyframe_starts", f"one start frame per image of the batch ({images.shape[0]})",
+                       f"{len(starts)} start frame(s) {list(starts)}", f"e.g. '{example}'"))
+    check_size(model, width, height)
+    fitted = cover_crop(images, width, height)
+    keyframes = []
+    with torch.no_grad():
+        for i, start in enumerate(starts):
+            if callback is not None:
+                callback(None)
+            cond = model.encode_image(fitted[i:i + 1], fps=fps, motion_bucket_id=motion_bucket_id,
+                                      noise_aug_strength=noise_aug_strength, seed=seed + i)
+            keyframes.append((int(start), cond))
+    return keyframes, fitted
+
+
+def latents_from_comfy(latent, name: str = "samples") -> torch.Tensor:
+    """ComfyUI LATENT (``{"samples": [F, 4, h, w]}``, unscaled as VAEEncode makes it) -> the
+    samplers' scaled latents ``[1, F, 4, h, w]`` float32."""
+    samples = latent["samples"] if isinstance(latent, dict) else latent
+    if not isinstance(samples, torch.Tensor) or samples.dim() != 4 or samples.shape[1] != 4:
+        found = tuple(samples.shape) if isinstance(samples, torch.Tensor) else type(samples).__name__
+        raise ValueError(f"{name}: expected LATENT samples [frames, 4, h, w]; found {found}")
+    return samples.unsqueeze(0).float() * VAE_SCALE
+
+
+def latents_to_comfy(latents: torch.Tensor) -> dict:
+    """Scaled latents ``[1, F, 4, h, w]`` -> ComfyUI LATENT (unscaled ``[F, 4, h, w]`` on the CPU)."""
+    return {"samples": (latents[0] / VAE_SCALE).cpu()}
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+
+
+@dataclass
+class GenerationRun:
+    """A checked, planned run; nothing has been sampled yet. ``prefix``: scaled latents
+    ``[1, P, 4, h, w]`` that the video starts with, or None. Tensors move to the model's device
+    only when sampling starts (inside ComfyUI the weights arrive there just before)."""
+
+    model: SVDModel
+    settings: SamplingSettings
+    keyframes: Keyframes
+    prefix: torch.Tensor | None
+    plan: sampling.SamplingPlan
+    frame_shape: tuple[int, int, int, int] = field(repr=False)
+    chosen: str = ""  # the settings in words (what `auto` chose, and why)
+    cache: DeepCacheDenoiser | None = field(default=None, repr=False)  # with cache_interval: its counts
+
+    @property
+    def prefix_frames(self) -> int:
+        return 0 if self.prefix is None else self.prefix.shape[1]
+
+    @property
+    def total_frames(self) -> int:
+        return self.prefix_frames + self.settings.frames
+
+    def frames(self, callback: ProgressCallback | None = None) -> Iterator[tuple[int, torch.Tensor]]:
+        """Every frame of the video in order, ``(index, latent[1, 4, h, w])``: the prefix's, then
+        the sampled ones as the sampler finishes them."""
+        for i in range(self.prefix_frames):
+            yield i, self.prefix[:, i]
+        yield from self._sampler(callback)
+
+    def into(self, sink, callback: ProgressCallback | None = None):
+        """Sample into ``sink`` (sampling and decoding both report to ``callback``); the sink's result."""
+        with torch.no_grad():
+            return sink.consume(self.frames(callback), self.total_frames, callback, self.model)
+
+    def _sampler(self, callback):
+        s, model = self.settings, self.model
+        common = dict(seed=s.seed, cfg=s.cfg, min_cfg=s.min_cfg, callback=callback, dtype=torch.float32,
+                      device=model.device)
+        sigmas = get_sigmas_karras(s.steps, device=model.device)
+        keyframes = [(start, cond.to(model.device)) for start, cond in self.keyframes]  # where the UNet is now
+        denoise = model.denoise
+        if s.cache_interval:
+            cache = DeepCacheSettings(interval=s.cache_interval)
+            denoise = self.cache = DeepCacheDenoiser(model, cache, cache.threshold(sigmas))
+        denoise = FiniteCheckedDenoiser(denoise, model)  # the first NaN/Inf stops the run, with its cause
+        args = (denoise, keyframes, self.total_frames, self.frame_shape, sigmas)
+        if s.mode == PROGRESSIVE:
+            return sampling.iter_progressive(*args, window=s.window, chunk=s.chunk, prefix=self.prefix,
+                                             context_sigma=s.context_sigma or None, partitions=s.partitions,
+                                             lookahead=s.lookahead, **common)
+        if s.mode == CONTEXT_WINDOWS:
+            return sampling.iter_context_windows(*args, length=s.context_length, overlap=s.overlap, **common)
+        if s.mode == FULL_SEQUENCE:
+            return sampling.iter_full_sequence(*args, **common)
+        return sampling.iter_replacement(*args, window=s.window + s.chunk, condition_frames=s.chunk,
+                                         renoise_condition=s.mode == REPLACEMENT_WITH_NOISE, prefix=self.prefix,
+                                         **common)
+
+def plan_sampling(settings: SamplingSettings, prefix_frames: int = 0) -> sampling.SamplingPlan:
+    """The exact cost of sampling with checked ``settings``."""
+    s, total = settings, prefix_frames + settings.frames
+    if s.mode == PROGRESSIVE:
+        return sampling.plan_progressive(total, window=s.window, chunk=s.chunk, steps=s.steps,
+                                         prefix_frames=prefix_frames, partitions=s.partitions, lookahead=s.lookahead)
+    if s.mode == CONTEXT_WINDOWS:
+        return sampling.plan_context_windows(total, length=s.context_length, overlap=s.overlap, steps=s.steps)
+    if s.mode == FULL_SEQUENCE:
+        return sampling.plan_full_sequence(total, steps=s.steps)
+    return sampling.plan_replacement(total, window=s.window + s.chunk, condition_frames=s.chunk, steps=s.steps,
+                                     prefix_frames=prefix_frames)
+
+
+def prepare_run(model: SVDModel, cond, settings: SamplingSettings, prefix: torch.Tensor | None = None) -> GenerationRun:
+    """Check the settings, the model's limits, the conditioning and the prefix, all before any
+    model call, and plan the run. ``cond``: one SVDCond or keyframes ``[(start, SVDCond), ...]``."""
+    check_settings(settings)  # the settings alone, before anything touches the model
+    settings, chosen = resolve_auto(model, settings)
+    check_settings(settings)  # auto made concrete
+    keyframes = [(0, cond)] if isinstance(cond, SVDCond) else [(int(start), c) for start, c in cond]
+    if not keyframes:
+        raise ValueError("cond: expected one SVDCond or at least one (start_frame, SVDCond) keyframe; got none")
+    first = keyframes[0][1]
+    frame_shape = (first.batch_size, model.vae.config.latent_channels, *first.concat_latent.shape[-2:])
+    prefix = _checked_prefix(prefix, frame_shape)
+    prefix_frames = 0 if prefix is None else prefix.shape[1]
+    raise_problem(model_problem(model, settings, prefix_frames, [start for start, _ in keyframes]))
+    plan = plan_sampling(settings, prefix_frames)
+    return GenerationRun(model, settings, keyframes, prefix, plan, frame_shape, chosen)
+
+
+def generate(model: SVDModel, cond, settings: SamplingSettings, sink, *, prefix: torch.Tensor | None = None,
+             callback: ProgressCallback | None = None):
+    """:func:`prepare_run` then :meth:`GenerationRun.into` ``sink``."""
+    return prepare_run(model, cond, settings, prefix).into(sink, callback)
+
+
+def _checked_prefix(prefix, frame_shape) -> torch.Tensor | None:
+    if prefix is None:
+        return None
+    if not isinstance(prefix, torch.Tensor) or prefix.dim() != 5 or prefix.shape[2] != frame_shape[1]:
+        found = tuple(prefix.shape) if isinstance(prefix, torch.Tensor) else type(prefix).__name__
+        raise ValueError(f"prefix: expected scaled latents [1, frames, {frame_shape[1]}, h, w]; found {found}")
+    if tuple(prefix.shape[-2:]) != tuple(frame_shape[-2:]):
+        raise ValueError(
+            f"prefix latents are {prefix.shape[-2]}x{prefix.shape[-1]} but the conditioning is "
+            f"{frame_shape[-2]}x{frame_shape[-1]} (latent pixels): encode the prefix frames at the same width and height"
+        )
+    if prefix.shape[0] != frame_shape[0]:
+        raise ValueError(f"prefix: batch {prefix.shape[0]} but the conditioning's is {frame_shape[0]}")
+    if prefix.shape[1] == 0:
+        return None
+    return prefix.float()
+
+
+# ---------------------------------------------------------------------------------------------
+# Sinks: where the frames of a run go. ``consume(frames, total, callback, model) -> result``
+
+
+class LatentSink:
+    """Collects the latents: ``[1, N, 4, h, w]`` (scaled)."""
+
+    def consume(self, frames: Iterable[tuple[int, torch.Tensor]], total: int, callback, model) -> torch.Tensor:
+        out = None
+        for index, latent in frames:
+            if out is None:
+                out = latent.new_empty((latent.shape[0], total, *latent.shape[1:]))
+            out[:, index] = latent
+        return out
+
+
+@dataclass
+class ImageSink:
+    """Decodes as frames arrive: frames ``[1, N, H, W, 3]`` in 0..1 on ``output_device``."""
+
+    window: int | None = None
+    overlap: int | None = None
+    output_device: str = "cpu"
+
+    def __post_init__(self):
+        decode_settings(self.window, self.overlap)  # refuse a bad window before any sampling
+
+    def consume(self, frames, total: int, callback, model) -> torch.Tensor:
+        decoder = StreamingDecoder(model.vae, self.window, self.overlap, self.output_device, callback, total)
+        pieces = [decoder.push(latent) for _, latent in frames] + [decoder.finish()]
+        return torch.cat([p for p in pieces if p is not None], dim=1)
+
+
+@dataclass
+class Mp4Sink:
+    """Decodes and writes every frame to an mp4 as it arrives (nothing of the video is held); the
+    number of frames written. The file is written as ``<name>.partial.mp4`` and takes its name when
+    complete; a cancelled or failed run leaves that partial file, playable (:mod:`video_io`).
+    ``writer``: the :class:`~longvid_core.run.video_io.VideoWriter` once opened (its ``kept_path`` and
+    ``frames_written`` say what a run left)."""
+
+    path: Path
+    fps: float
+    crf: int = DEFAULT_CRF
+    window: int | None = None
+    overlap: int | None = None
+    on_frames: object = None  # on_frames(first_index, frames[n, H, W, 3]) for every batch written
+    writer: object = field(default=None, init=False, repr=False)
+
+    def __post_init__(self):
+        decode_settings(self.window, self.overlap)
+        raise_problem(output_problem(self.path))  # before any sampling: a run must not end on an unwritable path
+
+    def consume(self, frames, total: int, callback, model) -> int:
+        return write_latent_video(model.vae, (latent for _, latent in frames), self.path, self.fps,
+                                  window=self.window, overlap=self.overlap, crf=self.crf, callback=callback,
+                                  frames_total=total, on_frames=self.on_frames,
+                                  on_open=lambda writer: setattr(self, "writer", writer))
+
+
+def decode_into(model: SVDModel, latents: torch.Tensor, sink, callback: ProgressCallback | None = None):
+    """Scaled latents ``[1, N, 4, h, w]`` (already sampled) into a decoding sink."""
+    frames = ((i, latents[:, i]) for i in range(latents.shape[1]))  # moved to the VAE window by window
+    with torch.no_grad():
+        return sink.consume(frames, latents.shape[1], callback, model)
+
+
+__all__ = [
+    "AUTO", "BUNDLED_MODEL", "CONTEXT_WINDOWS", "DEFAULTS_KEY", "FULL_SEQUENCE", "MAX_FRAMES", "MAX_SEED",
+    "MODES", "PROGRESSIVE", "REPLACEMENT_WITHOUT_NOISE", "REPLACEMENT_WITH_NOISE", "SVD_DEFAULTS",
+    "SVD_SIZE_MULTIPLE", "TRAINING_FREE", "TRAINING_FREE_OPTIONS", "GenerationRun", "ImageSink", "Keyframes",
+    "LatentSink", "Mp4Sink", "SamplingSettings", "Schedule", "check_settings", "check_size", "condition_images",
+    "decode_into", "generate", "latents_from_comfy", "latents_to_comfy", "model_problem", "plan_sampling",
+    "prepare_run", "recommended_settings", "resolve_auto", "settings_problem", "size_problem", "training_free",
+    "with_schedule",
+]

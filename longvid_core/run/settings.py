@@ -1,0 +1,327 @@
+"""The settings of a generation run and everything that can be said of them before a model call:
+the modes, what ``auto`` chooses, the training-free options, the limits and defaults, and the
+checks that turn a wrong value into one :class:`~longvid_core.problems.Problem`.
+
+Modes: ``progressive`` (PA-VDM rolling window, any length); ``full_sequence`` (one clip, all
+frames at one noise level: ordinary SVD/ExSVD sampling); ``replacement_without_noise`` /
+``replacement_with_noise`` (windows of ``window + chunk`` frames whose first ``chunk`` frames are
+the previous window's last, held clean or re-noised: PA-VDM Sec. 2.2, at the progressive
+sampler's frames per call so the comparison is fair); ``context_windows`` (ComfyUI core's).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+from ..problems import Problem, range_problem, raise_problem
+from ..sampling.guidance import DEFAULT_CFG, DEFAULT_MIN_CFG
+from ..sampling.schedules import DEFAULT_CHUNK, DEFAULT_STEPS, DEFAULT_WINDOW, window_problem
+from ..shapes import nearest_multiples
+
+if TYPE_CHECKING:
+    from ..networks.model import SVDModel
+
+AUTO = "auto"
+PROGRESSIVE = "progressive"
+CONTEXT_WINDOWS = "context_windows"
+FULL_SEQUENCE = "full_sequence"
+REPLACEMENT_WITHOUT_NOISE = "replacement_without_noise"
+REPLACEMENT_WITH_NOISE = "replacement_with_noise"
+MODES = (AUTO, PROGRESSIVE, CONTEXT_WINDOWS, FULL_SEQUENCE, REPLACEMENT_WITHOUT_NOISE, REPLACEMENT_WITH_NOISE)
+# Training-free settings for weights trained with one noise level per clip, as changes to the given
+# settings. The partitioned ones are FIFO-Diffusion's (Kim et al. 2024, Sec. 4) in LongVid's terms:
+# the window is doubled so that one call still holds about the given window's frames, in P=2
+# partitions, or in P=4 quarters that each also see the quarter ahead.
+TRAINING_FREE_OPTIONS = {
+    "progressive": dict(mode=PROGRESSIVE),
+    "partitioned": dict(mode=PROGRESSIVE, window_multiple=2, partitions=2),
+    "partitioned_lookahead": dict(mode=PROGRESSIVE, window_multiple=2, partitions=4, lookahead=True),
+    "context_windows": dict(mode=CONTEXT_WINDOWS),
+    "replacement_with_noise": dict(mode=REPLACEMENT_WITH_NOISE),
+}
+# What `auto` runs on weights without a progressive fine-tuning record (SVD, SVD-XT, SVD-XT 1.1, the
+# ExVideo release): the best of TRAINING_FREE_OPTIONS for the one-level model in bench_quality.py.
+TRAINING_FREE = "replacement_with_noise"
+
+# The longest video a run plans: 1,000,000 frames (11.6 hours at 24 fps). Planning the progressive sampler
+# takes ~14 us a frame and its table grows with length, so a mistyped length fails here, not after hours.
+MAX_FRAMES = 1_000_000
+MAX_SEED = 2**64 - 1  # torch generators take 64-bit seeds (ComfyUI's seed widget has the same range)
+
+SVD_SIZE_MULTIPLE = 64  # SVD: 8x VAE downscale, then the UNet halves the latent 3 times
+
+BUNDLED_MODEL = Path(__file__).resolve().parents[1] / "assets" / "longvid_small.safetensors"
+DEFAULTS_KEY = "longvid.defaults"  # a model file's recommended settings (JSON in its metadata)
+# Settings for real SVD-XT weights (ComfyUI's SVD template and ExVideo's example); decode_window /
+# decode_overlap None: the decoder's defaults.
+SVD_DEFAULTS = dict(width=1024, height=576, frames=240, window=DEFAULT_WINDOW, chunk=DEFAULT_CHUNK,
+                    steps=DEFAULT_STEPS, cfg=DEFAULT_CFG, min_cfg=DEFAULT_MIN_CFG, fps=6,
+                    motion_bucket_id=127, noise_aug_strength=0.02, output_fps=10, decode_window=None,
+                    decode_overlap=None, context_sigma=None)
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """How to sample: ``frames`` new frames (after any prefix) in ``mode``. ``context_sigma``
+    (progressive only; None or 0: clean) is for models trained with context noise. ``partitions``
+    and ``lookahead``: progressive rows split for one-level weights (:func:`~longvid_core.sampling.progressive.iter_progressive`).
+    ``context_overlap``: frames shared by context windows of ``window + chunk`` frames (None: a
+    quarter of a window, as ComfyUI's 16/4). ``cache_interval``: calls that may reuse the deep
+    features of the last full call on the same frames (:mod:`longvid_core.sampling.step_cache`; 0: off)."""
+
+    frames: int
+    mode: str = AUTO
+    window: int = DEFAULT_WINDOW
+    chunk: int = DEFAULT_CHUNK
+    steps: int = DEFAULT_STEPS
+    cfg: float = DEFAULT_CFG
+    min_cfg: float = DEFAULT_MIN_CFG
+    seed: int = 0
+    context_sigma: float | None = None
+    partitions: int = 1
+    lookahead: bool = False
+    context_overlap: int | None = None
+    cache_interval: int = 0
+
+    @property
+    def context_length(self) -> int:
+        return self.window + self.chunk
+
+    @property
+    def frames_per_call(self) -> int:
+        """The most frames one denoiser call holds (before guidance doubles the batch)."""
+        if self.mode == PROGRESSIVE:
+            group = self.window // max(1, self.partitions)
+            return max(group + self.chunk, 2 * group if self.lookahead else 0)
+        return self.context_length  # context windows; replacement windows hold window new + chunk carried
+
+    @property
+    def overlap(self) -> int:
+        return self.context_length // 4 if self.context_overlap is None else self.context_overlap
+
+    def describe(self) -> str:
+        cache = f", deep cache {self.cache_interval}" if self.cache_interval else ""
+        return self._describe_sampler() + cache
+
+    def _describe_sampler(self) -> str:
+        if self.mode == PROGRESSIVE:
+            split = f", {self.partitions} partitions" if self.partitions > 1 else ""
+            split += ", lookahead" if self.lookahead else ""
+            return f"progressive: window {self.window}, chunk {self.chunk}, {self.steps} steps{split}"
+        if self.mode == CONTEXT_WINDOWS:
+            return f"context windows of {self.context_length} frames overlapping by {self.overlap}, {self.steps} steps"
+        return f"{self.mode}: window {self.window}, chunk {self.chunk}, {self.steps} steps"
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The sampling settings a LongVid Settings node makes (ComfyUI type ``LONGVID_SCHEDULE``): the
+    fields of :class:`SamplingSettings` that say how frames are scheduled, with the same names,
+    defaults and meaning. What a run adds to it (frames, cfg, seed) stays with the sampler."""
+
+    mode: str = SamplingSettings.mode
+    window: int = SamplingSettings.window
+    chunk: int = SamplingSettings.chunk
+    steps: int = SamplingSettings.steps
+    context_sigma: float | None = SamplingSettings.context_sigma
+    partitions: int = SamplingSettings.partitions
+    lookahead: bool = SamplingSettings.lookahead
+    context_overlap: int | None = SamplingSettings.context_overlap
+    cache_interval: int = SamplingSettings.cache_interval
+
+    def problem(self) -> Problem | None:
+        """What is wrong with this schedule alone (:func:`settings_problem`), or None."""
+        return settings_problem(self.mode, None, self.window, self.chunk, self.steps, None, None, self.context_sigma,
+                                self.partitions, self.lookahead, self.context_overlap, self.cache_interval)
+
+    def describe(self) -> str:
+        return SamplingSettings(1, **vars(self)).describe()
+
+
+def with_schedule(settings: SamplingSettings, schedule: Schedule | None) -> SamplingSettings:
+    """``settings`` with every field of ``schedule`` replacing its own (None: unchanged)."""
+    return settings if schedule is None else replace(settings, **vars(schedule))
+
+
+def resolve_auto(model: SVDModel, settings: SamplingSettings) -> tuple[SamplingSettings, str]:
+    """``auto`` made concrete for this model, and why: as trained for weights that LongVid's trainer
+    fine-tuned progressively; :data:`TRAINING_FREE` for all others. Other modes pass unchanged."""
+    if settings.mode != AUTO:
+        return settings, settings.describe()
+    trained = getattr(model, "trained_for", None)
+    if trained is not None and trained.progressive:
+        chosen = replace(settings, mode=PROGRESSIVE, window=trained.window, chunk=trained.chunk, steps=trained.steps,
+                         partitions=1, lookahead=False)
+        return chosen, f"auto -> {chosen.describe()} (the model was fine-tuned progressively)"
+    # a grown layout comes from the one given: refuse a bad one as given
+    if TRAINING_FREE_OPTIONS[TRAINING_FREE]["mode"] == PROGRESSIVE:
+        raise_problem(settings_problem(PROGRESSIVE, window=settings.window, chunk=settings.chunk, steps=settings.steps))
+    chosen = training_free(settings, TRAINING_FREE)
+    why = "trained with one noise level per clip" if trained is not None else "no progressive fine-tuning recorded"
+    return chosen, f"auto -> {chosen.describe()} ({why})"
+
+
+def training_free(settings: SamplingSettings, name: str) -> SamplingSettings:
+    """``settings`` as the training-free setting ``name`` of :data:`TRAINING_FREE_OPTIONS`. A grown
+    window gets its steps rounded up to a multiple of its chunks and as many of the partitions as
+    divide them (a short window gets fewer)."""
+    option = dict(TRAINING_FREE_OPTIONS[name])
+    window = settings.window * option.pop("window_multiple", 1)
+    partitions = option.pop("partitions", 1)
+    chunks = window // settings.chunk if settings.chunk and window % settings.chunk == 0 else 0
+    steps = settings.steps
+    if chunks and option["mode"] == PROGRESSIVE:  # otherwise the settings check explains the layout
+        steps = -(-settings.steps // chunks) * chunks
+        partitions = max(p for p in range(1, partitions + 1) if chunks % p == 0)
+    return replace(settings, window=window, steps=steps, partitions=partitions,
+                   lookahead=option.pop("lookahead", False), **option)
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks: each returns the first problem as a message that says what to change, or None
+
+
+def settings_problem(mode=None, frames=None, window=None, chunk=None, steps=None, cfg=None, min_cfg=None,
+                     context_sigma=None, partitions=None, lookahead=None, context_overlap=None,
+                     cache_interval=None, seed=None) -> Problem | None:
+    """What is wrong with these settings; a value not known yet (None, e.g. a linked node input)
+    is skipped. ``auto`` is checked once it is resolved for the model (:func:`prepare_run`)."""
+    if mode is not None and mode not in MODES:
+        return Problem("mode", f"one of {', '.join(MODES)}", repr(mode))
+    for name, value, smallest, largest in (
+            ("frames", frames, 1, MAX_FRAMES), ("window", window, 1, None), ("chunk", chunk, 1, None),
+            ("steps", steps, 1, None), ("cfg", cfg, 0, None), ("min_cfg", min_cfg, 0, None),
+            ("context_sigma", context_sigma, 0, None), ("partitions", partitions, 1, None),
+            ("context_overlap", context_overlap, 0, None), ("cache_interval", cache_interval, 0, None),
+            ("seed", seed, 0, MAX_SEED)):
+        problem = range_problem(name, value, smallest, largest)
+        if problem:
+            return problem
+    if mode == PROGRESSIVE and None not in (window, chunk, steps):
+        problem = window_problem(window, chunk, steps)
+        if problem:
+            return problem
+        chunks = window // chunk
+        if partitions is not None and chunks % partitions:
+            options = [p for p in range(1, chunks + 1) if chunks % p == 0]
+            return Problem("partitions", f"a divisor of the window's {chunks} chunks (window {window} / chunk "
+                           f"{chunk}) so that every call holds whole chunks", partitions, f"use one of {options}")
+    if mode == CONTEXT_WINDOWS and None not in (window, chunk, context_overlap) and context_overlap >= window + chunk:
+        return Problem("context_overlap", f"fewer frames than the context window of window + chunk = {window + chunk}",
+                       context_overlap, f"use at most {window + chunk - 1}")
+    for name, value, used, off, fix in (
+            ("context_sigma", context_sigma, "context noise", "0", "set it to 0"),
+            ("partitions", partitions if partitions != 1 else None, "partitioning", "1", "set it to 1"),
+            ("lookahead", lookahead or None, "lookahead", "off", "turn it off")):
+        if value and mode not in (None, PROGRESSIVE, AUTO):
+            return Problem(name, f"{off} outside the progressive mode ({used} is for progressive only)",
+                           f"{value} with mode {mode!r}", f"{fix} or use progressive")
+    return None
+
+
+def model_problem(model: SVDModel, settings: SamplingSettings, prefix_frames: int = 0,
+                  keyframe_starts: Sequence[int] = (0,)) -> Problem | None:
+    """What this model cannot run: clips past what it was trained on or its ExVideo table holds,
+    keyframes past the end of the video."""
+    limit = model.max_frames
+    mode, frames = settings.mode, settings.frames
+    if mode in (FULL_SEQUENCE, CONTEXT_WINDOWS) and prefix_frames:
+        return Problem("mode", "progressive or a replacement mode to extend a video (a prefix is given)", mode,
+                       f"{mode} mode cannot extend a video: use the progressive or a replacement mode, or give no "
+                       "prefix")
+    if mode == FULL_SEQUENCE:
+        if frames > model.trained_frames:
+            what = (f"this ExVideo extension's frame-position table holds {limit} frames" if limit
+                    else f"plain SVD was trained on clips of {model.trained_frames} frames")
+            return Problem("frames", f"at most {model.trained_frames} in full_sequence mode, which denoises all "
+                           f"frames as one clip ({what})", frames,
+                           "use fewer frames, or the progressive mode for longer videos")
+    elif limit is not None and settings.frames_per_call > limit and (settings.partitions > 1 or settings.lookahead):
+        return Problem("window", f"at most {limit} frames per call (this ExVideo extension's frame-position table)",
+                       f"{settings.frames_per_call} frames per call with {settings.describe()}",
+                       "use a smaller window or more partitions")
+    elif limit is not None and settings.frames_per_call > limit:
+        window, chunk = settings.window, settings.chunk
+        return Problem("window", f"window + chunk <= {limit}, the frames this ExVideo extension's frame-position "
+                       f"table holds (the {mode} sampler shows the model window + chunk frames per call)",
+                       f"{window} + {chunk} = {window + chunk}", f"use window <= {limit - chunk} (a multiple of chunk)")
+    total = prefix_frames + frames
+    late = [start for start in keyframe_starts if start >= total]
+    if late:
+        return Problem("keyframe_starts", f"starts within the video's frames 0..{total - 1} ({prefix_frames} "
+                       f"prefix + {frames} new)", f"{late} past the end", "lower them or generate more frames")
+    return None
+
+
+def size_problem(width, height, multiple: int = SVD_SIZE_MULTIPLE, min_size: int | None = None,
+                 extended: bool = False) -> Problem | None:
+    """Width and height must be multiples of ``multiple`` (64 for SVD) and, for an ExVideo model,
+    at least ``min_size``."""
+    for name, value in (("width", width), ("height", height)):
+        if value is not None and value % multiple:
+            return Problem(name, f"a multiple of {multiple} (the VAE's downscale times the UNet's halvings; 64 "
+                           "for SVD)", value, f"use {nearest_multiples(value, multiple)}")
+    if min_size is not None and None not in (width, height) and min(width, height) < min_size:
+        what = "an ExVideo-extended model's 3-D convolution" if extended else "this model"
+        name = "width" if width < min_size else "height"
+        return Problem(name, f"width and height of at least {min_size} px for {what}", f"{width}x{height}",
+                       f"use width and height >= {min_size}")
+    return None
+
+
+def check_size(model: SVDModel, width: int, height: int) -> None:
+    raise_problem(size_problem(width, height, model.size_multiple, model.min_size, model.max_frames is not None))
+
+
+def check_settings(settings: SamplingSettings) -> None:
+    """Raise ValueError saying what to change unless the settings alone are possible."""
+    s = settings
+    raise_problem(settings_problem(s.mode, s.frames, s.window, s.chunk, s.steps, s.cfg, s.min_cfg, s.context_sigma,
+                            s.partitions, s.lookahead, s.context_overlap, s.cache_interval, s.seed))
+
+# ---------------------------------------------------------------------------------------------
+# A model file's recommended settings
+
+
+def recommended_settings(path) -> dict:
+    """Settings stored in a LongVid model file's metadata (:data:`DEFAULTS_KEY`), else SVD-XT's."""
+    from ..weights.checkpoint_io import open_tensors
+
+    path = Path(path)
+    if path.is_file() and path.suffix == ".safetensors":
+        meta = getattr(open_tensors(path), "metadata", {}) or {}
+        if DEFAULTS_KEY in meta:
+            return {**SVD_DEFAULTS, **json.loads(meta[DEFAULTS_KEY])}
+    return dict(SVD_DEFAULTS)
+
+
+__all__ = [
+    "AUTO",
+    "BUNDLED_MODEL",
+    "CONTEXT_WINDOWS",
+    "DEFAULTS_KEY",
+    "FULL_SEQUENCE",
+    "MAX_FRAMES",
+    "MAX_SEED",
+    "MODES",
+    "PROGRESSIVE",
+    "REPLACEMENT_WITHOUT_NOISE",
+    "REPLACEMENT_WITH_NOISE",
+    "SVD_DEFAULTS",
+    "SVD_SIZE_MULTIPLE",
+    "TRAINING_FREE",
+    "TRAINING_FREE_OPTIONS",
+    "SamplingSettings",
+    "Schedule",
+    "check_settings",
+    "check_size",
+    "model_problem",
+    "recommended_settings",
+    "resolve_auto",
+    "settings_problem",
+    "size_problem",
+    "training_free",
+    "with_schedule",
+]

@@ -1,0 +1,139 @@
+"""Autoregressive replacement sampling (PA-VDM Sec. 2.2): one window after another, each
+conditioned on the previous window's last frames, held clean (Eq. 5) or re-noised (Eq. 6).
+
+:func:`window_frames` (all noisy frames of a window at one sigma) is also the full-sequence
+walk: one window, no condition frames (:mod:`.full_sequence`).
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, Sequence
+
+import torch
+
+from ..progress import ProgressCallback
+from .guidance import DEFAULT_CFG, DEFAULT_MIN_CFG, Denoiser, linear_cfg_ramp
+from .keyframes import CondOverTime
+from .schedules import DEFAULT_CHUNK, DEFAULT_STEPS, DEFAULT_WINDOW
+from .step_rules import EULER, StepRule
+from .walk import CallProgress, SamplingPlan, Walk, collect_frames, count_new_frames, plan_cost
+
+# Replacement baselines at the progressive default's cost per call: 26 frames per window, of which
+# one chunk (2 frames) is the condition carried over from the previous window.
+DEFAULT_REPLACEMENT_WINDOW = DEFAULT_WINDOW + DEFAULT_CHUNK
+DEFAULT_CONDITION_FRAMES = DEFAULT_CHUNK
+
+
+def plan_replacement(
+    num_frames: int,
+    *,
+    window: int = DEFAULT_REPLACEMENT_WINDOW,
+    condition_frames: int = DEFAULT_CONDITION_FRAMES,
+    steps: int = DEFAULT_STEPS,
+    prefix_frames: int = 0,
+    step_rule: StepRule = EULER,
+) -> SamplingPlan:
+    """Cost of :func:`iter_replacement`: S calls per window of ``window`` frames.
+
+    The first window has ``min(E, P)`` condition frames from the prefix (none without one) and
+    fills the rest with new frames; every later window has E condition frames and ``window - E``
+    new frames (fewer in the last one).
+    """
+    new_frames = count_new_frames(num_frames, prefix_frames)
+    _check_replacement_window(window, condition_frames)
+    first_condition = min(condition_frames, prefix_frames)
+    first_new = min(window - first_condition, new_frames)
+    rest = new_frames - first_new
+    later_windows = -(-rest // (window - condition_frames))
+    evaluations = steps * (first_condition + first_new + rest + condition_frames * later_windows)
+    return plan_cost(steps * (1 + later_windows), evaluations, new_frames, steps, step_rule)
+
+
+def iter_replacement(
+    denoise: Denoiser,
+    cond: CondOverTime,
+    num_frames: int,
+    frame_shape: Sequence[int],
+    sigmas: torch.Tensor | None = None,
+    *,
+    window: int = DEFAULT_REPLACEMENT_WINDOW,
+    condition_frames: int = DEFAULT_CONDITION_FRAMES,
+    renoise_condition: bool = False,
+    seed: int = 0,
+    prefix: torch.Tensor | None = None,
+    cfg: float = DEFAULT_CFG,
+    min_cfg: float = DEFAULT_MIN_CFG,
+    clean_sigma: float | None = None,
+    callback: ProgressCallback | None = None,
+    step_rule: StepRule = EULER,
+    dtype: torch.dtype | None = None,
+    device=None,
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """Autoregressive replacement sampling (PA-VDM Sec. 2.2), one window at a time.
+
+    Each window of ``window`` frames starts with the last ``condition_frames`` (E) finished frames
+    (the prefix's for the first window; without a prefix the first window is plain full-sequence
+    sampling), then new noise; the noisy frames share one sigma. The condition frames are held
+    clean at ``clean_sigma`` (Eq. 5), or with ``renoise_condition`` re-noised to the current sigma
+    every step with fresh noise (Eq. 6; stream ``1 + window_index * S + i``).
+    """
+    walk = Walk.start(denoise, cond, frame_shape, sigmas, seed, dtype, device, prefix, step_rule)
+    _check_replacement_window(window, condition_frames)
+    prefix_tail, prefix_frames = walk.prefix_tail(prefix, condition_frames)
+    plan = plan_replacement(num_frames, window=window, condition_frames=condition_frames, steps=walk.steps,
+                            prefix_frames=prefix_frames, step_rule=step_rule)
+    walk.progress = CallProgress(callback, plan.denoiser_calls, plan.new_frames)
+    return window_frames(walk, num_frames, prefix_tail, prefix_frames, window=window,
+                          condition_frames=condition_frames, renoise_condition=renoise_condition, cfg=cfg,
+                          min_cfg=min_cfg, clean_sigma=walk.clean_level(clean_sigma))
+
+
+def sample_replacement(denoise: Denoiser, cond: CondOverTime, num_frames: int, frame_shape: Sequence[int],
+                       sigmas: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
+    """:func:`iter_replacement` collected into ``[B, N, 4, h, w]`` (prefix included, bit for bit)."""
+    frames = iter_replacement(denoise, cond, num_frames, frame_shape, sigmas, **kwargs)
+    return collect_frames(frames, num_frames, kwargs.get("prefix"))
+
+
+def window_frames(walk: "Walk", num_frames, condition, next_frame, *, window, condition_frames,
+                   renoise_condition, cfg, min_cfg, clean_sigma):
+    """The full-sequence and replacement walk: one window after another, all noisy frames of a
+    window at one sigma. ``condition``: clean frames in front, or None."""
+    window_index = 0
+    while next_frame < num_frames:
+        condition_count = 0 if condition is None else condition.shape[1]
+        new_count = min(window - condition_count, num_frames - next_frame)
+        first_frame = next_frame - condition_count
+        x = walk.levels[0] * walk.noise(range(next_frame, next_frame + new_count))
+        scales = linear_cfg_ramp(condition_count + new_count, min_cfg, cfg).tolist()
+        use_cfg = any(s != 1.0 for s in scales[condition_count:])
+        for i in range(walk.steps):
+            sigma, sigma_next = walk.levels[i], walk.levels[i + 1]
+            context, context_sigma = condition, [clean_sigma] * condition_count
+            if condition is not None and renoise_condition:
+                eps = walk.noise(range(first_frame, next_frame), stream=1 + window_index * walk.steps + i)
+                context, context_sigma = condition + sigma * eps, [sigma] * condition_count
+            x = walk.step(x, [sigma] * new_count, [sigma_next] * new_count, first_frame, context, context_sigma,
+                          scales if use_cfg else None)
+            del context
+            # Hand out a copy: x also seeds the next window's condition frames.
+            yield from walk.hand_out((next_frame, x.clone()) if i == walk.steps - 1 else None)
+        if condition_frames:
+            recent = x if condition is None else torch.cat([condition, x], dim=1)
+            condition = recent[:, -condition_frames:]
+        next_frame += new_count
+        window_index += 1
+
+
+def _check_replacement_window(window: int, condition_frames: int) -> None:
+    if not isinstance(window, int) or window < 2:
+        raise ValueError(f"window must be at least 2 frames (condition + new); got {window!r}")
+    if not isinstance(condition_frames, int) or not 1 <= condition_frames < window:
+        raise ValueError(
+            f"condition_frames must be between 1 and window - 1 = {window - 1} so that every window adds new "
+            f"frames; got {condition_frames!r}"
+        )
+
+
+__all__ = ["DEFAULT_CONDITION_FRAMES", "DEFAULT_REPLACEMENT_WINDOW", "iter_replacement", "plan_replacement",
+           "sample_replacement", "window_frames"]

@@ -1,0 +1,287 @@
+"""The window walk every sampling method shares, and the conventions they all keep.
+
+Every sampler is a pure function over ``denoise(x[B,F,4,h,w], sigma[B,F], cond) -> x0`` (the
+k-diffusion contract with a noise level per frame; ``cond`` an :class:`SVDCond` of batch B). A
+method (one file each: :mod:`.progressive`, :mod:`.replacement`, :mod:`.full_sequence`,
+:mod:`.context_windows`) decides which frames one call holds at which sigma; :class:`Walk` does
+the rest of a call (conditioning over time, guidance, the step rule, progress and cancel), so a
+new method is a new generator over a :class:`Walk` and a new step rule a function in
+:mod:`.step_rules`; neither edits this file.
+
+Shared conventions:
+
+- ``iter_*`` yield finished ``(frame_index, latent[B,4,h,w])`` and hold nothing that grows with
+  the video; ``sample_*`` collect them into ``[B, N, 4, h, w]`` (:func:`collect_frames`);
+  ``plan_*`` give the exact call count before starting. ``callback`` gets a
+  :class:`~longvid_core.progress.Progress` after every call; returning ``False`` raises
+  :class:`~longvid_core.progress.Cancelled` after the frames that call finished have been yielded.
+- ``num_frames`` counts a given ``prefix`` (frames ``0..P-1``); only frames ``P..N-1`` are new.
+- Start noise of frame k is ``sigmas[0] * frame_noise(seed, k)`` whatever the sampler or window.
+- Guidance per frame (:func:`~.guidance.guided_denoise`), on SVD's ``VideoLinearCFGGuidance`` ramp
+  (:func:`~.guidance.linear_cfg_ramp`): ``min_cfg`` at the window front, ``cfg`` at the back.
+- Clean frames that sit in a window only as context go in at ``clean_sigma`` (default the
+  schedule's smallest positive sigma: the model takes ln(sigma)); their predictions are discarded.
+- ``cond`` is one :class:`SVDCond`, or keyframes (:mod:`.keyframes`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import torch
+
+from ..progress import SAMPLING, Cancelled, Progress, report
+from ..shapes import check_latents
+from .guidance import guided_denoise
+from .keyframes import KeyframeConds
+from .schedules import DEFAULT_STEPS, check_sigmas, get_sigmas_karras
+from .step_rules import StepRule
+
+_MASK64 = (1 << 64) - 1
+
+
+@dataclass(frozen=True)
+class SamplingPlan:
+    """Cost of a sampling run, known before it starts.
+
+    ``denoiser_calls``: calls of ``denoise`` (a guided call is one batched call).
+    ``frame_evaluations``: latent frames passed to the model summed over calls, per batch item and
+    not doubled by guidance. ``new_frames``: frames generated (prefix excluded).
+    """
+
+    denoiser_calls: int
+    frame_evaluations: int
+    new_frames: int
+    steps: int
+
+    @property
+    def evaluations_per_frame(self) -> float:
+        return self.frame_evaluations / self.new_frames
+
+
+def plan_cost(steps_taken: int, frame_evaluations: int, new_frames: int, steps: int, rule: StepRule) -> SamplingPlan:
+    return SamplingPlan(steps_taken * rule.model_calls, frame_evaluations * rule.model_calls, new_frames, steps)
+
+
+def frame_noise(
+    seed: int,
+    frame_index: int,
+    shape: Sequence[int],
+    *,
+    stream: int = 0,
+    dtype: torch.dtype = torch.float32,
+    device=None,
+) -> torch.Tensor:
+    """Standard normal noise for one latent frame ``shape = (B, 4, h, w)``, a function of ``(seed,
+    stream, frame_index)`` only. Stream 0 is the start noise; other streams are noise drawn while
+    sampling. Drawn on the CPU so that the numbers do not depend on the device."""
+    generator = torch.Generator(device="cpu").manual_seed(_mix64(seed, stream, frame_index))
+    noise = torch.randn(tuple(shape), generator=generator, dtype=torch.float32)
+    return noise.to(device=device, dtype=dtype)
+
+
+def _mix64(*values: int) -> int:
+    """SplitMix64 over the values: a 64-bit generator seed for each distinct tuple."""
+    state = 0
+    for value in values:
+        state = (state + (int(value) & _MASK64) + 0x9E3779B97F4A7C15) & _MASK64
+        z = state
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+        state = z ^ (z >> 31)
+    return state
+
+
+def collect_frames(
+    frames: Iterable[tuple[int, torch.Tensor]], num_frames: int, prefix: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Collect a sampler's ``(frame_index, latent[B,4,h,w])`` stream into ``[B, N, 4, h, w]``.
+
+    With a ``prefix`` ``[B, P, 4, h, w]`` its frames are copied unchanged into ``0..P-1``; the
+    stream must then deliver exactly frames ``P..N-1``.
+    """
+    prefix_frames = 0 if prefix is None else prefix.shape[1]
+    out = None
+    expected = prefix_frames
+    for index, latent in frames:
+        if index != expected:
+            raise ValueError(f"expected frame {expected} next from the sampler; got frame {index}")
+        if out is None:
+            out = latent.new_empty((latent.shape[0], num_frames, *latent.shape[1:]))
+            if prefix is not None:
+                out[:, :prefix_frames] = prefix.to(device=out.device, dtype=out.dtype)
+        out[:, index] = latent
+        expected += 1
+    if expected != num_frames:
+        raise ValueError(f"the sampler delivered frames up to {expected - 1}; expected up to {num_frames - 1}")
+    return out
+
+
+class CallProgress:
+    """Counts calls and finished frames, informs the callback, remembers a cancel request."""
+
+    def __init__(self, callback, calls_total: int, frames_total: int):
+        self.callback = callback
+        self.calls_total = calls_total
+        self.frames_total = frames_total
+        self.calls_done = 0
+        self.frames_done = 0
+
+    def report(self, finished: tuple[int, torch.Tensor] | None) -> bool:
+        """Account for one denoiser call (and the frames ``(first_index, [B, n, ...])`` it finished);
+        True when the callback asks to stop."""
+        self.calls_done += 1
+        newest_index = newest = None
+        if finished is not None:
+            first_index, frames = finished
+            self.frames_done += frames.shape[1]
+            newest_index, newest = first_index + frames.shape[1] - 1, frames[:, -1]
+        return report(self.callback, Progress(SAMPLING, self.calls_done, self.calls_total, self.frames_done,
+                                              self.frames_total, newest_index, newest))
+
+    def cancelled(self) -> Cancelled:
+        return Cancelled(SAMPLING, self.calls_done, self.frames_done)
+
+
+class Walk:
+    """What every window walk shares: the denoiser, the conditioning over time, the schedule, the
+    frame noise, the step rule and the progress count."""
+
+    def __init__(self, denoise, conds, sigmas, frame_shape, seed, dtype, device, step_rule):
+        self.denoise = denoise
+        self.conds = conds
+        self.sigmas = sigmas
+        self.levels = sigmas.tolist()  # python floats: the exact schedule entries
+        self.steps = len(self.levels) - 1
+        self.frame_shape = frame_shape
+        self.seed = seed
+        self.dtype = dtype
+        self.device = device
+        self.step_rule = step_rule
+        self.progress: CallProgress | None = None
+        self._unreported = False  # a call made but not yet reported
+
+    @classmethod
+    def start(cls, denoise, cond, frame_shape, sigmas, seed, dtype, device, prefix, step_rule) -> "Walk":
+        """Check the common arguments (before any call) and set up the walk."""
+        sigmas = _prepare_sigmas(sigmas, device)
+        check_sigmas(sigmas)
+        frame_shape = _check_frame_shape(frame_shape)
+        if dtype is None:
+            dtype = prefix.dtype if prefix is not None else torch.float32
+        if device is None:
+            device = prefix.device if prefix is not None else torch.device("cpu")
+        return cls(denoise, KeyframeConds(cond), sigmas, frame_shape, seed, dtype, torch.device(device), step_rule)
+
+    def noise(self, frames: range, stream: int = 0) -> torch.Tensor:
+        """``frame_noise`` of the given frames, ``[B, n, 4, h, w]``."""
+        batch, rest = self.frame_shape[0], self.frame_shape[1:]
+        if not len(frames):
+            return torch.empty((batch, 0, *rest), dtype=self.dtype, device=self.device)
+        return torch.stack([frame_noise(self.seed, k, self.frame_shape, stream=stream, dtype=self.dtype,
+                                        device=self.device) for k in frames], dim=1)
+
+    def step(self, noisy, sigma: list[float], sigma_next: list[float], first_frame: int, context=None,
+             context_sigma: Sequence[float] = (), scales: list[float] | None = None) -> torch.Tensor:
+        """Move ``noisy`` (video frames from ``first_frame + len(context)``) one step, ``sigma`` ->
+        ``sigma_next`` per frame, by the step rule. The model also sees ``context`` in front at
+        ``context_sigma``; its predictions are discarded. ``scales``: guidance per window frame."""
+        count = 0 if context is None else context.shape[1]
+        cond = self.conds.for_frames(first_frame, count + noisy.shape[1])
+        cfg_scales = None if scales is None else torch.tensor(scales, dtype=torch.float64)
+        front = self._values(context_sigma)
+        batch = noisy.shape[0]
+
+        def model(x: torch.Tensor, x_sigma: torch.Tensor) -> torch.Tensor:
+            window = x if context is None else torch.cat([context, x], dim=1)
+            frame_sigma = torch.cat([front, x_sigma]).expand(batch, -1).contiguous()
+            return self.call(window, frame_sigma, cond, cfg_scales, first_frame)[:, count:]
+
+        return self.step_rule.step(model, noisy, self._values(sigma), self._values(sigma_next))
+
+    def call(self, x, sigma, cond, cfg_scales, first_frame: int):
+        """One (guided) denoiser call on the video frames from ``first_frame``. The call before it
+        is reported first, so a cancel asked for there stops before this one; the last call of a
+        step is reported by :meth:`hand_out`. A denoiser with a ``window`` method (a caching one,
+        :mod:`longvid_core.sampling.step_cache`) is told which frames the call holds."""
+        if self._unreported:
+            self._unreported = False
+            if self.progress.report(None):
+                raise self.progress.cancelled()
+        if hasattr(self.denoise, "window"):
+            self.denoise.window(first_frame, x.shape[1])
+        out = guided_denoise(self.denoise, x, sigma, cond, cfg_scales)
+        self._unreported = True
+        return out
+
+    def hand_out(self, finished: tuple[int, torch.Tensor] | None):
+        """After a step: report its last call, yield the frames it finished, then stop if asked to."""
+        self._unreported = False
+        cancelled = self.progress.report(finished)
+        if finished is not None:
+            first_index, frames = finished
+            for i in range(frames.shape[1]):
+                yield first_index + i, frames[:, i]
+        if cancelled:
+            raise self.progress.cancelled()
+
+    def clean_level(self, clean_sigma: float | None) -> float:
+        """The sigma clean context frames go in at: ``clean_sigma``, or the smallest positive one."""
+        return self.sigmas[-2].item() if clean_sigma is None else positive_sigma("clean_sigma", clean_sigma)
+
+    def prefix_tail(self, prefix, keep: int):
+        """The last ``keep`` prefix frames (a copy: the caller's tensor is never touched) and P."""
+        if prefix is None:
+            return None, 0
+        batch, frames = check_latents(prefix, "prefix")
+        frame_shape = self.frame_shape
+        if (batch, *prefix.shape[2:]) != tuple(frame_shape):
+            raise ValueError(
+                f"prefix: expected frames of shape {tuple(frame_shape)} (frame_shape), i.e. "
+                f"[{frame_shape[0]}, P, {', '.join(map(str, frame_shape[1:]))}]; found {list(prefix.shape)}"
+            )
+        if frames == 0:
+            return None, 0
+        return prefix[:, -keep:].to(device=self.device, dtype=self.dtype, copy=True), frames
+
+    def _values(self, values: Sequence[float]) -> torch.Tensor:
+        # built from sigmas.tolist() values, so the model sees exactly the schedule's entries
+        return torch.tensor(list(values), dtype=self.sigmas.dtype, device=self.sigmas.device)
+
+
+def _prepare_sigmas(sigmas, device) -> torch.Tensor:
+    if sigmas is None:
+        sigmas = get_sigmas_karras(DEFAULT_STEPS)
+    return sigmas.to(device) if device is not None and isinstance(sigmas, torch.Tensor) else sigmas
+
+
+def positive_sigma(name: str, value: float) -> float:
+    if not value > 0:
+        raise ValueError(f"{name} must be > 0 (the model takes ln(sigma)); got {value}")
+    return float(value)
+
+
+def _check_frame_shape(frame_shape) -> tuple[int, ...]:
+    shape = tuple(frame_shape) if isinstance(frame_shape, (tuple, list, torch.Size)) else None
+    if shape is None or len(shape) != 4 or not all(isinstance(s, int) and s > 0 for s in shape):
+        raise ValueError(
+            f"frame_shape: expected (batch, channels, height, width) of one latent frame, e.g. (1, 4, 72, 128); "
+            f"got {frame_shape!r}"
+        )
+    return shape
+
+
+def count_new_frames(num_frames, prefix_frames: int) -> int:
+    if not isinstance(num_frames, int) or num_frames < 1:
+        raise ValueError(f"num_frames must be a whole number >= 1; got {num_frames!r}")
+    if num_frames <= prefix_frames:
+        raise ValueError(
+            f"num_frames ({num_frames}) is the length of the whole output video including the {prefix_frames} "
+            f"prefix frames; it must exceed {prefix_frames} to generate anything"
+        )
+    return num_frames - prefix_frames
+
+
+__all__ = ["CallProgress", "SamplingPlan", "Walk", "collect_frames", "count_new_frames", "frame_noise", "plan_cost",
+           "positive_sigma"]
