@@ -1,6 +1,6 @@
 """The project's layout: no import circle anywhere (lazy imports included), longvid_core's rooms
 import only the rooms below them, one file per sampling method with the step rules and the walk
-apart."""
+apart, and no engine or trainer file over 450 lines."""
 
 import ast
 import re
@@ -11,6 +11,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 TOP_LEVEL = ("longvid_core", "nodes", "training", "tests", "tools", "bench")
 PACK = "<pack>"  # the repository's own __init__.py: the package ComfyUI imports
+MAX_LINES = 450
 
 # What each room of longvid_core may import (besides itself), lowest first. The shared words are
 # the modules at the top of the package (problems, shapes, progress) and import none of the rooms.
@@ -155,7 +156,14 @@ def test_each_room_says_what_lives_there_and_what_it_may_import(room):
         assert all(other in doc for other in MAY_IMPORT[room] - {WORDS}), (room, doc)
 
 
-# ----------------------------------------------------------------------------------- sampling
+# ----------------------------------------------------------------------------------- sizes and rooms
+
+
+def test_no_engine_or_trainer_file_is_over_450_lines():
+    long = {str(path.relative_to(REPO)): n for folder in ("longvid_core", "training")
+            for path in (REPO / folder).rglob("*.py")
+            if (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_LINES}
+    assert not long, long
 
 
 def test_one_file_per_sampling_method_and_the_step_rule_apart_from_the_walk(graph):

@@ -1,4 +1,4 @@
-"""training/memory.py: the memory measurement at the tiny config, the fit, the prediction, and
+"""training/memory/: the memory measurement at the tiny config, the fit, the prediction, and
 train.py --estimate-memory."""
 
 from __future__ import annotations
@@ -174,7 +174,7 @@ def test_lora_without_peft_trains_the_same_tensors(monkeypatch):
     with_peft_or_not, trained = memory.build_unet(plan.config, "lora", plan.exvideo_frames)
     monkeypatch.setitem(sys.modules, "peft", None)  # import peft now fails: the minimal adapter is used
     minimal, minimal_trained = memory.build_unet(plan.config, "lora", plan.exvideo_frames)
-    assert memory._lora_backend(minimal) == "minimal"
+    assert memory.lora_backend(minimal) == "minimal"
     shapes = sorted(tuple(p.shape) for p in minimal_trained.values())
     assert shapes == sorted(tuple(p.shape) for p in trained.values())
     assert sum(p.numel() for p in minimal_trained.values()) == memory.lora_parameter_count(minimal, memory.LORA_RANK)

@@ -29,7 +29,7 @@ from longvid_core.weights.checkpoint_io import open_tensors
 from longvid_core.weights.loading import sgm_state_dict
 from longvid_core.weights.trained_for import TrainedFor
 from tests.tiny import write_training_data
-from training import checkpointing, train
+from training import checkpoint_contents, checkpointing, train
 from training.checkpointing import CHECKPOINTS, LATEST, PAUSE_ENV, PAUSED_MARKER
 from training.smoke import smoke_args
 
@@ -234,7 +234,7 @@ def test_two_processes_agree_and_a_kill_during_save_leaves_the_previous_checkpoi
     assert (state["world_size"], state["step"]) == (2, 1)
     hashes = [(previous / "trainer_state" / "weight_hash" / f"rank{rank}.txt").read_text() for rank in (0, 1)]
     assert hashes[0] == hashes[1]
-    assert hashes[0].strip() != checkpointing.weight_hash(_fresh_extension_parameters(dataset[1]))  # it did train
+    assert hashes[0].strip() != checkpoint_contents.weight_hash(_fresh_extension_parameters(dataset[1]))  # it did train
     load_svd(dataset[1], extension=previous / "extension.safetensors")
 
     # resuming (here with one process) finishes the interrupted step and clears the staging folder

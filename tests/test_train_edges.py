@@ -392,30 +392,30 @@ def test_clips_are_read_by_seeking_with_the_frames_of_a_read_from_the_start(tmp_
     import av
     import torch
 
-    from training import data
+    from training import pixels
 
     video = write_synthetic_video(tmp_path / f"long{suffix}", frames=60, height=32, width=40, keyframe_interval=8)
     with av.open(str(video)) as container:
-        every = [data.fit_frame(f.to_ndarray(format="rgb24"), 16, 16) for f in container.decode(video=0)]
+        every = [pixels.fit_frame(f.to_ndarray(format="rgb24"), 16, 16) for f in container.decode(video=0)]
     assert len(every) == 60
     decoded = []
-    real = data._decode
+    real = pixels._decode
 
     def counting(container, stream):
         for frame in real(container, stream):
             decoded.append(frame.pts)
             yield frame
 
-    monkeypatch.setattr(data, "_decode", counting)
+    monkeypatch.setattr(pixels, "_decode", counting)
     for start, frames, stride in [(0, 4, 1), (29, 4, 1), (41, 5, 3), (52, 4, 2), (56, 4, 1)]:
         decoded.clear()
-        clip = data.read_clip(video, start, frames, stride, 16, 16)
+        clip = pixels.read_clip(video, start, frames, stride, 16, 16)
         expected = torch.stack(every[start:start + (frames - 1) * stride + 1:stride])
         assert torch.equal(clip, expected), (start, frames, stride)
         span = (frames - 1) * stride + 1
         assert len(decoded) <= 8 + span + 2, (start, len(decoded))  # one keyframe interval, the clip, a little lag
-    with pytest.raises(data.VideoError, match="too short"):
-        data.read_clip(video, 58, 4, 1, 16, 16)
+    with pytest.raises(pixels.VideoError, match="too short"):
+        pixels.read_clip(video, 58, 4, 1, 16, 16)
 
 
 def test_lora_rank_and_targets_can_never_change_on_a_resume():

@@ -15,7 +15,7 @@ from longvid_core.networks.conditioning import SVDCond
 from longvid_core.networks.denoiser import edm_preconditioning
 from longvid_core.networks.losses import edm_denoising_loss, loss_weight
 from longvid_core.sampling.schedules import INITIALIZATION, ROLLING, TERMINATION, get_sigmas_karras, progressive_table
-from training import checkpointing, data
+from training import checkpointing, data, pixels
 from training.latent_cache import LatentCache
 from training.noise_levels import EXVIDEO_GRID_STEPS, ProgressiveLevels, level_to_sigma, sample_sigmas
 from training.smoke import write_synthetic_video
@@ -300,17 +300,17 @@ def test_clip_pixels_order_and_motion(tmp_path):
     from training.smoke import synthetic_frames
 
     path = write_synthetic_video(tmp_path / "v.mov", frames=12, height=32, width=48, seed=2)
-    clip = data.read_clip(path, start=2, frames=3, stride=3, height=16, width=16)
+    clip = pixels.read_clip(path, start=2, frames=3, stride=3, height=16, width=16)
     assert clip.shape == (3, 16, 16, 3)
-    source = data.read_clip(path, start=0, frames=12, stride=1, height=32, width=48)
-    assert torch.equal(data.read_clip(path, 2, 3, 3, 32, 48), source[[2, 5, 8]])
+    source = pixels.read_clip(path, start=0, frames=12, stride=1, height=32, width=48)
+    assert torch.equal(pixels.read_clip(path, 2, 3, 3, 32, 48), source[[2, 5, 8]])
     # H.264 at this size is lossy, but the decoded frames follow the written ones
     written = torch.from_numpy(synthetic_frames(12, 32, 48, seed=2)).float()
     assert (source.float() - written).abs().mean() < 12
     still = clip[:1].expand(5, -1, -1, -1)
-    assert data.motion_score(still) == 0.0 and data.motion_bucket_from_score(0.0) == 0
-    assert data.motion_bucket_from_score(data.motion_score(source)) > 0
-    assert data.motion_bucket_from_score(1.0) == 127
+    assert pixels.motion_score(still) == 0.0 and pixels.motion_bucket_from_score(0.0) == 0
+    assert pixels.motion_bucket_from_score(pixels.motion_score(source)) > 0
+    assert pixels.motion_bucket_from_score(1.0) == 127
 
 
 def test_fixed_clip_coverage_counts_the_clips_and_source_frames_a_cached_run_can_see(tmp_path):
@@ -355,7 +355,7 @@ def test_condition_frame_picks_the_picture_each_clip_is_conditioned_on_and_the_c
                                condition_frame=condition_frame)
     samples = sorted((dataset[g] for g in range(3)), key=lambda s: s.start)
     assert [s.start for s in samples] == [0, 4, 8]
-    video_first = data.read_clip(path, 0, 1, 1, 16, 16)[0]
+    video_first = pixels.read_clip(path, 0, 1, 1, 16, 16)[0]
     for sample in samples:
         expected = video_first if condition_frame == "video" else sample.pixels[0]
         assert torch.equal(sample.condition_frame, expected)

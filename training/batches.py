@@ -37,7 +37,7 @@ class Batch:
 
 def conditioning_values(config: TrainConfig, fps: float, score: float) -> tuple[int, int]:
     """SVD's fps and motion bucket conditioning for a clip (fixed, or measured from the clip)."""
-    from training.data import motion_bucket_from_score
+    from training.pixels import motion_bucket_from_score
 
     fps_id = config.fps if config.fps >= 0 else max(1, round(fps))
     bucket = config.motion_bucket_id if config.motion_bucket_id >= 0 else motion_bucket_from_score(score)
@@ -200,17 +200,17 @@ def drop_conditioning(cond, fraction: float, generator):
 
 def held_out_batch(model, config: TrainConfig, dataset, device) -> Batch:
     """The first clip (from frame 0) of the first videos that decode: a fixed batch for ``fixed_eval_loss``."""
-    from training import data
+    from training import data, pixels as frames_io
 
     samples = []
     for number, video in enumerate(dataset.videos):
         try:
-            pixels = data.read_clip(video.path, 0, dataset.spec.frames, config.frame_stride, config.height,
+            pixels = frames_io.read_clip(video.path, 0, dataset.spec.frames, config.frame_stride, config.height,
                                     config.width)
         except data.VideoError:
             continue
         samples.append(data.ClipSample(-1 - number, str(video.path), 0, video.fps / config.frame_stride,
-                                       data.motion_score(pixels), pixels=pixels))
+                                       frames_io.motion_score(pixels), pixels=pixels))
         if len(samples) == config.batch_size:
             return video_batch(model, config, samples, None, device, -1)
     raise ValueError(f"--eval-every: fewer than {config.batch_size} videos decode from frame 0")

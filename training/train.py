@@ -39,7 +39,7 @@ if __package__ in (None, ""):  # run as a file: make the repository importable
 # light modules only (torch is imported inside functions), so that --help answers at once
 from training import checkpointing  # noqa: E402
 from training.batches import Batch, batch_loss, fixed_eval_loss, held_out_batch, still_batch, video_batch  # noqa: E402
-from training.checkpointing import Progress, load_checkpoint, save_checkpoint  # noqa: E402
+from training.checkpoint_contents import Progress, load_checkpoint, save_checkpoint  # noqa: E402
 from training.config import TrainConfig, parse_config  # noqa: E402
 from training.lr_schedule import make_lr_scheduler, step_learning_rate  # noqa: E402
 from training.progress_bar import make_progress_bar, progress_bar_wanted, show_loss  # noqa: E402
@@ -123,7 +123,7 @@ def prepare_data(config: TrainConfig, accelerator, log: Log):
     """Index the videos on the main process (reporting and skipping bad ones), share the index."""
     from accelerate.utils import broadcast_object_list
 
-    from training import data
+    from training import data, pixels
     from training.latent_cache import LatentCache
 
     frames = config.clip_frames()
@@ -170,7 +170,7 @@ def prepare_data(config: TrainConfig, accelerator, log: Log):
                  f"{config.clips_per_video}) use {covered} of {total} source frames ({100 * covered / total:.0f}%); "
                  f"{config.max_steps} steps see each clip about {visits:.0f} times"
                  + (" (raise --clips-per-video or add videos to see more of them)" if covered < total / 2 else ""))
-    images = data.find_images(config.image_dir) if config.image_dir and config.image_batch_fraction > 0 else None
+    images = pixels.find_images(config.image_dir) if config.image_dir and config.image_batch_fraction > 0 else None
     return dataset, cache, images
 
 

@@ -68,7 +68,7 @@ class LongVidUNet(UNetSpatioTemporalConditionModel):
         """diffusers' checkpointing, plus the temporal transformer blocks: diffusers' own
         TransformerSpatioTemporalModel checkpoints only its spatial blocks, so training SVD's
         weights (LoRA, full) kept the temporal blocks' activations, about 5x what ExVideo's
-        blocks (which checkpoint both) keep per latent pixel x frame (training/memory.py)."""
+        blocks (which checkpoint both) keep per latent pixel x frame (training/memory/)."""
         super().enable_gradient_checkpointing(*args, **kwargs)
         for module in self.modules():
             if type(module) is TransformerSpatioTemporalModel:  # ExVideo's subclass does its own
