@@ -1,6 +1,6 @@
 """The project's layout: no import circle anywhere (lazy imports included), longvid_core's rooms
 import only the rooms below them, one file per sampling method with the step rules and the walk
-apart, and no engine or trainer file over 450 lines."""
+apart, no engine or trainer file over 450 lines, and no document naming a path that is gone."""
 
 import ast
 import re
@@ -182,3 +182,55 @@ def test_one_file_per_sampling_method_and_the_step_rule_apart_from_the_walk(grap
     assert not {m for m in graph["longvid_core.sampling.step_rules"] if m.startswith("longvid_core")}
     walk = (sampling / "walk.py").read_text(encoding="utf-8")
     assert "def euler_step" not in walk and "EULER" not in walk
+
+
+# ----------------------------------------------------------------------------------- documents
+
+# a path in a document: a known top-level folder or file, then path characters
+PATH = re.compile(r"(?<![\w./-])((?:longvid_core|nodes|training|tests|tools|bench|docs|example_workflows)"
+                  r"/[\w./-]*\w|README\.md|pyproject\.toml)")
+DOTTED = re.compile(r"(?<![\w./])((?:longvid_core|training|nodes)(?:\.\w+)+)")
+IMPORT = re.compile(r"^from ((?:longvid_core|training|nodes)[\w.]*) import ([\w, ]+)$", re.M)
+
+
+def documents():
+    return [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")), *sorted((REPO / "tools").rglob("*.md")),
+            *sorted((REPO / "bench").glob("*.md"))]
+
+
+def resolves(dotted: str) -> bool:
+    """A module, or a name defined in one (``longvid_core.run.pipeline.prepare_run``)."""
+    parts = dotted.split(".")
+    for cut in range(len(parts), 0, -1):
+        if is_module(".".join(parts[:cut])):
+            if cut == len(parts):
+                return True
+            import importlib
+
+            try:
+                value = importlib.import_module(".".join(parts[:cut]))
+                for attribute in parts[cut:]:
+                    value = getattr(value, attribute)
+            except (ImportError, AttributeError):
+                return False
+            return True
+    return False
+
+
+def test_the_readme_and_the_docs_name_no_path_that_is_gone():
+    gone = []
+    for document in documents():
+        text = document.read_text(encoding="utf-8")
+        for path in set(PATH.findall(text)):
+            path = path.rstrip(".")
+            if "*" in path or "<" in path or "{" in path:
+                continue
+            if not (REPO / path).exists():
+                gone.append(f"{document.name}: {path}")
+        for dotted in set(DOTTED.findall(text)):
+            if not dotted.endswith(".md") and not resolves(dotted.rstrip(".")):  # training.md: a link
+                gone.append(f"{document.name}: {dotted}")
+        for module, names in IMPORT.findall(text):  # the examples' imports
+            gone += [f"{document.name}: from {module} import {name}" for name in names.split(", ")
+                     if not resolves(f"{module}.{name.strip()}")]
+    assert not gone, gone
