@@ -9,9 +9,10 @@ raise its own exception (ComfyUI's interrupt) to stop at once.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-import torch
+if TYPE_CHECKING:  # annotations only: the command line's --help imports this before torch
+    import torch
 
 SAMPLING = "sampling"  # unit: denoiser calls
 DECODING = "decoding"  # unit: decoded frames

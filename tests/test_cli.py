@@ -118,3 +118,18 @@ def test_prompt_makes_the_first_frame_with_the_t2i_model(tmp_path, tiny_t2i):
     assert (load_image(saved) - first).abs().max() <= 1 / 255 + 1e-6
 
 
+
+
+@pytest.mark.parametrize("argv, code", [(["--help"], 0), (["generate", "--help"], 0),
+                                        (["generate", "--frames", "abc"], 2), (["generate", "--mode", "bogus"], 2)])
+def test_help_and_flag_errors_answer_before_torch_loads(argv, code):
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "longvid_core", *argv], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == code, done.stderr[-2000:]
+    imported = {line.split("|")[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
+    assert "longvid_core.run.cli" in imported
+    heavy = {"torch", "diffusers", "transformers", "safetensors", "numpy", "av", "PIL"} & imported
+    assert not heavy, heavy
+    if code:
+        said = [line for line in done.stderr.splitlines() if not line.startswith("import time:")]
+        assert len(said) == 1 and said[0].startswith("longvid: error: --"), said

@@ -44,8 +44,6 @@ METADATA_NAMES = ("metadata.json", "metadata.csv")
 DEFAULT_FPS = 30.0  # when a file states no frame rate
 
 
-
-
 @dataclass(frozen=True)
 class VideoEntry:
     path: Path

@@ -27,7 +27,6 @@ MOTION_BUCKET_KNOTS = (
 )
 
 
-
 def fit_frame(rgb: np.ndarray, height: int, width: int) -> torch.Tensor:
     """``uint8 [H, W, 3]`` -> ``uint8 [height, width, 3]`` by the nodes' fitting rule
     (:func:`longvid_core.run.frames.cover_crop`: centre crop to the aspect ratio, then resize)."""

@@ -19,7 +19,7 @@ from ..problems import InputError, Problem, raise_problem
 from ..progress import SAMPLING
 from .cli_inputs import (EXIT_USER_ERROR, PROG, ArgumentParser, check_generate_args, error_line, load_model,
                          model_files, number, resolved_device, resolved_dtype, t2i_model_problem)
-from .pipeline import AUTO, BUNDLED_MODEL, MAX_FRAMES, MAX_SEED, MODES, recommended_settings
+from .modes import AUTO, MAX_FRAMES, MAX_SEED, MODES
 
 EXIT_INTERRUPTED = 130  # the shell's status for a command stopped by Ctrl-C (128 + SIGINT)
 
@@ -88,6 +88,7 @@ def synthetic_first_frame(seed: int, width: int, height: int):
 
     return render(random_scene(seed, height, width), 1)
 
+
 def _png_writer(folder: Path):
     from PIL import Image
 
@@ -100,6 +101,7 @@ def _png_writer(folder: Path):
 
     return save
 
+
 def generate(args) -> int:
     import torch
 
@@ -107,14 +109,14 @@ def generate(args) -> int:
     from . import pipeline
     from .inputs import model_file_problem
 
-    svd_path = Path(args.svd) if args.svd else BUNDLED_MODEL
+    svd_path = Path(args.svd) if args.svd else pipeline.BUNDLED_MODEL
     for name, path, kind in model_files(args, svd_path):
         problem = model_file_problem(path, kind, name)
         if problem and not args.svd and kind == "svd":
             problem = Problem("--svd", problem.expected, f"{problem.found} (the bundled small model is missing: see "
                               "tools/small_model/README.md)")
         raise_problem(problem)
-    settings = recommended_settings(svd_path)
+    settings = pipeline.recommended_settings(svd_path)
     for key in settings:
         value = getattr(args, key, None)
         if value is not None:
@@ -271,10 +273,10 @@ def _terminate(signum, frame):
 def main(argv=None) -> int:
     """Run a subcommand. A user error is one line on stderr and exit 2; an interruption (Ctrl-C,
     SIGTERM) says what was kept and exits 130; anything else is a bug and keeps its traceback."""
+    args = build_parser().parse_args(argv)  # --help and a bad flag answer here, before torch loads
     from ..networks.nonfinite import NonFiniteError
     from ..weights.checkpoint_io import CheckpointError
 
-    args = build_parser().parse_args(argv)
     try:
         previous = signal.signal(signal.SIGTERM, _terminate)
     except ValueError:  # not the main thread: leave signals alone

@@ -79,11 +79,13 @@ def number(kind=float, smallest=None, largest=None):
     parse.__name__ = kind.__name__
     return parse
 
+
 def t2i_model_problem(folder) -> Problem | None:
     """``--t2i-model`` must be a local diffusers folder: nothing is downloaded."""
     if (Path(folder) / "model_index.json").is_file():
         return None
     return Problem("--t2i-model", "a local diffusers folder (with model_index.json)", describe_path(folder))
+
 
 def check_generate_args(args, settings: dict, sampling) -> None:
     """Every input of ``generate`` that can be judged without the model, before anything loads:

@@ -147,6 +147,7 @@ class GenerationRun:
                                          renoise_condition=s.mode == REPLACEMENT_WITH_NOISE, prefix=self.prefix,
                                          **common)
 
+
 def plan_sampling(settings: SamplingSettings, prefix_frames: int = 0) -> sampling.SamplingPlan:
     """The exact cost of sampling with checked ``settings``."""
     s, total = settings, prefix_frames + settings.frames

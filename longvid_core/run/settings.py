@@ -20,36 +20,11 @@ from ..problems import Problem, range_problem, raise_problem
 from ..sampling.guidance import DEFAULT_CFG, DEFAULT_MIN_CFG
 from ..sampling.schedules import DEFAULT_CHUNK, DEFAULT_STEPS, DEFAULT_WINDOW, window_problem
 from ..shapes import nearest_multiples
+from .modes import (AUTO, CONTEXT_WINDOWS, FULL_SEQUENCE, MAX_FRAMES, MAX_SEED, MODES, PROGRESSIVE,
+                    REPLACEMENT_WITH_NOISE, REPLACEMENT_WITHOUT_NOISE, TRAINING_FREE, TRAINING_FREE_OPTIONS)
 
 if TYPE_CHECKING:
     from ..networks.model import SVDModel
-
-AUTO = "auto"
-PROGRESSIVE = "progressive"
-CONTEXT_WINDOWS = "context_windows"
-FULL_SEQUENCE = "full_sequence"
-REPLACEMENT_WITHOUT_NOISE = "replacement_without_noise"
-REPLACEMENT_WITH_NOISE = "replacement_with_noise"
-MODES = (AUTO, PROGRESSIVE, CONTEXT_WINDOWS, FULL_SEQUENCE, REPLACEMENT_WITHOUT_NOISE, REPLACEMENT_WITH_NOISE)
-# Training-free settings for weights trained with one noise level per clip, as changes to the given
-# settings. The partitioned ones are FIFO-Diffusion's (Kim et al. 2024, Sec. 4) in LongVid's terms:
-# the window is doubled so that one call still holds about the given window's frames, in P=2
-# partitions, or in P=4 quarters that each also see the quarter ahead.
-TRAINING_FREE_OPTIONS = {
-    "progressive": dict(mode=PROGRESSIVE),
-    "partitioned": dict(mode=PROGRESSIVE, window_multiple=2, partitions=2),
-    "partitioned_lookahead": dict(mode=PROGRESSIVE, window_multiple=2, partitions=4, lookahead=True),
-    "context_windows": dict(mode=CONTEXT_WINDOWS),
-    "replacement_with_noise": dict(mode=REPLACEMENT_WITH_NOISE),
-}
-# What `auto` runs on weights without a progressive fine-tuning record (SVD, SVD-XT, SVD-XT 1.1, the
-# ExVideo release): the best of TRAINING_FREE_OPTIONS for the one-level model in bench_quality.py.
-TRAINING_FREE = "replacement_with_noise"
-
-# The longest video a run plans: 1,000,000 frames (11.6 hours at 24 fps). Planning the progressive sampler
-# takes ~14 us a frame and its table grows with length, so a mistyped length fails here, not after hours.
-MAX_FRAMES = 1_000_000
-MAX_SEED = 2**64 - 1  # torch generators take 64-bit seeds (ComfyUI's seed widget has the same range)
 
 SVD_SIZE_MULTIPLE = 64  # SVD: 8x VAE downscale, then the UNet halves the latent 3 times
 
@@ -61,6 +36,7 @@ SVD_DEFAULTS = dict(width=1024, height=576, frames=240, window=DEFAULT_WINDOW, c
                     steps=DEFAULT_STEPS, cfg=DEFAULT_CFG, min_cfg=DEFAULT_MIN_CFG, fps=6,
                     motion_bucket_id=127, noise_aug_strength=0.02, output_fps=10, decode_window=None,
                     decode_overlap=None, context_sigma=None)
+
 
 @dataclass(frozen=True)
 class SamplingSettings:

@@ -13,6 +13,7 @@ from typing import Callable
 
 import torch
 
+
 def euler_step(x: torch.Tensor, x0: torch.Tensor, sigma, sigma_next) -> torch.Tensor:
     """One Euler step of the probability-flow ODE in EDM form (Karras et al. 2022, Algorithm 1
     without churn): ``x + (x - x0) / sigma * (sigma_next - sigma)``; lands on x0 at sigma_next 0.
