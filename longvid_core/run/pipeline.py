@@ -12,7 +12,7 @@ from here too (``pipeline.SamplingSettings``), as the nodes and the command line
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
@@ -28,7 +28,7 @@ from ..problems import Problem, raise_problem
 from ..progress import ProgressCallback
 from ..sampling.schedules import get_sigmas_karras
 from ..sampling.step_cache import DeepCacheDenoiser, DeepCacheSettings
-from .frames import cover_crop
+from .frames import cover_crop, encode_frames
 # the settings' names are the pipeline's too (pipeline.SamplingSettings, pipeline.AUTO, ...)
 from .settings import (AUTO, BUNDLED_MODEL, CONTEXT_WINDOWS, DEFAULTS_KEY, FULL_SEQUENCE, MAX_FRAMES,
                        MAX_SEED, MODES, PROGRESSIVE, REPLACEMENT_WITHOUT_NOISE, REPLACEMENT_WITH_NOISE,
@@ -102,6 +102,13 @@ class GenerationRun:
     frame_shape: tuple[int, int, int, int] = field(repr=False)
     chosen: str = ""  # the settings in words (what `auto` chose, and why)
     cache: DeepCacheDenoiser | None = field(default=None, repr=False)  # with cache_interval: its counts
+    guides: list[sampling.Guide] = field(default_factory=list, repr=False)  # frames the video passes through
+    loop: bool = False  # one more frame is sampled, held to the first, and not handed out
+
+    @property
+    def sampled_frames(self) -> int:
+        """The frames the sampler walks: the video's, and with ``loop`` the one that closes it."""
+        return self.total_frames + int(self.loop)
 
     @property
     def prefix_frames(self) -> int:
@@ -116,7 +123,9 @@ class GenerationRun:
         the sampled ones as the sampler finishes them."""
         for i in range(self.prefix_frames):
             yield i, self.prefix[:, i]
-        yield from self._sampler(callback)
+        for index, latent in self._sampler(callback):
+            if index < self.total_frames:  # a loop's closing frame is the first one again
+                yield index, latent
 
     def into(self, sink, callback: ProgressCallback | None = None):
         """Sample into ``sink`` (sampling and decoding both report to ``callback``); the sink's result."""
@@ -134,7 +143,8 @@ class GenerationRun:
             cache = DeepCacheSettings(interval=s.cache_interval)
             denoise = self.cache = DeepCacheDenoiser(model, cache, cache.threshold(sigmas))
         denoise = FiniteCheckedDenoiser(denoise, model)  # the first NaN/Inf stops the run, with its cause
-        args = (denoise, keyframes, self.total_frames, self.frame_shape, sigmas)
+        common["guides"] = self.guides
+        args = (denoise, keyframes, self.sampled_frames, self.frame_shape, sigmas)
         if s.mode == PROGRESSIVE:
             return sampling.iter_progressive(*args, window=s.window, chunk=s.chunk, prefix=self.prefix,
                                              context_sigma=s.context_sigma or None, partitions=s.partitions,
@@ -162,9 +172,14 @@ def plan_sampling(settings: SamplingSettings, prefix_frames: int = 0) -> samplin
                                      prefix_frames=prefix_frames)
 
 
-def prepare_run(model: SVDModel, cond, settings: SamplingSettings, prefix: torch.Tensor | None = None) -> GenerationRun:
-    """Check the settings, the model's limits, the conditioning and the prefix, all before any
-    model call, and plan the run. ``cond``: one SVDCond or keyframes ``[(start, SVDCond), ...]``."""
+def prepare_run(model: SVDModel, cond, settings: SamplingSettings, prefix: torch.Tensor | None = None,
+                guides: Sequence[sampling.Guide] = (), loop_latent: torch.Tensor | None = None) -> GenerationRun:
+    """Check the settings, the model's limits, the conditioning, the prefix and the guides, all
+    before any model call, and plan the run. ``cond``: one SVDCond or keyframes ``[(start,
+    SVDCond), ...]``. ``guides``: frames the video passes through (:mod:`longvid_core.sampling.guides`).
+    ``loop_latent`` (scaled ``[B, 4, h, w]``, e.g. the first picture's): the video loops; its first
+    frame (without a prefix) and one frame past its end are held to it, and that extra frame is
+    sampled but not handed out, so the last frame leads into the first without a seam."""
     check_settings(settings)  # the settings alone, before anything touches the model
     settings, chosen = resolve_auto(model, settings)
     check_settings(settings)  # auto made concrete
@@ -175,15 +190,58 @@ def prepare_run(model: SVDModel, cond, settings: SamplingSettings, prefix: torch
     frame_shape = (first.batch_size, model.vae.config.latent_channels, *first.concat_latent.shape[-2:])
     prefix = _checked_prefix(prefix, frame_shape)
     prefix_frames = 0 if prefix is None else prefix.shape[1]
-    raise_problem(model_problem(model, settings, prefix_frames, [start for start, _ in keyframes]))
-    plan = plan_sampling(settings, prefix_frames)
-    return GenerationRun(model, settings, keyframes, prefix, plan, frame_shape, chosen)
+    loop = loop_latent is not None
+    sampled = replace(settings, frames=settings.frames + 1) if loop else settings
+    raise_problem(model_problem(model, sampled, prefix_frames, [start for start, _ in keyframes]))
+    guides = list(guides)
+    if loop:
+        raise_problem(loop_problem(settings, loop_latent, frame_shape))
+        closing = prefix[:, 0] if prefix is not None else loop_latent
+        guides += ([] if prefix is not None else [sampling.Guide(0, loop_latent)]) + [
+            sampling.Guide(prefix_frames + settings.frames, closing)]
+    raise_problem(sampling.guides_problem(guides, prefix_frames + sampled.frames, prefix_frames, frame_shape))
+    plan = plan_sampling(sampled, prefix_frames)
+    return GenerationRun(model, settings, keyframes, prefix, plan, frame_shape, chosen, guides=guides, loop=loop)
+
+
+def loop_problem(settings: SamplingSettings, loop_latent, frame_shape) -> Problem | None:
+    """A loop must be longer than one call's window (else it repeats inside a call) and its latent
+    must be the video's shape."""
+    if settings.mode != FULL_SEQUENCE and settings.frames < settings.context_length:
+        return Problem("frames", f"at least window + chunk = {settings.context_length} for a loop (a loop shorter "
+                       "than a window repeats inside one call)", settings.frames)
+    if not isinstance(loop_latent, torch.Tensor) or tuple(loop_latent.shape) != tuple(frame_shape):
+        found = tuple(loop_latent.shape) if isinstance(loop_latent, torch.Tensor) else type(loop_latent).__name__
+        return Problem("loop", f"the first picture's latent, shape {tuple(frame_shape)}", found)
+    return None
+
+
+def guides_from_images(model: SVDModel, images: torch.Tensor, frames: Sequence[int], strengths: Sequence[float],
+                       width: int, height: int) -> tuple[list[sampling.Guide], list[str]]:
+    """Pictures ``[K, H, W, 3]`` (0..1) -> guides at ``frames`` with ``strengths``, each picture
+    fitted to ``width x height`` as conditioning images are (:func:`cover_crop`) and encoded by the
+    VAE; and a note for every picture that had to be cropped to fit."""
+    if not len(frames) == len(strengths) == images.shape[0]:
+        raise_problem(Problem("guide frames", f"one frame index and one strength per picture ({images.shape[0]})",
+                              f"{len(frames)} frame(s), {len(strengths)} strength(s)"))
+    check_size(model, width, height)
+    notes = []
+    for i in range(images.shape[0]):
+        h, w = images.shape[1:3]
+        if h * width != w * height:
+            notes.append(f"guide picture {i + 1} ({w}x{h}) was fitted to {width}x{height} as the conditioning "
+                         "image is: centre-cropped to the aspect ratio, then resized")
+    with torch.no_grad():
+        latents = encode_frames(model.vae, cover_crop(images, width, height).to(model.device))
+    return [sampling.Guide(int(frame), latents[:, i].float().cpu(), float(strength))
+            for i, (frame, strength) in enumerate(zip(frames, strengths))], notes
 
 
 def generate(model: SVDModel, cond, settings: SamplingSettings, sink, *, prefix: torch.Tensor | None = None,
+             guides: Sequence[sampling.Guide] = (), loop_latent: torch.Tensor | None = None,
              callback: ProgressCallback | None = None):
     """:func:`prepare_run` then :meth:`GenerationRun.into` ``sink``."""
-    return prepare_run(model, cond, settings, prefix).into(sink, callback)
+    return prepare_run(model, cond, settings, prefix, guides, loop_latent).into(sink, callback)
 
 
 def _checked_prefix(prefix, frame_shape) -> torch.Tensor | None:
@@ -276,7 +334,7 @@ __all__ = [
     "MODES", "PROGRESSIVE", "REPLACEMENT_WITHOUT_NOISE", "REPLACEMENT_WITH_NOISE", "SVD_DEFAULTS",
     "SVD_SIZE_MULTIPLE", "TRAINING_FREE", "TRAINING_FREE_OPTIONS", "GenerationRun", "ImageSink", "Keyframes",
     "LatentSink", "Mp4Sink", "SamplingSettings", "Schedule", "check_settings", "check_size", "condition_images",
-    "decode_into", "generate", "latents_from_comfy", "latents_to_comfy", "model_problem", "plan_sampling",
-    "prepare_run", "recommended_settings", "resolve_auto", "settings_problem", "size_problem", "training_free",
-    "with_schedule",
+    "decode_into", "generate", "guides_from_images", "latents_from_comfy", "loop_problem", "latents_to_comfy",
+    "model_problem", "plan_sampling", "prepare_run", "recommended_settings", "resolve_auto", "settings_problem",
+    "size_problem", "training_free", "with_schedule",
 ]

@@ -42,7 +42,8 @@ SVD_DEFAULTS = dict(width=1024, height=576, frames=240, window=DEFAULT_WINDOW, c
 class SamplingSettings:
     """How to sample: ``frames`` new frames (after any prefix) in ``mode``. ``context_sigma``
     (progressive only; None or 0: clean) is for models trained with context noise. ``partitions``
-    and ``lookahead``: progressive rows split for one-level weights (:func:`~longvid_core.sampling.progressive.iter_progressive`).
+    and ``lookahead``: progressive rows split for one-level weights
+    (:func:`~longvid_core.sampling.progressive.iter_progressive`).
     ``context_overlap``: frames shared by context windows of ``window + chunk`` frames (None: a
     quarter of a window, as ComfyUI's 16/4). ``cache_interval``: calls that may reuse the deep
     features of the last full call on the same frames (:mod:`longvid_core.sampling.step_cache`; 0: off)."""

@@ -1,5 +1,5 @@
 """Sampling: schedules, one file per sampling method, the window walk they share, step rules,
-guidance, keyframe conditioning and step caching — pure functions over the denoiser contract
+guidance, guide frames, keyframe conditioning and step caching — pure functions over the denoiser contract
 ``denoise(x[B,F,4,h,w], sigma[B,F], cond) -> x0`` (k-diffusion's manner).
 
 May import: the shared words (``longvid_core.problems``, ``.shapes``, ``.progress``) and
@@ -12,18 +12,20 @@ from .context_windows import (context_windows, iter_context_windows, plan_contex
                               sample_context_windows)
 from .full_sequence import iter_full_sequence, plan_full_sequence, sample_full_sequence
 from .guidance import DEFAULT_CFG, DEFAULT_MIN_CFG, Denoiser, guided_denoise, linear_cfg_ramp
+from .guides import Guide, check_guides, guides_problem
 from .keyframes import CondOverTime, Keyframes
+from .noise import frame_noise
 from .progressive import iter_progressive, plan_progressive, sample_progressive
 from .replacement import (DEFAULT_CONDITION_FRAMES, DEFAULT_REPLACEMENT_WINDOW, iter_replacement, plan_replacement,
                           sample_replacement)
 from .step_rules import EULER, StepRule, euler_step
-from .walk import SamplingPlan, collect_frames, frame_noise
+from .walk import SamplingPlan, collect_frames
 
 __all__ = [
     "DEFAULT_CFG", "DEFAULT_CONDITION_FRAMES", "DEFAULT_MIN_CFG", "DEFAULT_REPLACEMENT_WINDOW", "EULER",
-    "CondOverTime", "Denoiser", "Keyframes", "SamplingPlan", "StepRule", "collect_frames", "context_windows",
-    "euler_step", "frame_noise", "guided_denoise", "iter_context_windows", "iter_full_sequence", "iter_progressive",
-    "iter_replacement", "linear_cfg_ramp", "plan_context_windows", "plan_full_sequence", "plan_progressive",
-    "plan_replacement", "pyramid_weights", "sample_context_windows", "sample_full_sequence", "sample_progressive",
-    "sample_replacement",
+    "CondOverTime", "Denoiser", "Guide", "Keyframes", "SamplingPlan", "StepRule", "collect_frames",
+    "context_windows", "check_guides", "euler_step", "frame_noise", "guided_denoise", "guides_problem",
+    "iter_context_windows", "iter_full_sequence", "iter_progressive", "iter_replacement", "linear_cfg_ramp",
+    "plan_context_windows", "plan_full_sequence", "plan_progressive", "plan_replacement", "pyramid_weights",
+    "sample_context_windows", "sample_full_sequence", "sample_progressive", "sample_replacement",
 ]

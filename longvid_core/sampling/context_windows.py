@@ -9,6 +9,7 @@ import torch
 
 from ..progress import ProgressCallback
 from .guidance import DEFAULT_CFG, DEFAULT_MIN_CFG, Denoiser, linear_cfg_ramp
+from .guides import Guide
 from .keyframes import CondOverTime
 from .schedules import DEFAULT_STEPS
 from .step_rules import EULER, StepRule
@@ -61,6 +62,7 @@ def iter_context_windows(
     seed: int = 0,
     cfg: float = DEFAULT_CFG,
     min_cfg: float = DEFAULT_MIN_CFG,
+    guides: Sequence[Guide] = (),
     callback: ProgressCallback | None = None,
     step_rule: StepRule = EULER,
     dtype: torch.dtype | None = None,
@@ -75,8 +77,12 @@ def iter_context_windows(
     The method holds all N frames until the last step. They live on ``state_device`` (default: host
     memory) and only one window at a time goes to ``device``, so device memory does not grow with
     the video; host memory holds about three latents per frame. Frames are yielded after the last
-    step, on ``state_device``."""
+    step, on ``state_device``.
+
+    ``guides``: :class:`~.guides.Guide` frames the video passes through (strength 1) or is pulled
+    toward (below 1), held at every step (:mod:`.guides`)."""
     walk = Walk.start(denoise, cond, frame_shape, sigmas, seed, dtype, device, None, step_rule)
+    walk.hold_guides(guides, num_frames)
     plan = plan_context_windows(num_frames, length=length, overlap=overlap, steps=walk.steps, step_rule=step_rule)
     walk.progress = CallProgress(callback, plan.denoiser_calls, plan.new_frames)
     store = _VideoAtOneSigma(walk, num_frames, context_windows(num_frames, length, overlap),
@@ -97,9 +103,9 @@ class _VideoAtOneSigma:
         self.weights = [torch.tensor(pyramid_weights(len(w)), dtype=walk.dtype, device=self.device) for w in windows]
         self.sigma_dtype = walk.sigmas.dtype
         # frame by frame: frame_noise draws on the CPU, so the numbers are the same on any device
-        self.frames = walk.levels[0] * torch.stack(
+        self.frames = walk.held.apply(walk.levels[0] * torch.stack(
             [frame_noise(walk.seed, k, walk.frame_shape, dtype=walk.dtype, device=self.device)
-             for k in range(num_frames)], dim=1)
+             for k in range(num_frames)], dim=1), 0, walk.levels[0])
 
     def sigma(self, value: float) -> torch.Tensor:
         return torch.full((self.num_frames,), value, dtype=self.sigma_dtype, device=self.device)
@@ -123,8 +129,9 @@ def _context_window_frames(walk: "Walk", store: _VideoAtOneSigma):
         return x0 / total[None, :, None, None, None]
 
     for i in range(walk.steps):
-        store.frames = walk.step_rule.step(fused, store.frames, store.sigma(walk.levels[i]),
-                                           store.sigma(walk.levels[i + 1]))
+        # no local name for the stepped video: the store holds the only reference
+        store.frames = walk.held.apply(walk.step_rule.step(fused, store.frames, store.sigma(walk.levels[i]),
+                                                           store.sigma(walk.levels[i + 1])), 0, walk.levels[i + 1])
         yield from walk.hand_out((0, store.frames.clone()) if i == walk.steps - 1 else None)
 
 

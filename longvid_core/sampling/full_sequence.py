@@ -10,6 +10,7 @@ import torch
 
 from ..progress import ProgressCallback
 from .guidance import DEFAULT_CFG, DEFAULT_MIN_CFG, Denoiser
+from .guides import Guide
 from .keyframes import CondOverTime
 from .replacement import window_frames
 from .schedules import DEFAULT_STEPS
@@ -33,6 +34,7 @@ def iter_full_sequence(
     seed: int = 0,
     cfg: float = DEFAULT_CFG,
     min_cfg: float = DEFAULT_MIN_CFG,
+    guides: Sequence[Guide] = (),
     callback: ProgressCallback | None = None,
     step_rule: StepRule = EULER,
     dtype: torch.dtype | None = None,
@@ -40,8 +42,12 @@ def iter_full_sequence(
 ) -> Iterator[tuple[int, torch.Tensor]]:
     """Ordinary SVD/ExSVD sampling: all N frames share one sigma through the S steps, yielded
     together after the last call. N must not exceed the model's clip (25 for SVD-XT, the table for
-    ExSVD). Guidance ramp over the N frames exactly as SVD's VideoLinearCFGGuidance."""
+    ExSVD). Guidance ramp over the N frames exactly as SVD's VideoLinearCFGGuidance.
+
+    ``guides``: :class:`~.guides.Guide` frames the video passes through (strength 1) or is pulled
+    toward (below 1), held at every step (:mod:`.guides`)."""
     walk = Walk.start(denoise, cond, frame_shape, sigmas, seed, dtype, device, None, step_rule)
+    walk.hold_guides(guides, num_frames)
     plan = plan_full_sequence(num_frames, steps=walk.steps, step_rule=step_rule)
     walk.progress = CallProgress(callback, plan.denoiser_calls, plan.new_frames)
     return window_frames(walk, num_frames, None, 0, window=num_frames, condition_frames=0,

@@ -16,6 +16,7 @@ import torch
 
 from ..progress import ProgressCallback
 from .guidance import DEFAULT_CFG, DEFAULT_MIN_CFG, Denoiser, linear_cfg_ramp
+from .guides import Guide
 from .keyframes import CondOverTime
 from .schedules import DEFAULT_CHUNK, DEFAULT_STEPS, DEFAULT_WINDOW, progressive_table, validate_window
 from .step_rules import EULER, StepRule
@@ -67,6 +68,7 @@ def iter_progressive(
     context_sigma: float | None = None,
     partitions: int = 1,
     lookahead: bool = False,
+    guides: Sequence[Guide] = (),
     callback: ProgressCallback | None = None,
     step_rule: StepRule = EULER,
     dtype: torch.dtype | None = None,
@@ -87,12 +89,16 @@ def iter_progressive(
     spans 1/P of the noise levels (latent partitioning); ``lookahead`` gives each group the group
     ahead of it (cleaner frames, predictions discarded) as context (lookahead denoising). Every
     call of a row sees the state before the row; every frame still walks the whole schedule.
+
+    ``guides``: :class:`~.guides.Guide` frames the video passes through (strength 1) or is pulled
+    toward (below 1), held at every step (:mod:`.guides`).
     """
     walk = Walk.start(denoise, cond, frame_shape, sigmas, seed, dtype, device, prefix, step_rule)
     steps = walk.steps
     validate_window(window, chunk, steps)
     prefix_tail, prefix_frames = walk.prefix_tail(prefix, chunk)
     new_frames = count_new_frames(num_frames, prefix_frames)
+    walk.hold_guides(guides, num_frames, prefix_frames)
     table = progressive_table(window, chunk, steps, new_frames, clean_start=prefix_frames > 0)
     _check_partitions(table, partitions)
     window_scales = linear_cfg_ramp(chunk + window, min_cfg, cfg).tolist()
@@ -115,8 +121,8 @@ def _progressive_frames(walk: "Walk", table, clean, prefix_frames, window_scales
     for call, row in enumerate(table):
         if row.enters:
             entering = table.chunk_frames(row.chunks[-1])
-            fresh = walk.noise(range(prefix_frames + entering.start, prefix_frames + entering.stop))
-            noisy = torch.cat([noisy, walk.levels[0] * fresh], dim=1)
+            fresh = walk.start_latents(range(prefix_frames + entering.start, prefix_frames + entering.stop))
+            noisy = torch.cat([noisy, fresh], dim=1)
         clean_count = 0 if clean is None else clean.shape[1]
         context = clean
         if clean is not None and noise_context:

@@ -13,6 +13,7 @@ import torch
 
 from ..progress import ProgressCallback
 from .guidance import DEFAULT_CFG, DEFAULT_MIN_CFG, Denoiser, linear_cfg_ramp
+from .guides import Guide
 from .keyframes import CondOverTime
 from .schedules import DEFAULT_CHUNK, DEFAULT_STEPS, DEFAULT_WINDOW
 from .step_rules import EULER, StepRule
@@ -64,6 +65,7 @@ def iter_replacement(
     cfg: float = DEFAULT_CFG,
     min_cfg: float = DEFAULT_MIN_CFG,
     clean_sigma: float | None = None,
+    guides: Sequence[Guide] = (),
     callback: ProgressCallback | None = None,
     step_rule: StepRule = EULER,
     dtype: torch.dtype | None = None,
@@ -76,10 +78,14 @@ def iter_replacement(
     sampling), then new noise; the noisy frames share one sigma. The condition frames are held
     clean at ``clean_sigma`` (Eq. 5), or with ``renoise_condition`` re-noised to the current sigma
     every step with fresh noise (Eq. 6; stream ``1 + window_index * S + i``).
+
+    ``guides``: :class:`~.guides.Guide` frames the video passes through (strength 1) or is pulled
+    toward (below 1), held at every step (:mod:`.guides`).
     """
     walk = Walk.start(denoise, cond, frame_shape, sigmas, seed, dtype, device, prefix, step_rule)
     _check_replacement_window(window, condition_frames)
     prefix_tail, prefix_frames = walk.prefix_tail(prefix, condition_frames)
+    walk.hold_guides(guides, num_frames, prefix_frames)
     plan = plan_replacement(num_frames, window=window, condition_frames=condition_frames, steps=walk.steps,
                             prefix_frames=prefix_frames, step_rule=step_rule)
     walk.progress = CallProgress(callback, plan.denoiser_calls, plan.new_frames)
@@ -104,7 +110,7 @@ def window_frames(walk: "Walk", num_frames, condition, next_frame, *, window, co
         condition_count = 0 if condition is None else condition.shape[1]
         new_count = min(window - condition_count, num_frames - next_frame)
         first_frame = next_frame - condition_count
-        x = walk.levels[0] * walk.noise(range(next_frame, next_frame + new_count))
+        x = walk.start_latents(range(next_frame, next_frame + new_count))
         scales = linear_cfg_ramp(condition_count + new_count, min_cfg, cfg).tolist()
         use_cfg = any(s != 1.0 for s in scales[condition_count:])
         for i in range(walk.steps):

@@ -22,6 +22,7 @@ Shared conventions:
 - Clean frames that sit in a window only as context go in at ``clean_sigma`` (default the
   schedule's smallest positive sigma: the model takes ln(sigma)); their predictions are discarded.
 - ``cond`` is one :class:`SVDCond`, or keyframes (:mod:`.keyframes`).
+- ``guides`` hold given frames at every level the walk sets them to (:mod:`.guides`).
 """
 
 from __future__ import annotations
@@ -34,11 +35,11 @@ import torch
 from ..progress import SAMPLING, Cancelled, Progress, report
 from ..shapes import check_latents
 from .guidance import guided_denoise
+from .guides import Guide, HeldFrames, check_guides
 from .keyframes import KeyframeConds
+from .noise import frame_noise
 from .schedules import DEFAULT_STEPS, check_sigmas, get_sigmas_karras
 from .step_rules import StepRule
-
-_MASK64 = (1 << 64) - 1
 
 
 @dataclass(frozen=True)
@@ -62,35 +63,6 @@ class SamplingPlan:
 
 def plan_cost(steps_taken: int, frame_evaluations: int, new_frames: int, steps: int, rule: StepRule) -> SamplingPlan:
     return SamplingPlan(steps_taken * rule.model_calls, frame_evaluations * rule.model_calls, new_frames, steps)
-
-
-def frame_noise(
-    seed: int,
-    frame_index: int,
-    shape: Sequence[int],
-    *,
-    stream: int = 0,
-    dtype: torch.dtype = torch.float32,
-    device=None,
-) -> torch.Tensor:
-    """Standard normal noise for one latent frame ``shape = (B, 4, h, w)``, a function of ``(seed,
-    stream, frame_index)`` only. Stream 0 is the start noise; other streams are noise drawn while
-    sampling. Drawn on the CPU so that the numbers do not depend on the device."""
-    generator = torch.Generator(device="cpu").manual_seed(_mix64(seed, stream, frame_index))
-    noise = torch.randn(tuple(shape), generator=generator, dtype=torch.float32)
-    return noise.to(device=device, dtype=dtype)
-
-
-def _mix64(*values: int) -> int:
-    """SplitMix64 over the values: a 64-bit generator seed for each distinct tuple."""
-    state = 0
-    for value in values:
-        state = (state + (int(value) & _MASK64) + 0x9E3779B97F4A7C15) & _MASK64
-        z = state
-        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
-        state = z ^ (z >> 31)
-    return state
 
 
 def collect_frames(
@@ -160,6 +132,7 @@ class Walk:
         self.device = device
         self.step_rule = step_rule
         self.progress: CallProgress | None = None
+        self.held = HeldFrames((), self.levels, seed, frame_shape, dtype, device)  # guide frames (guides.py)
         self._unreported = False  # a call made but not yet reported
 
     @classmethod
@@ -174,6 +147,16 @@ class Walk:
             device = prefix.device if prefix is not None else torch.device("cpu")
         return cls(denoise, KeyframeConds(cond), sigmas, frame_shape, seed, dtype, torch.device(device), step_rule)
 
+    def hold_guides(self, guides: Sequence[Guide], num_frames: int, prefix_frames: int = 0) -> None:
+        """Check ``guides`` for this video (before any call) and hold their frames from now on."""
+        guides = list(guides or ())
+        check_guides(guides, num_frames, prefix_frames, self.frame_shape)
+        self.held = HeldFrames(guides, self.levels, self.seed, self.frame_shape, self.dtype, self.device)
+
+    def start_latents(self, frames: range) -> torch.Tensor:
+        """The frames' start: ``sigmas[0] * frame_noise``, guide frames held, ``[B, n, 4, h, w]``."""
+        return self.held.apply(self.levels[0] * self.noise(frames), frames.start, self.levels[0])
+
     def noise(self, frames: range, stream: int = 0) -> torch.Tensor:
         """``frame_noise`` of the given frames, ``[B, n, 4, h, w]``."""
         batch, rest = self.frame_shape[0], self.frame_shape[1:]
@@ -185,8 +168,9 @@ class Walk:
     def step(self, noisy, sigma: list[float], sigma_next: list[float], first_frame: int, context=None,
              context_sigma: Sequence[float] = (), scales: list[float] | None = None) -> torch.Tensor:
         """Move ``noisy`` (video frames from ``first_frame + len(context)``) one step, ``sigma`` ->
-        ``sigma_next`` per frame, by the step rule. The model also sees ``context`` in front at
-        ``context_sigma``; its predictions are discarded. ``scales``: guidance per window frame."""
+        ``sigma_next`` per frame, by the step rule, guide frames held. The model also sees
+        ``context`` in front at ``context_sigma``; its predictions are discarded. ``scales``:
+        guidance per window frame."""
         count = 0 if context is None else context.shape[1]
         cond = self.conds.for_frames(first_frame, count + noisy.shape[1])
         cfg_scales = None if scales is None else torch.tensor(scales, dtype=torch.float64)
@@ -198,7 +182,8 @@ class Walk:
             frame_sigma = torch.cat([front, x_sigma]).expand(batch, -1).contiguous()
             return self.call(window, frame_sigma, cond, cfg_scales, first_frame)[:, count:]
 
-        return self.step_rule.step(model, noisy, self._values(sigma), self._values(sigma_next))
+        stepped = self.step_rule.step(model, noisy, self._values(sigma), self._values(sigma_next))
+        return self.held.apply(stepped, first_frame + count, sigma_next)
 
     def call(self, x, sigma, cond, cfg_scales, first_frame: int):
         """One (guided) denoiser call on the video frames from ``first_frame``. The call before it

@@ -1,0 +1,128 @@
+"""Guide frames: latents a video must pass through (strength 1) or be pulled toward (below 1).
+
+A guide is a scaled latent ``[B, 4, h, w]`` at a frame index with a strength s in [0, 1]. Its
+frame is *held*: whenever the walk sets that frame to a noise level sigma at or above the guide's
+hold level, the frame becomes ``guide + sigma * eps`` with eps the frame's own start noise
+(:func:`~.walk.frame_noise` stream 0), the point an ODE path through the known clean latent
+passes at sigma (latent replacement, RePaint, Lugmayr et al. 2022, with the deterministic noise of
+the probability-flow ODE). The hold level is schedule entry ``round(s * S)`` of the S steps:
+
+- s = 1 holds the frame at every level down to sigma 0, so its final latent *is* the guide's,
+  in every mode: the frames around it are denoised seeing it at their own level;
+- 0 < s < 1 holds it for the first ``round(s * S)`` steps, then lets it go: it starts from the
+  guide noised to that level and is denoised from there (SDEdit, Meng et al. 2022);
+- s = 0 is no guide.
+
+Holding adds no model call, so a plan's call count is the same with guides; the noise depends only
+on (seed, frame), so a held frame's path does not depend on the window layout.
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from ..problems import InputError, Problem
+from .noise import frame_noise
+
+
+@dataclass(frozen=True)
+class Guide:
+    """``latent`` (scaled, ``[B, 4, h, w]``) at video frame ``frame`` with ``strength`` in [0, 1]."""
+
+    frame: int
+    latent: torch.Tensor
+    strength: float = 1.0
+
+
+def guides_problem(guides: Sequence[Guide], num_frames: int, prefix_frames: int = 0,
+                   frame_shape: Sequence[int] | None = None) -> Problem | None:
+    """What is wrong with ``guides`` for a video of ``num_frames`` frames (prefix included), or None:
+    an index outside the new frames, two guides at one index, a strength outside [0, 1], a latent
+    of another shape."""
+    seen = set()
+    for guide in guides:
+        try:
+            frame = operator.index(guide.frame)
+        except TypeError:
+            return Problem("guide frame", "a whole frame index", repr(guide.frame))
+        if not prefix_frames <= frame < num_frames:
+            where = f"the new frames {prefix_frames}..{num_frames - 1}" + (
+                f" (frames 0..{prefix_frames - 1} are the given prefix)" if prefix_frames else "")
+            return Problem("guide frame", f"an index within {where}", frame,
+                           "lower it or generate more frames" if frame >= num_frames else "guide a later frame")
+        if frame in seen:
+            return Problem("guide frame", "one guide per frame", f"two guides at frame {frame}")
+        seen.add(frame)
+        strength = guide.strength
+        if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0.0 <= strength <= 1.0:
+            return Problem("guide strength", "a number from 0 to 1 (1: the video passes through the picture)",
+                           f"{strength!r} at frame {frame}")
+        latent = guide.latent
+        if not isinstance(latent, torch.Tensor) or latent.dim() != 4:
+            found = tuple(latent.shape) if isinstance(latent, torch.Tensor) else type(latent).__name__
+            return Problem("guide latent", "a scaled latent [B, 4, h, w]", f"{found} at frame {frame}")
+        if frame_shape is not None and tuple(latent.shape) != tuple(frame_shape):
+            return Problem("guide latent", f"the video's latent shape {tuple(frame_shape)} (a picture of the "
+                           "video's size, fitted like the conditioning image)",
+                           f"{tuple(latent.shape)} at frame {frame}")
+        if not bool(torch.isfinite(latent).all()):
+            return Problem("guide latent", "finite values", f"NaN/Inf at frame {frame}")
+    return None
+
+
+class HeldFrames:
+    """The guides of one run, ready for the walk: per frame, the latent and the lowest sigma at
+    which the frame is still held. Latents move to the walk's device only while a step uses them."""
+
+    def __init__(self, guides: Sequence[Guide], levels: Sequence[float], seed: int, frame_shape, dtype, device):
+        steps = len(levels) - 1
+        self.seed = seed
+        self.frame_shape = tuple(frame_shape)
+        self.dtype = dtype
+        self.device = device
+        self.hold = {}  # frame -> (latent, lowest sigma at which it is held)
+        for guide in guides:
+            last_held = round(float(guide.strength) * steps)
+            if guide.strength > 0:
+                self.hold[int(guide.frame)] = (guide.latent, levels[last_held])
+
+    def __bool__(self) -> bool:
+        return bool(self.hold)
+
+    @property
+    def frames(self) -> list[int]:
+        return sorted(self.hold)
+
+    def apply(self, x: torch.Tensor, first_frame: int, sigma) -> torch.Tensor:
+        """``x`` (video frames ``first_frame ..``) with every held frame set to its guide at its own
+        sigma; ``sigma`` is one value or one per frame of ``x``. ``x`` itself is not changed."""
+        if not self.hold:
+            return x
+        sigmas = [float(sigma)] * x.shape[1] if not isinstance(sigma, (list, tuple, torch.Tensor)) else [
+            float(s) for s in sigma]
+        out = x
+        for position in range(x.shape[1]):
+            held = self.hold.get(first_frame + position)
+            if held is None or sigmas[position] < held[1]:
+                continue
+            latent, _ = held
+            if out is x:
+                out = x.clone()
+            eps = frame_noise(self.seed, first_frame + position, self.frame_shape, dtype=x.dtype, device=x.device)
+            out[:, position] = latent.to(device=x.device, dtype=x.dtype) + sigmas[position] * eps
+        return out
+
+
+def check_guides(guides: Sequence[Guide], num_frames: int, prefix_frames: int = 0,
+                 frame_shape: Sequence[int] | None = None) -> None:
+    """Raise :class:`~longvid_core.problems.InputError` unless :func:`guides_problem` finds nothing."""
+    problem = guides_problem(guides, num_frames, prefix_frames, frame_shape)
+    if problem is not None:
+        raise InputError(problem)
+
+
+__all__ = ["Guide", "HeldFrames", "check_guides", "guides_problem"]

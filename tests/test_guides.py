@@ -1,0 +1,164 @@
+"""Guide frames (longvid_core.sampling.guides): at strength 1 the final latent at a guide's frame is
+the guide's latent in every mode; below 1 the frame is held for the first round(s * S) steps only;
+guides add no model call; loops close on their first frame; bad guides are refused before any call."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from longvid_core import pipeline, sampling
+from longvid_core.evaluation.tiny import tiny_svd
+from longvid_core.problems import InputError
+from longvid_core.sampling import Guide, frame_noise
+from longvid_core.sampling.schedules import get_sigmas_karras
+from tests.test_samplers import FRAME, NO_CFG, Recorder, make_cond, mixing_predict
+
+F64 = torch.float64
+STEPS = 4
+
+
+def guide_latent(tag: float) -> torch.Tensor:
+    return torch.full(FRAME, tag, dtype=F64) + 0.01 * torch.arange(FRAME[-1], dtype=F64)
+
+
+# every mode and variant the samplers have: (iterator, its keyword arguments, frames, prefix frames)
+MODES = {
+    "progressive": (sampling.iter_progressive, dict(window=4, chunk=2), 11, 0),
+    "progressive_partitions_lookahead": (sampling.iter_progressive, dict(window=4, chunk=1, partitions=2,
+                                                                          lookahead=True), 9, 0),
+    "progressive_context_sigma": (sampling.iter_progressive, dict(window=4, chunk=2, context_sigma=0.1), 10, 0),
+    "progressive_prefix": (sampling.iter_progressive, dict(window=4, chunk=2), 12, 3),
+    "replacement_without_noise": (sampling.iter_replacement, dict(window=5, condition_frames=2), 11, 0),
+    "replacement_with_noise": (sampling.iter_replacement, dict(window=5, condition_frames=2,
+                                                                renoise_condition=True), 11, 2),
+    "full_sequence": (sampling.iter_full_sequence, {}, 7, 0),
+    "context_windows": (sampling.iter_context_windows, dict(length=5, overlap=2), 12, 0),
+}
+
+
+def run(mode: str, guides=(), denoise=None, cfg=NO_CFG):
+    iterate, options, frames, prefix_frames = MODES[mode]
+    prefix = torch.randn(1, prefix_frames, *FRAME[1:], generator=torch.Generator().manual_seed(1),
+                         dtype=F64) if prefix_frames else None
+    if prefix is not None:
+        options = dict(options, prefix=prefix)
+    denoise = denoise or Recorder(mixing_predict)
+    stream = iterate(denoise, make_cond(0.5), frames, FRAME, get_sigmas_karras(STEPS, dtype=F64), seed=3,
+                     dtype=F64, guides=guides, **options, **cfg)
+    out = sampling.collect_frames(stream, frames, prefix)
+    return out, denoise
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_at_strength_one_the_video_passes_exactly_through_every_guide(mode):
+    _, _, frames, prefix_frames = MODES[mode]
+    at = sorted({prefix_frames, prefix_frames + 3, frames - 1})  # the first new frame, one inside, the last
+    guides = [Guide(k, guide_latent(0.3 * (i + 1))) for i, k in enumerate(at)]
+    free, free_calls = run(mode)
+    guided, guided_calls = run(mode, guides)
+    for guide in guides:
+        assert torch.equal(guided[:, guide.frame], guide.latent), (mode, guide.frame)
+    assert len(guided_calls.calls) == len(free_calls.calls)  # holding a frame costs no call
+    others = [k for k in range(prefix_frames, frames) if k not in at]
+    assert not torch.equal(guided[:, others], free[:, others])  # the frames around a guide see it
+
+
+@pytest.mark.parametrize("mode", ["progressive", "full_sequence", "context_windows"])
+def test_guidance_scales_keep_exactness(mode):
+    guides = [Guide(MODES[mode][2] - 1, guide_latent(-0.4))]
+    guided, _ = run(mode, guides, cfg=dict(cfg=2.5, min_cfg=1.0))
+    assert torch.equal(guided[:, guides[0].frame], guides[0].latent)
+
+
+def test_strength_zero_is_no_guide_and_between_holds_the_first_steps():
+    free, _ = run("full_sequence")
+    none, _ = run("full_sequence", [Guide(3, guide_latent(0.7), strength=0.0)])
+    assert torch.equal(free, none)
+    # strength 0.5 of 4 steps: frame 3 enters calls 1 and 2 as guide + sigma * eps, then moves freely
+    guide = guide_latent(0.7)
+    _, recorder = run("full_sequence", [Guide(3, guide, strength=0.5)])
+    sigmas = get_sigmas_karras(STEPS, dtype=F64).tolist()
+    eps = frame_noise(3, 3, FRAME, dtype=F64)
+    for call, (x, sigma, _) in enumerate(recorder.calls):
+        held = guide + sigmas[call] * eps
+        assert torch.allclose(x[:, 3], held, atol=1e-12) == (call <= 2), call
+        assert sigma[0, 3].item() == sigmas[call]
+
+
+def test_a_guide_is_seen_by_the_frames_before_it_only_as_far_as_the_window_reaches():
+    # progressive: a guide far ahead of the window cannot act on frames that leave before it enters
+    free, _ = run("progressive")
+    guided, _ = run("progressive", [Guide(10, guide_latent(1.0))])
+    assert torch.equal(guided[:, :4], free[:, :4])
+    assert torch.equal(guided[:, 10], guide_latent(1.0))
+
+
+@pytest.mark.parametrize("guides, message", [
+    ([Guide(11, guide_latent(0.1))], "guide frame: expected an index within the new frames 0..10"),
+    ([Guide(2, guide_latent(0.1)), Guide(2, guide_latent(0.2))], "two guides at frame 2"),
+    ([Guide(2, guide_latent(0.1), strength=1.5)], "guide strength: expected a number from 0 to 1"),
+    ([Guide(2, guide_latent(0.1), strength=float("nan"))], "guide strength"),
+    ([Guide(2, torch.zeros(1, 4, 3, 3, dtype=F64))], "guide latent: expected the video's latent shape"),
+    ([Guide(2, torch.full(FRAME, float("inf"), dtype=F64))], "guide latent: expected finite values"),
+])
+def test_bad_guides_are_refused_before_any_call(guides, message):
+    recorder = Recorder(mixing_predict)
+    with pytest.raises(InputError, match=message.replace("(", r"\(").replace(".", r"\.")):
+        run("progressive", guides, denoise=recorder)
+    assert not recorder.calls
+
+
+def test_a_guide_in_the_prefix_is_refused():
+    with pytest.raises(InputError, match=r"guide frame: .*frames 0\.\.2 are the given prefix"):
+        run("progressive_prefix", [Guide(1, guide_latent(0.1))])
+
+
+# ----------------------------------------------------------------------------------- the run
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_svd(seed=0)
+
+
+def picture(seed: int, size: int = 16) -> torch.Tensor:
+    return torch.rand(1, size, size, 3, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("mode", ["progressive", "replacement_with_noise", "full_sequence", "context_windows"])
+def test_the_pipeline_passes_through_pictures_and_loops(model, mode):
+    keyframes, fitted = pipeline.condition_images(model, picture(0), 16, 16)
+    guides, notes = pipeline.guides_from_images(model, torch.cat([picture(1), picture(2)]), [4, 9], [1.0, 1.0],
+                                                16, 16)
+    assert notes == []
+    settings = pipeline.SamplingSettings(frames=10, mode=mode, window=4, chunk=2, steps=4, cfg=1.0)
+    run = pipeline.prepare_run(model, keyframes, settings, guides=guides)
+    latents = run.into(pipeline.LatentSink())
+    for guide in guides:
+        assert torch.equal(latents[:, guide.frame], guide.latent)
+    # a loop: frame 0 and the frame after the last are the first picture's latent; N frames come out
+    first, _ = pipeline.guides_from_images(model, fitted, [0], [1.0], 16, 16)
+    looped = pipeline.prepare_run(model, keyframes, settings, loop_latent=first[0].latent)
+    assert looped.plan == pipeline.plan_sampling(replace(settings, frames=11))  # the closing frame is sampled
+    assert looped.sampled_frames == 11 and looped.total_frames == 10
+    out = looped.into(pipeline.LatentSink())
+    assert out.shape[1] == 10 and torch.equal(out[:, 0], first[0].latent)
+
+
+def test_pictures_of_another_shape_are_fitted_and_said_so(model):
+    wide = torch.rand(1, 16, 32, 3, generator=torch.Generator().manual_seed(4))
+    guides, notes = pipeline.guides_from_images(model, wide, [3], [1.0], 16, 16)
+    assert guides[0].latent.shape == (1, 4, 8, 8)
+    assert notes == ["guide picture 1 (32x16) was fitted to 16x16 as the conditioning image is: centre-cropped "
+                     "to the aspect ratio, then resized"]
+
+
+def test_a_loop_shorter_than_a_window_is_refused_before_sampling(model):
+    keyframes, fitted = pipeline.condition_images(model, picture(0), 16, 16)
+    first, _ = pipeline.guides_from_images(model, fitted, [0], [1.0], 16, 16)
+    settings = pipeline.SamplingSettings(frames=5, mode="progressive", window=4, chunk=2, steps=4)
+    with pytest.raises(InputError, match=r"^frames: expected at least window \+ chunk = 6 for a loop"):
+        pipeline.prepare_run(model, keyframes, settings, loop_latent=first[0].latent)
