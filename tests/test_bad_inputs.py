@@ -96,6 +96,17 @@ def cli_rows(f: Path):
         ("width 30", ["--width", "30"], "--width", "a multiple of 8"),
         ("full sequence too long", ["--mode", "full_sequence", "--frames", "40", "--svd", str(f / "tiny.safetensors"),
                                     "--width", "16", "--height", "16"], "--frames", "full_sequence"),
+        ("keyframe past the end", ["--keyframe", f"{f / 'ok.png'}@4"], "--keyframe", "within the video's frames 0..3"),
+        ("keyframe without a frame", ["--keyframe", str(f / "ok.png")], "--keyframe", "PICTURE@FRAME[:STRENGTH]"),
+        ("keyframe strength 2", ["--keyframe", f"{f / 'ok.png'}@1:2"], "--keyframe", "a strength from 0 to 1"),
+        ("two keyframes at one frame", ["--keyframe", f"{f / 'ok.png'}@1", "--keyframe", f"{f / 'ok.png'}@1"],
+         "--keyframe", "one guide per frame"),
+        ("keyframe at the last frame too", ["--keyframe", f"{f / 'ok.png'}@3", "--last-frame", str(f / "ok.png")],
+         "--last-frame", "one guide per frame"),
+        ("keyframe picture missing", ["--keyframe", f"{f / 'none.png'}@1"], "--keyframe", "nothing at"),
+        ("last frame not a picture", ["--last-frame", str(f / "text.png")], "--last-frame", "not a picture"),
+        ("loop and last frame", ["--loop", "--last-frame", str(f / "ok.png")], "--loop", "not both"),
+        ("loop shorter than a window", ["--loop", "--mode", "progressive"], "--frames", "at least window + chunk"),
     ]
 
 

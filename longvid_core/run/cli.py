@@ -17,8 +17,9 @@ from pathlib import Path
 
 from ..problems import InputError, Problem, raise_problem
 from ..progress import SAMPLING
-from .cli_inputs import (EXIT_USER_ERROR, PROG, ArgumentParser, check_generate_args, error_line, load_model,
-                         model_files, number, resolved_device, resolved_dtype, t2i_model_problem)
+from .cli_inputs import (EXIT_USER_ERROR, PROG, ArgumentParser, check_generate_args, error_line, guide_frames,
+                         keyframe, load_model, model_files, number, resolved_device, resolved_dtype,
+                         t2i_model_problem)
 from .modes import AUTO, MAX_FRAMES, MAX_SEED, MODES
 
 EXIT_INTERRUPTED = 130  # the shell's status for a command stopped by Ctrl-C (128 + SIGINT)
@@ -107,7 +108,7 @@ def generate(args) -> int:
 
     from ..weights.loading import resolve_dtype
     from . import pipeline
-    from .inputs import model_file_problem
+    from .inputs import model_file_problem, read_image
 
     svd_path = Path(args.svd) if args.svd else pipeline.BUNDLED_MODEL
     for name, path, kind in model_files(args, svd_path):
@@ -137,6 +138,8 @@ def generate(args) -> int:
     dtype = resolved_dtype(args.dtype, device)
     started = time.perf_counter()
     width, height = settings["width"], settings["height"]
+    pictures = [(frame, strength, read_image(picture, flag_name))  # every picture read before anything loads
+                for flag_name, picture, frame, strength in guide_frames(args, sampling.frames)]
     if args.image:
         image = load_image(Path(args.image))
     elif args.prompt:  # before the video model is loaded: the two never share the GPU
@@ -154,7 +157,16 @@ def generate(args) -> int:
         from PIL import Image
 
         Image.fromarray((fitted[0].numpy() * 255).round().astype("uint8")).save(args.save_first_frame)
-    run = pipeline.prepare_run(model, keyframes, sampling)
+    guides = []
+    for frame, strength, picture in pictures:
+        made, notes = pipeline.guides_from_images(model, picture, [frame], [strength], width, height)
+        guides += made
+        for note in notes:
+            print(f"note: {note}", file=sys.stderr)
+    loop_latent = None
+    if args.loop:
+        loop_latent = pipeline.guides_from_images(model, fitted[:1], [0], [1.0], width, height)[0][0].latent
+    run = pipeline.prepare_run(model, keyframes, sampling, guides=guides, loop_latent=loop_latent)
     if not args.quiet:
         print(run.chosen, file=sys.stderr)
     progress = None if args.quiet else Progress(run.plan.denoiser_calls)
@@ -224,6 +236,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--decode-overlap", type=number(int, 0), help="frames shared and cross-faded by consecutive "
                    "decode windows (at most half the window); default: the model file's, else 4")
     g.add_argument("--save-first-frame", help="write the conditioning frame as PNG")
+    g.add_argument("--keyframe", action="append", type=keyframe, metavar="PICTURE@FRAME[:STRENGTH]",
+                   help="the video passes through PICTURE at frame FRAME (strength 1, the default) or is pulled "
+                   "toward it (strength below 1); repeatable")
+    g.add_argument("--last-frame", metavar="PICTURE", help="the video ends on PICTURE (a keyframe at the last frame)")
+    g.add_argument("--loop", action="store_true", help="the video loops: its last frame leads into its first "
+                   "without a seam (at least window + chunk frames)")
     g.add_argument("--mode", choices=MODES, default=AUTO, help="auto: progressive as trained for weights LongVid's "
                    "trainer fine-tuned progressively, else the best training-free setting (printed)")
     g.add_argument("--partitions", type=number(int, 1), default=1, help="progressive: split each row's window into "

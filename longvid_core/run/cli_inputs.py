@@ -80,6 +80,45 @@ def number(kind=float, smallest=None, largest=None):
     return parse
 
 
+def keyframe(text: str) -> tuple[Path, int, float]:
+    """An argparse type: ``PICTURE@FRAME[:STRENGTH]`` -> (picture, frame index, strength, default 1)."""
+    picture, at, place = text.rpartition("@")
+    frame, _, strength = place.partition(":")
+    expected = "PICTURE@FRAME[:STRENGTH] (a picture file, a frame index >= 0, a strength from 0 to 1)"
+    try:
+        frame, strength = int(frame), float(strength) if strength else 1.0
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {expected}, found {text!r}") from None
+    if not (picture and at) or frame < 0 or not 0.0 <= strength <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected {expected}, found {text!r}")
+    return Path(picture), frame, strength
+
+
+def guide_frames(args, frames: int) -> list[tuple[str, Path, int, float]]:
+    """The guides the flags ask for, ``(flag, picture, frame, strength)``: every ``--keyframe``,
+    and ``--last-frame`` at the last frame."""
+    guides = [("--keyframe", picture, frame, strength) for picture, frame, strength in args.keyframe or ()]
+    if args.last_frame:
+        guides.append(("--last-frame", Path(args.last_frame), frames - 1, 1.0))
+    return guides
+
+
+def guides_flag_problem(args, frames: int) -> Problem | None:
+    """Guide flags that cannot work for a video of ``frames`` frames (before anything loads)."""
+    if args.loop and args.last_frame:
+        return Problem("--loop", "--loop or --last-frame, not both (a loop's last frame leads into its first)", "both")
+    seen = {}
+    for flag_name, picture, frame, _ in guide_frames(args, frames):
+        if frame >= frames:
+            return Problem(flag_name, f"a frame index within the video's frames 0..{frames - 1}",
+                           f"{picture}@{frame}", "lower it or raise --frames")
+        if frame in seen or (args.loop and frame == 0):
+            other = seen.get(frame, "--loop (which holds frame 0 to the first picture)")
+            return Problem(flag_name, "one guide per frame", f"frame {frame} also given by {other}")
+        seen[frame] = flag_name
+    return None
+
+
 def t2i_model_problem(folder) -> Problem | None:
     """``--t2i-model`` must be a local diffusers folder: nothing is downloaded."""
     if (Path(folder) / "model_index.json").is_file():
@@ -123,6 +162,7 @@ def check_generate_args(args, settings: dict, sampling) -> None:
         raise_problem(Problem("--prompt", "--t2i-model beside it (a local diffusers text-to-image folder)", "none"))
     if args.t2i_model:
         raise_problem(t2i_model_problem(args.t2i_model))
+    raise_problem(guides_flag_problem(args, sampling.frames))
     device = resolved_device(args.device)
     dtype_bytes = 2 if resolved_dtype(args.dtype, device) in ("fp16", "bf16") else 4
     raise_problem(memory_problem(settings["width"], settings["height"], sampling.frames, window, dtype_bytes, device,
