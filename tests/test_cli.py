@@ -133,3 +133,33 @@ def test_help_and_flag_errors_answer_before_torch_loads(argv, code):
     if code:
         said = [line for line in done.stderr.splitlines() if not line.startswith("import time:")]
         assert len(said) == 1 and said[0].startswith("longvid: error: --"), said
+
+
+def test_keyframes_last_frame_and_loop_reach_the_run(tmp_path, monkeypatch, capsys):
+    from longvid_core import pipeline
+
+    svd = write_tiny_sgm(tmp_path / "tiny.safetensors")
+    pictures = []
+    for i, size in enumerate(((16, 16), (16, 32))):  # the second is wider: cropped, and said so
+        pictures.append(tmp_path / f"p{i}.png")
+        Image.fromarray((torch.rand(*size, 3, generator=torch.Generator().manual_seed(i)) * 255).byte().numpy()).save(
+            pictures[-1])
+    runs, real = [], pipeline.prepare_run
+
+    def keep(*args, **kwargs):
+        runs.append(real(*args, **kwargs))
+        return runs[-1]
+
+    monkeypatch.setattr(pipeline, "prepare_run", keep)
+    small = ["--svd", str(svd), "--width", "16", "--height", "16", "--frames", "6", "--window", "2", "--chunk", "2",
+             "--steps", "2", "--mode", "progressive", "--quiet"]
+    out = tmp_path / "story.mp4"
+    assert main(["generate", *small, "--keyframe", f"{pictures[0]}@2:0.5", "--last-frame", str(pictures[1]),
+                 "--out", str(out)]) == 0
+    assert [(g.frame, g.strength) for g in runs[-1].guides] == [(2, 0.5), (5, 1.0)]
+    assert read_video(out)[0].shape[0] == 6
+    assert "note: guide picture 1 (32x16) was fitted to 16x16" in capsys.readouterr().err
+    loop = tmp_path / "loop.mp4"
+    assert main(["generate", *small, "--loop", "--out", str(loop)]) == 0
+    assert runs[-1].loop and [g.frame for g in runs[-1].guides] == [0, 6] and runs[-1].sampled_frames == 7
+    assert read_video(loop)[0].shape[0] == 6
