@@ -127,6 +127,33 @@ def test_each_cli_user_error_is_one_line_exit_2_and_leaves_nothing(row, files, t
     assert not list(tmp_path.iterdir()), "a refused run writes nothing"
 
 
+VIDEO_COMMAND_ROWS = [  # (name, arguments after the input, input, flag the line names, words it holds)
+    ("factor 1", ["interpolate", "--factor", "1"], "video", "--factor", "from 2 to 16"),
+    ("no factor", ["interpolate"], "video", "--factor", "expected a value"),
+    ("strength 1.5", ["refine", "--strength", "1.5"], "video", "--strength", "from 0 to 1"),
+    ("one-frame input", ["interpolate", "--factor", "2"], "picture", "IN", "at least 2 frames"),
+    ("input missing", ["refine", "--strength", "0.5"], "missing", "IN", "nothing at"),
+    ("input not a video", ["refine", "--strength", "0.5"], "text", "IN", "cannot be read"),
+]
+
+
+@pytest.mark.parametrize("row", [r[0] for r in VIDEO_COMMAND_ROWS])
+def test_each_video_command_user_error_is_one_line_and_leaves_nothing(row, files, tmp_path, capsys):
+    from longvid_core.run.video_io import VideoWriter
+
+    name, (command, *argv), source, flag, words = next(r for r in VIDEO_COMMAND_ROWS if r[0] == row)
+    inputs = {"video": files / "in.mp4", "picture": files / "ok.png", "missing": files / "none.mp4",
+              "text": files / "text.safetensors"}
+    if not inputs["video"].exists():
+        with VideoWriter(inputs["video"], 5) as writer:
+            writer.write(torch.rand(3, 32, 32, 3))
+    out = tmp_path / "video.mp4"
+    assert run_main([command, str(inputs[source]), *argv, "--quiet", "--out", str(out)]) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"longvid: error: {flag}: expected ") and words in lines[0], lines
+    assert not list(tmp_path.iterdir()), "a refused run writes nothing"
+
+
 def run_main(argv) -> int:
     """The exit status of ``longvid ARGV``: argparse's refusals exit, LongVid's own return."""
     try:

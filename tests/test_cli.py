@@ -163,3 +163,21 @@ def test_keyframes_last_frame_and_loop_reach_the_run(tmp_path, monkeypatch, caps
     assert main(["generate", *small, "--loop", "--out", str(loop)]) == 0
     assert runs[-1].loop and [g.frame for g in runs[-1].guides] == [0, 6] and runs[-1].sampled_frames == 7
     assert read_video(loop)[0].shape[0] == 6
+
+
+def test_interpolate_and_refine_an_input_video(tmp_path, capsys):
+    from longvid_core.run.video_io import VideoWriter
+
+    svd = write_tiny_sgm(tmp_path / "tiny.safetensors")
+    source = tmp_path / "in.mp4"
+    with VideoWriter(source, 5, crf=12) as writer:
+        writer.write(torch.rand(4, 16, 16, 3, generator=torch.Generator().manual_seed(2)))
+    small = ["--svd", str(svd), "--width", "16", "--height", "16", "--window", "2", "--chunk", "2", "--steps", "2",
+             "--mode", "progressive", "--quiet"]
+    assert main(["interpolate", str(source), "--factor", "3", "--out", str(tmp_path / "x3.mp4"), *small]) == 0
+    frames, fps = read_video(tmp_path / "x3.mp4")
+    assert frames.shape[0] == 10 and fps == 15  # (4 - 1) * 3 + 1 frames at 3 x 5 fps
+    assert main(["refine", str(source), "--strength", "0.6", "--out", str(tmp_path / "r.mp4"), *small]) == 0
+    frames, fps = read_video(tmp_path / "r.mp4")
+    assert frames.shape[0] == 4 and fps == 5
+    assert "10 frames 16x16, progressive" in capsys.readouterr().out

@@ -162,3 +162,46 @@ def test_a_loop_shorter_than_a_window_is_refused_before_sampling(model):
     settings = pipeline.SamplingSettings(frames=5, mode="progressive", window=4, chunk=2, steps=4)
     with pytest.raises(InputError, match=r"^frames: expected at least window \+ chunk = 6 for a loop"):
         pipeline.prepare_run(model, keyframes, settings, loop_latent=first[0].latent)
+
+
+# ----------------------------------------------------------------------------------- interpolate and refine
+
+
+def test_interpolation_keeps_every_input_frame_and_refine_at_one_changes_nothing(model):
+    from longvid_core.run import cascade
+
+    video = torch.rand(4, 16, 16, 3, generator=torch.Generator().manual_seed(8))
+    keyframes, _ = pipeline.condition_images(model, video[:1], 16, 16)
+    guides, notes = cascade.interpolation_guides(model, video, 3, 16, 16)
+    assert [g.frame for g in guides] == [0, 3, 6, 9] and notes == []
+    frames = cascade.interpolated_frames(4, 3)
+    settings = pipeline.SamplingSettings(frames=frames, mode="progressive", window=4, chunk=2, steps=4, cfg=1.0)
+    latents = pipeline.prepare_run(model, keyframes, settings, guides=guides).into(pipeline.LatentSink())
+    assert latents.shape[1] == 10
+    for guide in guides:
+        assert torch.equal(latents[:, guide.frame], guide.latent)
+    same, _ = cascade.refine_guides(model, video, 1.0, 16, 16)
+    settings = replace(settings, frames=4, mode="replacement_with_noise")
+    kept = pipeline.prepare_run(model, keyframes, settings, guides=same).into(pipeline.LatentSink())
+    assert torch.equal(kept, torch.stack([g.latent for g in same], dim=1))
+    pulled, _ = cascade.refine_guides(model, video, 0.5, 16, 16)
+    refined = pipeline.prepare_run(model, keyframes, settings, guides=pulled).into(pipeline.LatentSink())
+    assert not torch.equal(refined, kept)
+    # the wider input is cropped like a conditioning image, and that is said once for the video
+    wide = torch.rand(3, 16, 32, 3, generator=torch.Generator().manual_seed(9))
+    assert cascade.refine_guides(model, wide, 0.5, 16, 16)[1] == [
+        "the input video's 3 frames (32x16) were fitted to 16x16 as the conditioning image is: centre-cropped to "
+        "the aspect ratio, then resized"]
+
+
+@pytest.mark.parametrize("frames, factor, strength, message", [
+    (1, 2, None, "input video: expected a video of at least 2 frames, found 1 frame(s)"),
+    (5, 1, None, "factor: expected a whole number >= 2"),
+    (5, 2.5, None, "factor: expected a whole number >= 2"),
+    (5, None, 1.5, "strength: expected a number from 0 to 1"),
+    (5, None, float("nan"), "strength: expected a number from 0 to 1"),
+])
+def test_bad_cascade_inputs(frames, factor, strength, message):
+    from longvid_core.run.cascade import cascade_problem
+
+    assert str(cascade_problem(frames, factor, strength)).startswith(message)

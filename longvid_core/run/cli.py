@@ -8,7 +8,6 @@ the bundled small model — a synthetic scene), conditioning, sampling streamed 
 
 from __future__ import annotations
 
-import argparse
 import signal
 import sys
 import tempfile
@@ -17,10 +16,9 @@ from pathlib import Path
 
 from ..problems import InputError, Problem, raise_problem
 from ..progress import SAMPLING
-from .cli_inputs import (EXIT_USER_ERROR, PROG, ArgumentParser, check_generate_args, error_line, guide_frames,
-                         keyframe, load_model, model_files, number, resolved_device, resolved_dtype,
-                         t2i_model_problem)
-from .modes import AUTO, MAX_FRAMES, MAX_SEED, MODES
+from .cli_inputs import (EXIT_USER_ERROR, PROG, check_generate_args, error_line, guide_frames, load_model,
+                         model_files, resolved_device, resolved_dtype, t2i_model_problem)
+from .cli_parser import build_parser
 
 EXIT_INTERRUPTED = 130  # the shell's status for a command stopped by Ctrl-C (128 + SIGINT)
 
@@ -103,12 +101,14 @@ def _png_writer(folder: Path):
     return save
 
 
-def generate(args) -> int:
+def prepare_video(args, overrides: dict | None = None):
+    """What every video command does before loading the model: its model files checked, the
+    settings (the model file's, then the flags, then ``overrides``), every input that can be judged
+    without the model, and the mp4 sink (not opened yet)."""
     import torch
 
-    from ..weights.loading import resolve_dtype
     from . import pipeline
-    from .inputs import model_file_problem, read_image
+    from .inputs import model_file_problem
 
     svd_path = Path(args.svd) if args.svd else pipeline.BUNDLED_MODEL
     for name, path, kind in model_files(args, svd_path):
@@ -122,6 +122,7 @@ def generate(args) -> int:
         value = getattr(args, key, None)
         if value is not None:
             settings[key] = value
+    settings.update(overrides or {})
     sampling = pipeline.SamplingSettings(
         frames=settings["frames"], mode=args.mode, window=settings["window"], chunk=settings["chunk"],
         steps=settings["steps"], cfg=settings["cfg"], min_cfg=settings["min_cfg"], seed=args.seed,
@@ -130,10 +131,57 @@ def generate(args) -> int:
     check_generate_args(args, settings, sampling)  # refuse what can be refused before loading anything
     if args.threads:
         torch.set_num_threads(args.threads)
-    sink = pipeline.Mp4Sink(Path(args.out), settings["output_fps"], window=settings["decode_window"],
-                            overlap=settings["decode_overlap"],
-                            on_frames=_png_writer(Path(args.save_frames)) if args.save_frames else None)
-    args.sink = sink  # main() reports what an interrupted run kept
+    args.sink = pipeline.Mp4Sink(Path(args.out), settings["output_fps"], window=settings["decode_window"],
+                                 overlap=settings["decode_overlap"],
+                                 on_frames=_png_writer(Path(args.save_frames)) if args.save_frames else None)
+    return svd_path, settings, sampling  # main() reports what an interrupted run kept in args.sink
+
+
+def render(args, model, keyframes, settings, sampling, started, guides=(), loop_latent=None) -> int:
+    """Plan the run (every check before sampling), sample it into the mp4, say what was done."""
+    from . import pipeline
+
+    run = pipeline.prepare_run(model, keyframes, sampling, guides=guides, loop_latent=loop_latent)
+    if not args.quiet:
+        print(run.chosen, file=sys.stderr)
+    progress = None if args.quiet else Progress(run.plan.denoiser_calls)
+    written = run.into(args.sink, progress)
+    if progress is not None:
+        progress.close()
+    print(f"{written} frames {settings['width']}x{settings['height']}, {run.settings.describe()}, "
+          f"{run.plan.denoiser_calls} denoiser calls, {time.perf_counter() - started:.1f} s")
+    if run.cache is not None:
+        print(run.cache.stats.describe())
+    print(Path(args.out).resolve())
+    return 0
+
+
+def loaded_model(args, svd_path, device, dtype):
+    model = load_model(args, svd_path, device, dtype)
+    for warning in model.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    return model
+
+
+def condition(model, image, settings, seed: int):
+    from . import pipeline
+
+    return pipeline.condition_images(model, image, settings["width"], settings["height"], fps=settings["fps"],
+                                     motion_bucket_id=settings["motion_bucket_id"],
+                                     noise_aug_strength=settings["noise_aug_strength"], seed=seed)
+
+
+def say(notes) -> None:
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+
+
+def generate(args) -> int:
+    from ..weights.loading import resolve_dtype
+    from . import pipeline
+    from .inputs import read_image
+
+    svd_path, settings, sampling = prepare_video(args)
     device = resolved_device(args.device)
     dtype = resolved_dtype(args.dtype, device)
     started = time.perf_counter()
@@ -147,12 +195,8 @@ def generate(args) -> int:
                               args.seed, device, steps=args.t2i_steps, dtype=resolve_dtype(dtype), quiet=args.quiet)
     else:
         image = synthetic_first_frame(args.seed, width, height)
-    model = load_model(args, svd_path, device, dtype)
-    for warning in model.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
-    keyframes, fitted = pipeline.condition_images(
-        model, image, width, height, fps=settings["fps"], motion_bucket_id=settings["motion_bucket_id"],
-        noise_aug_strength=settings["noise_aug_strength"], seed=args.seed)
+    model = loaded_model(args, svd_path, device, dtype)
+    keyframes, fitted = condition(model, image, settings, args.seed)
     if args.save_first_frame:
         from PIL import Image
 
@@ -161,24 +205,49 @@ def generate(args) -> int:
     for frame, strength, picture in pictures:
         made, notes = pipeline.guides_from_images(model, picture, [frame], [strength], width, height)
         guides += made
-        for note in notes:
-            print(f"note: {note}", file=sys.stderr)
+        say(notes)
     loop_latent = None
     if args.loop:
         loop_latent = pipeline.guides_from_images(model, fitted[:1], [0], [1.0], width, height)[0][0].latent
-    run = pipeline.prepare_run(model, keyframes, sampling, guides=guides, loop_latent=loop_latent)
-    if not args.quiet:
-        print(run.chosen, file=sys.stderr)
-    progress = None if args.quiet else Progress(run.plan.denoiser_calls)
-    written = run.into(sink, progress)
-    if progress is not None:
-        progress.close()
-    print(f"{written} frames {width}x{height}, {run.settings.describe()}, {run.plan.denoiser_calls} denoiser calls, "
-          f"{time.perf_counter() - started:.1f} s")
-    if run.cache is not None:
-        print(run.cache.stats.describe())
-    print(Path(args.out).resolve())
-    return 0
+    return render(args, model, keyframes, settings, sampling, started, guides, loop_latent)
+
+
+def from_input_video(args, factor: int = 1, strength: float | None = None) -> int:
+    """``interpolate`` (every ``factor``-th frame an input frame) and ``refine`` (every frame pulled
+    toward the input at ``strength``): the input video read and checked before anything loads, its
+    first frame the conditioning image (:mod:`.cascade`)."""
+    from . import cascade
+    from .inputs import read_input_video
+
+    video, fps = read_input_video(args.input)
+    raise_problem(cascade.cascade_problem(video.shape[0], factor if factor > 1 else None, strength))
+    rate = fps * factor
+    overrides = {"frames": cascade.interpolated_frames(video.shape[0], factor)}
+    if args.output_fps is None:
+        overrides["output_fps"] = float(rate)
+    if args.fps is None:  # SVD's fps conditioning: the output's rate
+        overrides["fps"] = max(1, round(rate))
+    svd_path, settings, sampling = prepare_video(args, overrides)
+    device = resolved_device(args.device)
+    dtype = resolved_dtype(args.dtype, device)
+    started = time.perf_counter()
+    width, height = settings["width"], settings["height"]
+    model = loaded_model(args, svd_path, device, dtype)
+    keyframes, _ = condition(model, video[:1], settings, args.seed)
+    if strength is None:
+        guides, notes = cascade.interpolation_guides(model, video, factor, width, height)
+    else:
+        guides, notes = cascade.refine_guides(model, video, strength, width, height)
+    say(notes)
+    return render(args, model, keyframes, settings, sampling, started, guides)
+
+
+def interpolate(args) -> int:
+    return from_input_video(args, factor=args.factor)
+
+
+def refine(args) -> int:
+    return from_input_video(args, strength=args.strength)
 
 
 def smoke(args) -> int:
@@ -210,74 +279,7 @@ def smoke(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = ArgumentParser(prog=PROG, description="LongVid: long videos with SVD / ExVideo-SVD "
-                            "and progressive rolling sampling.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
-    g = sub.add_parser("generate", help="make a video (with no weights given: the bundled small model)",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    g.add_argument("--svd", help="SVD checkpoint (SGM single file or diffusers folder); default: bundled small model")
-    g.add_argument("--extension", help="ExVideo (DiffSynth) or LongVid extension file")
-    g.add_argument("--lora", help="LongVid LoRA file (from training/train.py --mode lora), merged after --extension")
-    g.add_argument("--lora-strength", type=number(float), default=1.0,
-                   help="scale of --lora's update (0: the base as is)")
-    g.add_argument("--image", help="first frame image file")
-    g.add_argument("--prompt", help="make the first frame with --t2i-model from this prompt")
-    g.add_argument("--negative-prompt", default="", help="negative prompt for --t2i-model")
-    g.add_argument("--t2i-model", help="local diffusers text-to-image folder (with model_index.json; loaded with "
-                   "AutoPipelineForText2Image, no downloads) for --prompt, at --width x --height, seeded by --seed")
-    g.add_argument("--t2i-steps", type=number(int, 1, 1000), default=25,
-                   help="denoising steps of --t2i-model (--steps is the video's)")
-    g.add_argument("--out", default="longvid.mp4", help="output video (.mp4, .m4v or .mov); written as "
-                   "NAME.partial.mp4 and renamed when complete, so an interrupted run keeps what it finished there")
-    g.add_argument("--save-frames", help="also write every frame as PNG into this folder")
-    g.add_argument("--decode-window", type=number(int, 1), help="latent frames the temporal VAE decodes together "
-                   "(memory); default: the model file's, else 14 (SVD's clip length)")
-    g.add_argument("--decode-overlap", type=number(int, 0), help="frames shared and cross-faded by consecutive "
-                   "decode windows (at most half the window); default: the model file's, else 4")
-    g.add_argument("--save-first-frame", help="write the conditioning frame as PNG")
-    g.add_argument("--keyframe", action="append", type=keyframe, metavar="PICTURE@FRAME[:STRENGTH]",
-                   help="the video passes through PICTURE at frame FRAME (strength 1, the default) or is pulled "
-                   "toward it (strength below 1); repeatable")
-    g.add_argument("--last-frame", metavar="PICTURE", help="the video ends on PICTURE (a keyframe at the last frame)")
-    g.add_argument("--loop", action="store_true", help="the video loops: its last frame leads into its first "
-                   "without a seam (at least window + chunk frames)")
-    g.add_argument("--mode", choices=MODES, default=AUTO, help="auto: progressive as trained for weights LongVid's "
-                   "trainer fine-tuned progressively, else the best training-free setting (printed)")
-    g.add_argument("--partitions", type=number(int, 1), default=1, help="progressive: split each row's window into "
-                   "this many calls, each spanning fewer noise levels (for weights trained with one level per clip)")
-    g.add_argument("--lookahead", action="store_true", help="progressive: each partition also sees the one ahead")
-    g.add_argument("--cache-interval", type=number(int, 0), default=0, help="reuse the UNet's deep features on up to "
-                   "this many calls after each full call on the same frames (DeepCache; 0: off)")
-    g.add_argument("--context-overlap", type=number(int, 0), help="context_windows: frames shared by windows of "
-                   "window + chunk frames (default: a quarter of a window)")
-    for name, kind in (("frames", number(int, 1, MAX_FRAMES)), ("window", number(int, 1)), ("chunk", number(int, 1)),
-                       ("steps", number(int, 1)), ("cfg", number(float, 0)), ("min-cfg", number(float, 0)),
-                       ("width", number(int, 1)), ("height", number(int, 1)), ("fps", number(int, 1)),
-                       ("motion-bucket-id", number(int, 0, 1023)), ("noise-aug-strength", number(float, 0)),
-                       ("output-fps", number(int, 1, 1000))):
-        g.add_argument(f"--{name}", type=kind, default=None, help="default: the model's recommended value")
-    g.add_argument("--context-sigma", type=number(float, 0), help="progressive: give the finished chunk in front to "
-                   "the model noised at this sigma (for models trained with --progressive-context-sigma); default: "
-                   "the model file's, else clean")
-    g.add_argument("--seed", type=number(int, 0, MAX_SEED), default=0)
-    g.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda if available)")
-    g.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), help="default: fp16 on GPU, fp32 on CPU")
-    g.add_argument("--threads", type=number(int, 0, 4096), default=0, help="CPU threads for torch (0: torch's "
-                   "default)")
-    g.add_argument("--compile", nargs="?", const="inductor", default=None, metavar="BACKEND",
-                   help="torch.compile the UNet (default backend inductor); runs uncompiled, with a warning, "
-                   "where compiling fails")
-    g.add_argument("--quiet", action="store_true", help="no progress bar")
-    g.set_defaults(func=generate)
-    s = sub.add_parser("smoke", help="end-to-end run of the model code with a tiny random SVD")
-    s.add_argument("--frames", type=number(int, 1, 4096), default=12)
-    s.add_argument("--window", type=number(int, 1, 256), default=4)
-    s.add_argument("--chunk", type=number(int, 1, 256), default=2)
-    s.add_argument("--steps", type=number(int, 1, 1000), default=4)
-    s.add_argument("--size", type=number(int, 8, 512), default=16)
-    s.set_defaults(func=smoke)
-    return parser
+COMMANDS = {"generate": generate, "interpolate": interpolate, "refine": refine, "smoke": smoke}
 
 
 class Terminated(KeyboardInterrupt):
@@ -300,7 +302,7 @@ def main(argv=None) -> int:
     except ValueError:  # not the main thread: leave signals alone
         previous = None
     try:
-        return args.func(args)
+        return COMMANDS[args.command](args)
     except InputError as e:
         print(error_line(e.problem), file=sys.stderr)
     except (CheckpointError, NonFiniteError) as e:

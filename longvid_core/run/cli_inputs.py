@@ -15,7 +15,7 @@ PROG = "longvid"
 EXIT_USER_ERROR = 2  # argparse's status for a bad command line
 # Flags whose pipeline / node input has another name
 FLAG_OF_INPUT = {"augmentation": "--noise-aug-strength", "output": "--out", "decode_overlap": "--decode-overlap",
-                 "keyframe_starts": "--image"}
+                 "keyframe_starts": "--image", "input video": "IN"}
 
 
 def flag(input_name: str) -> str:
@@ -44,6 +44,9 @@ class ArgumentParser(argparse.ArgumentParser):
             name, _, rest = text[len("argument "):].partition(": ")
             names = name.split("/")
             text = f"{next((n for n in names if n.startswith('--')), names[0])}: {_expected_found(rest)}"
+        elif text.startswith("the following arguments are required: "):
+            missing = text[len("the following arguments are required: "):].split(", ")
+            text = f"{missing[0]}: expected a value, found none"
         self.exit(EXIT_USER_ERROR, f"{PROG}: error: {text}\n")
 
 

@@ -125,6 +125,25 @@ def read_image(path, input: str = "image") -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(array))[None]
 
 
+VIDEO_EXPECTED = "a video file (mp4, webm, mov, ... as PyAV reads it)"
+
+
+def read_input_video(path, input: str = "input video"):
+    """A video file -> (frames ``[n, H, W, 3]`` float32 in 0..1, fps as a Fraction). Anything that is
+    not a readable video raises :class:`InputError` naming the file and what was wrong."""
+    import av
+
+    from .video_io import read_video
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(Problem(input, VIDEO_EXPECTED, describe_path(path)))
+    try:
+        return read_video(path)
+    except (av.error.FFmpegError, OSError, ValueError, IndexError) as e:  # IndexError: no video stream
+        raise InputError(Problem(input, VIDEO_EXPECTED, f"{describe_path(path)}, which cannot be read: {e}")) from None
+
+
 MODEL_EXPECTED = {
     "svd": "an SVD checkpoint (an SGM single .safetensors file, or a diffusers folder)",
     "extension": "an ExVideo (DiffSynth layout) or LongVid extension .safetensors file",

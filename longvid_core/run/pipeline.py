@@ -23,7 +23,7 @@ from ..networks.conditioning import SVDCond
 from ..networks.decoding import StreamingDecoder, decode_settings
 from ..networks.model import SVDModel
 from ..networks.nonfinite import FiniteCheckedDenoiser
-from ..networks.vae import VAE_SCALE
+from ..networks.vae import VAE_SCALE, vae_device_dtype
 from ..problems import Problem, raise_problem
 from ..progress import ProgressCallback
 from ..sampling.schedules import get_sigmas_karras
@@ -232,7 +232,8 @@ def guides_from_images(model: SVDModel, images: torch.Tensor, frames: Sequence[i
             notes.append(f"guide picture {i + 1} ({w}x{h}) was fitted to {width}x{height} as the conditioning "
                          "image is: centre-cropped to the aspect ratio, then resized")
     with torch.no_grad():
-        latents = encode_frames(model.vae, cover_crop(images, width, height).to(model.device))
+        vae_device = vae_device_dtype(model.vae)[0]  # inside ComfyUI the VAE may sit apart from the UNet
+        latents = encode_frames(model.vae, cover_crop(images, width, height).to(vae_device))
     return [sampling.Guide(int(frame), latents[:, i].float().cpu(), float(strength))
             for i, (frame, strength) in enumerate(zip(frames, strengths))], notes
 
