@@ -9,11 +9,12 @@ Node ids carry the ``LongVid`` prefix and are never renamed once shipped, nor ar
 their order: saved workflows refer to them. A node that must change gets a new id; the old one
 stays as a deprecated alias. New inputs go last.
 Data flows one way: Load -> Condition -> Sample -> Decode / Save Video (or Sample to Video); Settings feeds
-the sampler and the Schedule View one schedule.
+the sampler and the Schedule View one schedule; Guides give the sampler frames to pass through.
 """
 
 from . import runtime
 from .conditioning import LongVidCondition, LongVidEncodeFrames
+from .guides import LongVidGuides
 from .loader import LongVidLoadModel
 from .sampling import LongVidSample
 from .schedule_view import LongVidScheduleView
@@ -34,6 +35,7 @@ NODES = {cls.SPEC.node_id: cls for cls in (
     LongVidSampleToVideo,
     LongVidScheduleView,
     LongVidSettings,
+    LongVidGuides,
 )}
 
 __all__ = ["NODES"]

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 
-from longvid_core import pipeline
+from longvid_core import SVDCond, pipeline
 from longvid_core import sampling
 from longvid_core.progress import SAMPLING
 from longvid_core.run.pipeline import AUTO
 from longvid_core.sampling.schedules import DEFAULT_CHUNK, DEFAULT_STEPS, DEFAULT_WINDOW
 
 from . import runtime
+from .guides import GUIDES_INPUT, encoded_guides
 from .spec import Boolean, Combo, Float, Int, NodeSpec, Output, Socket
 from .validation import NOT_CONNECTED, check_widgets, first_problem, raise_if
 
@@ -121,10 +123,11 @@ def checked_schedule(schedule) -> pipeline.Schedule:
 
 def prepare_run(model, cond, frames, mode, window, chunk, steps, cfg, min_cfg, seed, prefix=None,
                 node_cls=None, context_sigma=0.0, partitions=1, lookahead=False,
-                context_overlap=-1, schedule=None) -> pipeline.GenerationRun:
+                context_overlap=-1, schedule=None, guides=None) -> pipeline.GenerationRun:
     """Everything checked before any work: the widgets (a linked input reached validate_inputs as
     None), then the pipeline's checks of the settings and the model (where ``auto`` is resolved).
-    A connected ``schedule`` replaces the widgets it holds, which are then neither checked nor used."""
+    A connected ``schedule`` replaces the widgets it holds, which are then neither checked nor used.
+    ``guides`` (LongVid Guides' pictures) are encoded with the model's VAE and checked with the rest."""
     if schedule is None:
         schedule = widget_schedule(mode, window, chunk, steps, context_sigma, partitions, lookahead, context_overlap)
         raise_if(check_widgets(node_cls or LongVidSample, mode=mode, window=window, chunk=chunk, steps=steps,
@@ -133,7 +136,14 @@ def prepare_run(model, cond, frames, mode, window, chunk, steps, cfg, min_cfg, s
     settings = pipeline.with_schedule(pipeline.SamplingSettings(frames, cfg=cfg, min_cfg=min_cfg, seed=seed),
                                       checked_schedule(schedule))
     prefix_latents = None if prefix is None else pipeline.latents_from_comfy(prefix, "prefix")
-    run = pipeline.prepare_run(model.svd, cond, settings, prefix_latents)
+    encoded = []
+    if guides:
+        first = cond if isinstance(cond, SVDCond) else cond[0][1]
+        frame_shape = (first.batch_size, model.svd.vae.config.latent_channels, *first.concat_latent.shape[-2:])
+        encoded, notes = encoded_guides(model.prepare("vae"), guides, frame_shape)
+        for note in notes:
+            logging.warning("LongVid: %s", note)
+    run = pipeline.prepare_run(model.svd, cond, settings, prefix_latents, guides=encoded)
     runtime.throw_if_interrupted()
     return run
 
@@ -148,7 +158,7 @@ class LongVidSample:
             "when one is given. The progress bar counts every denoiser call."),
         function="sample",
         report_under="window",
-        inputs=(*sampling_inputs(), PREFIX_INPUT, *SAMPLING_OPTIONAL, SCHEDULE_INPUT),
+        inputs=(*sampling_inputs(), PREFIX_INPUT, *SAMPLING_OPTIONAL, SCHEDULE_INPUT, GUIDES_INPUT),
         outputs=(Output("latent", "LATENT", "Video latents, prefix frames first."), SETTINGS_OUTPUT),
     )
 
@@ -160,9 +170,9 @@ class LongVidSample:
                                  partitions, lookahead, context_overlap, schedule)
 
     def sample(self, model, cond, frames, mode, window, chunk, steps, cfg, min_cfg, seed, prefix=None,
-               context_sigma=0.0, partitions=1, lookahead=False, context_overlap=-1, schedule=None):
+               context_sigma=0.0, partitions=1, lookahead=False, context_overlap=-1, schedule=None, guides=None):
         run = prepare_run(model, cond, frames, mode, window, chunk, steps, cfg, min_cfg, seed, prefix,
-                          type(self), context_sigma, partitions, lookahead, context_overlap, schedule)
+                          type(self), context_sigma, partitions, lookahead, context_overlap, schedule, guides)
         model.prepare("unet")
         latents = run.into(pipeline.LatentSink(), runtime.progress_callback(SAMPLING, run.plan.denoiser_calls))
         return (pipeline.latents_to_comfy(latents), run.chosen)

@@ -17,6 +17,7 @@ from longvid_core.run import video_io
 from longvid_core.run.video_io import DEFAULT_CRF
 
 from . import runtime
+from .guides import GUIDES_INPUT
 from .sampling import (PREFIX_INPUT, SAMPLING_OPTIONAL, SCHEDULE_INPUT, SETTINGS_OUTPUT, prepare_run, sampling_inputs,
                        validate_sampling)
 from .spec import Float, Int, NodeSpec, Output, Socket, String
@@ -173,7 +174,7 @@ class LongVidSampleToVideo:
         report_under="window",
         # optional inputs in the order they were added: a saved workflow keeps its widget values in place
         inputs=(*sampling_inputs(), *video_inputs(), PREFIX_INPUT, OUTPUT_PATH_INPUT, *SAMPLING_OPTIONAL,
-                SCHEDULE_INPUT),
+                SCHEDULE_INPUT, GUIDES_INPUT),
         outputs=(PATH_OUTPUT, SETTINGS_OUTPUT),
         output_node=True,
     )
@@ -190,11 +191,11 @@ class LongVidSampleToVideo:
 
     def sample_to_video(self, model, cond, frames, mode, window, chunk, steps, cfg, min_cfg, seed, filename_prefix,
                         frame_rate, crf, decode_window, overlap, prefix=None, output_path="", context_sigma=0.0,
-                        partitions=1, lookahead=False, context_overlap=-1, schedule=None):
+                        partitions=1, lookahead=False, context_overlap=-1, schedule=None, guides=None):
         # the sampling inputs are checked by prepare_run
         raise_if(video_problem(type(self), frame_rate, crf, decode_window, overlap, output_path))
         run = prepare_run(model, cond, frames, mode, window, chunk, steps, cfg, min_cfg, seed, prefix,
-                          type(self), context_sigma, partitions, lookahead, context_overlap, schedule)
+                          type(self), context_sigma, partitions, lookahead, context_overlap, schedule, guides)
         path, ui_entry = _target(filename_prefix, output_path)
         model.prepare("unet", "vae")
         # The bar counts denoiser calls; decoding only checks cancel, window by window.

@@ -20,7 +20,7 @@ def spec(request):
     return NODES[request.param].SPEC
 
 
-ADDED_NODES = {"LongVidSettings"}  # nodes new since the V1 release
+ADDED_NODES = {"LongVidSettings", "LongVidGuides"}  # nodes new since the V1 release
 
 
 def test_every_node_of_the_v1_release_is_still_there():
@@ -47,7 +47,7 @@ def test_what_was_added_since_the_v1_release():
              for node_id, plain in NODES.items() if node_id in V1_SCHEMAS}
     assert {k: v for k, v in added.items() if v != ([], [])} == {
         "LongVidDecode": (["frame_rate"], ["video"]), "LongVidLoadModel": (["lora", "lora_strength", "compile"], []),
-        "LongVidSample": (["schedule"], []), "LongVidSampleToVideo": (["schedule"], []),
+        "LongVidSample": (["schedule", "guides"], []), "LongVidSampleToVideo": (["schedule", "guides"], []),
         "LongVidScheduleView": (["schedule"], [])}
 
 

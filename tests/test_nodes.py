@@ -161,7 +161,7 @@ def test_pack_imports_the_comfyui_way_without_comfyui():
 def test_node_ids_and_schemas_are_well_formed():
     assert set(NODES) == {
         "LongVidLoadModel", "LongVidCondition", "LongVidEncodeFrames", "LongVidSample", "LongVidDecode",
-        "LongVidSaveVideo", "LongVidSampleToVideo", "LongVidScheduleView", "LongVidSettings",
+        "LongVidSaveVideo", "LongVidSampleToVideo", "LongVidScheduleView", "LongVidSettings", "LongVidGuides",
     }
     for node_id, cls in NODES.items():
         spec = cls.SPEC
@@ -815,3 +815,44 @@ def test_start_up_copies_example_inputs_without_overwriting(inside_comfyui, tmp_
     assert copied.read_bytes() == (runtime.EXAMPLE_INPUTS / "longvid_example.mp4").read_bytes()
     copied.write_bytes(b"the user's own file")
     assert runtime.install_example_inputs() == [] and copied.read_bytes() == b"the user's own file"
+
+
+# ----------------------------------------------------------------------------------- guides
+
+
+def test_guides_chain_and_the_video_passes_through_them(model):
+    from longvid_core import pipeline as run_pipeline
+
+    cond = condition(model)[0]
+    pictures = image(batch=2, height=64, width=64, seed=5)
+    first = NODES["LongVidGuides"]().guides(pictures, "2, 5", 1.0)[0]
+    chained = NODES["LongVidGuides"]().guides(image(height=64, width=96, seed=6), "3", 0.5, previous=first)[0]
+    assert [(g.frame, g.strength) for g in chained] == [(2, 1.0), (5, 1.0), (3, 0.5)]
+    latent = NODES["LongVidSample"]().sample(model, cond, 6, *SMALL.values(), guides=chained)[0]["samples"]
+    expected, _ = run_pipeline.guides_from_images(model.svd, pictures, [2, 5], [1.0, 1.0], 64, 64)
+    for guide in expected:
+        torch.testing.assert_close(latent[guide.frame] * VAE_SCALE, guide.latent[0], rtol=0, atol=1e-6)
+    free = sample(model, cond)["samples"]
+    assert not torch.equal(latent[3], free[3])  # the strength-0.5 picture pulls its frame too
+
+
+@pytest.mark.parametrize("frames, strength, message", [
+    ("2, x", 1.0, "frames: expected one whole frame index >= 0 per picture"),
+    ("-1", 1.0, "found '-1'"),
+    ("2, 2", 1.0, "a frame twice"),
+    ("2", 1.5, "strength"),
+])
+def test_guides_node_refuses_bad_widgets_at_validation(frames, strength, message):
+    problem = NODES["LongVidGuides"].validate_inputs(frames, strength)
+    assert problem is not True and message in problem, problem
+
+
+def test_guides_beyond_the_video_are_refused_before_sampling(model):
+    cond = condition(model)[0]
+    guides = NODES["LongVidGuides"]().guides(image(height=64, width=64), "9", 1.0)[0]
+    with pytest.raises(ValueError, match="guide frame: expected an index within the new frames 0..5"):
+        NODES["LongVidSample"]().sample(model, cond, 6, *SMALL.values(), guides=guides)
+    with pytest.raises(ValueError, match=r"frames: expected one frame index per picture of the batch \(2\)"):
+        NODES["LongVidGuides"]().guides(image(batch=2), "1", 1.0)
+    with pytest.raises(ValueError, match=r"frames: expected frames the previous guides leave free"):
+        NODES["LongVidGuides"]().guides(image(), "9", 1.0, previous=guides)

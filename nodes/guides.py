@@ -1,0 +1,118 @@
+"""LongVidGuides (pictures + frame indices + strength -> LONGVID_GUIDES): frames the video passes
+through, chainable so that a storyboard is built node by node; the sampling nodes encode them."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import torch
+
+from longvid_core.problems import Problem
+
+from .spec import Float, NodeSpec, Output, Socket, String
+from .validation import check_widgets, first_problem, raise_if
+
+GUIDES_TYPE = "LONGVID_GUIDES"
+GUIDES_INPUT = Socket("guides", GUIDES_TYPE, optional=True, tooltip=(
+    "Frames the video passes through (LongVid Guides): at strength 1 the video's frame is the picture; below 1 it "
+    "is pulled toward it. Counted in the whole output video, a prefix included; pictures are fitted like the "
+    "conditioning image."))
+
+
+@dataclass(frozen=True)
+class PictureGuide:
+    """A picture ``[1, H, W, 3]`` (0..1) at a frame with a strength, not yet encoded (the sampler
+    knows the video's size and holds the model)."""
+
+    frame: int
+    picture: torch.Tensor
+    strength: float
+
+
+def parse_guide_frames(text: str) -> list[int]:
+    """``"0, 48, 96"`` -> ``[0, 48, 96]``: whole frame numbers >= 0, no two alike. Raises ValueError
+    holding the :class:`Problem` (what to write)."""
+    parts = [p for p in re.split(r"[,\s;]+", str(text).strip()) if p]
+    expected = "one whole frame index >= 0 per picture, no two alike, like '0, 48, 96'"
+    try:
+        frames = [int(p) for p in parts]
+    except ValueError:
+        raise ValueError(Problem("frames", expected, repr(text))) from None
+    if not frames or min(frames) < 0:
+        raise ValueError(Problem("frames", expected, repr(text), "frame indices >= 0"))
+    if len(set(frames)) != len(frames):
+        raise ValueError(Problem("frames", expected, f"{text!r}, a frame twice"))
+    return frames
+
+
+def frames_problem(text) -> str | None:
+    if text is None:
+        return None
+    try:
+        parse_guide_frames(text)
+    except ValueError as e:
+        return e.args[0]
+    return None
+
+
+class LongVidGuides:
+    SPEC = NodeSpec(
+        node_id="LongVidGuides",
+        display_name="LongVid Guides (keyframes anywhere)",
+        description=(
+            "Pictures the video passes through: picture i of the batch at the i-th frame of frames. At strength 1 "
+            "the video's frame is exactly the picture (as the VAE encodes it): first and last frame, a storyboard of "
+            "keyframes; below 1 the frame starts from the picture noised part of the way and is denoised from there. "
+            "Chain several to give each picture its own strength; connect the last to LongVid Sample's guides."),
+        function="guides",
+        report_under="frames",
+        inputs=(
+            Socket("images", "IMAGE", "The pictures, one per frame index (a batch: in order)."),
+            String("frames", "0", tooltip="Frame index of each picture, e.g. '0, 48, 95'. One number per picture."),
+            Float("strength", 1.0, 0.0, 1.0, step=0.05, round=0.01, tooltip=(
+                "1: the video passes through the pictures. Below 1: their frames are held for that share of the "
+                "steps, then denoised freely. 0: no effect.")),
+            Socket("previous", GUIDES_TYPE, optional=True, tooltip=(
+                "Guides from an earlier LongVid Guides node to add these to (a chain: one strength per node).")),
+        ),
+        outputs=(Output("guides", GUIDES_TYPE, "The previous guides and these: for LongVid Sample's guides."),),
+    )
+
+    @classmethod
+    def validate_inputs(cls, frames=None, strength=None):
+        return first_problem(check_widgets(cls, strength=strength), frames_problem(frames))
+
+    def guides(self, images, frames, strength, previous=None):
+        raise_if(self.validate_inputs(frames, strength))
+        indices = parse_guide_frames(frames)
+        if len(indices) != images.shape[0]:
+            raise ValueError(Problem("frames", f"one frame index per picture of the batch ({images.shape[0]})",
+                                     f"{len(indices)} in {frames!r}"))
+        earlier = list(previous or ())
+        taken = {g.frame for g in earlier} & set(indices)
+        if taken:
+            raise ValueError(Problem("frames", "frames the previous guides leave free", f"{sorted(taken)} taken twice"))
+        return (tuple(earlier) + tuple(PictureGuide(frame, images[i:i + 1], float(strength))
+                                       for i, frame in enumerate(indices)),)
+
+
+def encoded_guides(svd, picture_guides, frame_shape) -> tuple[list, list[str]]:
+    """The sampler's guides from LongVid Guides' pictures, fitted to the video's size and encoded
+    with ``svd``'s VAE (on its device), and the notes of what was cropped."""
+    from longvid_core import pipeline
+    from longvid_core.networks.vae import vae_downscale
+
+    if not picture_guides:
+        return [], []
+    scale = vae_downscale(svd.vae)
+    height, width = frame_shape[-2] * scale, frame_shape[-1] * scale
+    guides, notes = [], []
+    for g in picture_guides:
+        made, said = pipeline.guides_from_images(svd, g.picture, [g.frame], [g.strength], width, height)
+        guides += made
+        notes += said
+    return guides, notes
+
+
+__all__ = ["GUIDES_INPUT", "GUIDES_TYPE", "LongVidGuides", "PictureGuide", "encoded_guides", "parse_guide_frames"]
