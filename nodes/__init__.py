@@ -14,7 +14,7 @@ the sampler and the Schedule View one schedule; Guides give the sampler frames t
 
 from . import runtime
 from .conditioning import LongVidCondition, LongVidEncodeFrames
-from .guides import LongVidGuides
+from .guides import LongVidGuides, LongVidVideoGuides
 from .loader import LongVidLoadModel
 from .sampling import LongVidSample
 from .schedule_view import LongVidScheduleView
@@ -36,6 +36,7 @@ NODES = {cls.SPEC.node_id: cls for cls in (
     LongVidScheduleView,
     LongVidSettings,
     LongVidGuides,
+    LongVidVideoGuides,
 )}
 
 __all__ = ["NODES"]

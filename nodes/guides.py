@@ -10,7 +10,7 @@ import torch
 
 from longvid_core.problems import Problem
 
-from .spec import Float, NodeSpec, Output, Socket, String
+from .spec import Boolean, Float, Int, NodeSpec, Output, Socket, String
 from .validation import check_widgets, first_problem, raise_if
 
 GUIDES_TYPE = "LONGVID_GUIDES"
@@ -28,6 +28,7 @@ class PictureGuide:
     frame: int
     picture: torch.Tensor
     strength: float
+    loops: bool = False  # the picture the video loops back to: held at frame 0 and after the last frame
 
 
 def parse_guide_frames(text: str) -> list[int]:
@@ -75,6 +76,9 @@ class LongVidGuides:
                 "steps, then denoised freely. 0: no effect.")),
             Socket("previous", GUIDES_TYPE, optional=True, tooltip=(
                 "Guides from an earlier LongVid Guides node to add these to (a chain: one strength per node).")),
+            Boolean("loop", False, optional=True, tooltip=(
+                "The video loops back to the picture at frame 0: it is also held one frame past the end (sampled, not "
+                "kept), so the last frame leads into the first without a seam.")),
         ),
         outputs=(Output("guides", GUIDES_TYPE, "The previous guides and these: for LongVid Sample's guides."),),
     )
@@ -83,36 +87,89 @@ class LongVidGuides:
     def validate_inputs(cls, frames=None, strength=None):
         return first_problem(check_widgets(cls, strength=strength), frames_problem(frames))
 
-    def guides(self, images, frames, strength, previous=None):
+    def guides(self, images, frames, strength, previous=None, loop=False):
         raise_if(self.validate_inputs(frames, strength))
         indices = parse_guide_frames(frames)
         if len(indices) != images.shape[0]:
             raise ValueError(Problem("frames", f"one frame index per picture of the batch ({images.shape[0]})",
                                      f"{len(indices)} in {frames!r}"))
-        earlier = list(previous or ())
-        taken = {g.frame for g in earlier} & set(indices)
-        if taken:
-            raise ValueError(Problem("frames", "frames the previous guides leave free", f"{sorted(taken)} taken twice"))
-        return (tuple(earlier) + tuple(PictureGuide(frame, images[i:i + 1], float(strength))
-                                       for i, frame in enumerate(indices)),)
+        if loop and 0 not in indices:
+            raise ValueError(Problem("loop", "a picture at frame 0 (the one the video loops back to)",
+                                     f"frames {frames!r}"))
+        return (chained(previous, [PictureGuide(frame, images[i:i + 1], float(strength), loop and frame == 0)
+                                   for i, frame in enumerate(indices)]),)
 
 
-def encoded_guides(svd, picture_guides, frame_shape) -> tuple[list, list[str]]:
+def chained(previous, new: list[PictureGuide]) -> tuple:
+    """``previous`` guides and ``new`` ones, no frame twice (so at most one loop: a loop is at frame 0)."""
+    earlier = list(previous or ())
+    taken = {g.frame for g in earlier} & {g.frame for g in new}
+    if taken:
+        raise ValueError(Problem("frames", "frames the previous guides leave free", f"{sorted(taken)} taken twice"))
+    return tuple(earlier + new)
+
+
+class LongVidVideoGuides:
+    SPEC = NodeSpec(
+        node_id="LongVidVideoGuides",
+        display_name="LongVid Video Guides (interpolate / refine)",
+        description=(
+            "The frames of an input video as guides, LaVie's later stages in SVD terms. factor 2 or more: every "
+            "factor-th output frame is an input frame (strength 1 keeps them exactly) and the model makes the ones "
+            "between: more frames per second. factor 1 with strength below 1: every frame is pulled toward its input "
+            "(refine: less flicker, sharper; at a larger video size a hires pass). Connect guides and frames to the "
+            "sampler, first_frame to LongVid Condition, and set the sampler's fps to the output rate."),
+        function="video_guides",
+        report_under="factor",
+        inputs=(
+            Socket("images", "IMAGE", "The input video's frames (a batch, in order), at least 2."),
+            Int("factor", 2, 1, 16, tooltip=(
+                "Output frames per input frame: 2 puts one new frame between each two (interpolation x2); 1 guides "
+                "every frame (refine).")),
+            Float("strength", 1.0, 0.0, 1.0, step=0.05, round=0.01, tooltip=(
+                "1: the input frames are kept exactly (interpolation). Below 1: each frame is held for that share of "
+                "the steps, then denoised with its neighbours (refine).")),
+            Socket("previous", GUIDES_TYPE, optional=True, tooltip="Guides to add these to."),
+        ),
+        outputs=(Output("guides", GUIDES_TYPE, "For LongVid Sample's guides."),
+                 Output("frames", "INT", "The output's frames, (input frames - 1) x factor + 1: the sampler's frames."),
+                 Output("first_frame", "IMAGE", "The input's first frame: the image to condition on.")),
+    )
+
+    @classmethod
+    def validate_inputs(cls, factor=None, strength=None):
+        return first_problem(check_widgets(cls, factor=factor, strength=strength))
+
+    def video_guides(self, images, factor, strength, previous=None):
+        from longvid_core.run.cascade import cascade_problem, interpolated_frames
+
+        raise_if(self.validate_inputs(factor, strength))
+        raise_if(cascade_problem(images.shape[0], factor if factor > 1 else None, strength))
+        new = [PictureGuide(i * factor, images[i:i + 1], float(strength)) for i in range(images.shape[0])]
+        return chained(previous, new), interpolated_frames(images.shape[0], factor), images[:1]
+
+
+def encoded_guides(svd, picture_guides, frame_shape) -> tuple[list, torch.Tensor | None, list[str]]:
     """The sampler's guides from LongVid Guides' pictures, fitted to the video's size and encoded
-    with ``svd``'s VAE (on its device), and the notes of what was cropped."""
+    with ``svd``'s VAE (on its device); the loop's latent (or None: no loop), and the notes of what
+    was cropped."""
     from longvid_core import pipeline
     from longvid_core.networks.vae import vae_downscale
 
     if not picture_guides:
-        return [], []
+        return [], None, []
     scale = vae_downscale(svd.vae)
     height, width = frame_shape[-2] * scale, frame_shape[-1] * scale
-    guides, notes = [], []
+    guides, loop_latent, notes = [], None, []
     for g in picture_guides:
         made, said = pipeline.guides_from_images(svd, g.picture, [g.frame], [g.strength], width, height)
-        guides += made
         notes += said
-    return guides, notes
+        if g.loops:  # the pipeline holds frame 0 and the closing frame to it
+            loop_latent = made[0].latent
+        else:
+            guides += made
+    return guides, loop_latent, notes
 
 
-__all__ = ["GUIDES_INPUT", "GUIDES_TYPE", "LongVidGuides", "PictureGuide", "encoded_guides", "parse_guide_frames"]
+__all__ = ["GUIDES_INPUT", "GUIDES_TYPE", "LongVidGuides", "LongVidVideoGuides", "PictureGuide", "chained",
+           "encoded_guides", "parse_guide_frames"]

@@ -136,14 +136,14 @@ def prepare_run(model, cond, frames, mode, window, chunk, steps, cfg, min_cfg, s
     settings = pipeline.with_schedule(pipeline.SamplingSettings(frames, cfg=cfg, min_cfg=min_cfg, seed=seed),
                                       checked_schedule(schedule))
     prefix_latents = None if prefix is None else pipeline.latents_from_comfy(prefix, "prefix")
-    encoded = []
+    encoded, loop_latent = [], None
     if guides:
         first = cond if isinstance(cond, SVDCond) else cond[0][1]
         frame_shape = (first.batch_size, model.svd.vae.config.latent_channels, *first.concat_latent.shape[-2:])
-        encoded, notes = encoded_guides(model.prepare("vae"), guides, frame_shape)
+        encoded, loop_latent, notes = encoded_guides(model.prepare("vae"), guides, frame_shape)
         for note in notes:
             logging.warning("LongVid: %s", note)
-    run = pipeline.prepare_run(model.svd, cond, settings, prefix_latents, guides=encoded)
+    run = pipeline.prepare_run(model.svd, cond, settings, prefix_latents, guides=encoded, loop_latent=loop_latent)
     runtime.throw_if_interrupted()
     return run
 

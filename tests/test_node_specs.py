@@ -20,7 +20,7 @@ def spec(request):
     return NODES[request.param].SPEC
 
 
-ADDED_NODES = {"LongVidSettings", "LongVidGuides"}  # nodes new since the V1 release
+ADDED_NODES = {"LongVidSettings", "LongVidGuides", "LongVidVideoGuides"}  # nodes new since the V1 release
 
 
 def test_every_node_of_the_v1_release_is_still_there():

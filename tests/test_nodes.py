@@ -162,6 +162,7 @@ def test_node_ids_and_schemas_are_well_formed():
     assert set(NODES) == {
         "LongVidLoadModel", "LongVidCondition", "LongVidEncodeFrames", "LongVidSample", "LongVidDecode",
         "LongVidSaveVideo", "LongVidSampleToVideo", "LongVidScheduleView", "LongVidSettings", "LongVidGuides",
+        "LongVidVideoGuides",
     }
     for node_id, cls in NODES.items():
         spec = cls.SPEC
@@ -856,3 +857,27 @@ def test_guides_beyond_the_video_are_refused_before_sampling(model):
         NODES["LongVidGuides"]().guides(image(batch=2), "1", 1.0)
     with pytest.raises(ValueError, match=r"frames: expected frames the previous guides leave free"):
         NODES["LongVidGuides"]().guides(image(), "9", 1.0, previous=guides)
+
+
+def test_video_guides_interpolate_and_refine_and_a_loop(model):
+    from longvid_core import pipeline as run_pipeline
+
+    video = image(batch=3, height=64, width=64, seed=7)
+    guides, frames, first = NODES["LongVidVideoGuides"]().video_guides(video, 2, 1.0)
+    assert frames == 5 and [g.frame for g in guides] == [0, 2, 4] and torch.equal(first, video[:1])
+    cond = condition(model, first)[0]
+    latent = NODES["LongVidSample"]().sample(model, cond, frames, *SMALL.values(), guides=guides)[0]["samples"]
+    expected, _ = run_pipeline.guides_from_images(model.svd, video, [0, 2, 4], [1.0] * 3, 64, 64)
+    for guide in expected:
+        torch.testing.assert_close(latent[guide.frame] * VAE_SCALE, guide.latent[0], rtol=0, atol=1e-6)
+    refine, frames, _ = NODES["LongVidVideoGuides"]().video_guides(video, 1, 0.5)
+    assert frames == 3 and [(g.frame, g.strength) for g in refine] == [(0, 0.5), (1, 0.5), (2, 0.5)]
+    with pytest.raises(ValueError, match="input video: expected a video of at least 2 frames, found 1"):
+        NODES["LongVidVideoGuides"]().video_guides(video[:1], 2, 1.0)
+    # a loop: the picture at frame 0 is held there and one frame past the end; 6 frames come out
+    loop = NODES["LongVidGuides"]().guides(first, "0", 1.0, loop=True)[0]
+    looped = NODES["LongVidSample"]().sample(model, cond, 6, *SMALL.values(), guides=loop)[0]["samples"]
+    assert looped.shape[0] == 6
+    torch.testing.assert_close(looped[0] * VAE_SCALE, expected[0].latent[0], rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match=r"loop: expected a picture at frame 0"):
+        NODES["LongVidGuides"]().guides(first, "3", 1.0, loop=True)
