@@ -82,3 +82,19 @@ def test_bench_speed_prints_every_row_and_ratio(capsys):
         assert f"ratio {model}: cache interval 1 / off: seconds" in out
     shares = [float(s) for s in re.findall(r"a reused call runs (\d\.\d+) of a full call", out)]
     assert len(shares) == 2 and all(0 < s < 1 for s in shares)
+
+
+def test_bench_guides_prints_every_row_and_the_guides_reach_their_keyframes(capsys):
+    bench = _load("bench_guides")
+    assert bench.main(["--frames", "20", "--every", "8", "--seeds", "0", "--models", "bundled"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["PSNR", "at", "keys", "PSNR", "between", "seam", "at", "keys", "colour", "drift",
+                                "evals/frame", "s/video"]
+    assert lines[1].startswith("# bundled: progressive") and "keyframes at [8, 16, 19]" in lines[1]
+    rows = {line[:bench.LABEL].strip(): dict(zip(bench.COLUMNS, map(float, line[bench.LABEL:].split())))
+            for line in lines[2:]}
+    assert list(rows) == [f"bundled: {row}" for row in bench.ROWS]
+    # the guided latents are exact (tests/test_guides.py); decoded, the keyframes come closer to the truth
+    guided = rows["bundled: guides"]
+    assert guided["psnr_keyframes"] > rows["bundled: no keyframes"]["psnr_keyframes"]
+    assert guided["evals_per_frame"] == rows["bundled: no keyframes"]["evals_per_frame"] > 0

@@ -1,0 +1,144 @@
+"""Guide frames on held-out synthetic scenes: does the video reach the keyframes, and what happens
+between and around them.
+
+Both small models (bench_quality.py says how they differ) sample each scene's video from its true
+first frame, with keyframes every ``--every`` frames taken from the true video (rendered by
+``longvid_core.evaluation.synthetic`` from seeds the small models never trained on). Rows:
+
+- no keyframes: the first frame only;
+- conditioning switch: today's keyframes, the image conditioning switches to keyframe k at its
+  frame (LongVidCondition's keyframe_starts);
+- guides: the keyframes as strength-1 guide frames (latent replacement, sampling/guides.py), the
+  conditioning staying the first frame's;
+- guides + switch: both;
+- cross-fade: no model, each frame between two keyframes a linear mix of their VAE round trips;
+- VAE round trip: the true video through the model's VAE, what a decoded guide can at best be.
+
+Columns: PSNR (dB) of the decoded frames at the keyframes against the true pictures, and of the
+frames between against the true video; the seam at the keyframes (frame difference there over the
+median difference, 1 = no jump); colour drift over the video; latent frames evaluated per output
+frame; seconds per video.
+
+    python bench/bench_guides.py [--frames 240] [--every 48] [--seeds 0 1 2 3 4 5 6 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from longvid_core import load_svd, pipeline  # noqa: E402
+from longvid_core.evaluation.synthetic import random_scene, render  # noqa: E402
+from longvid_core.evaluation.video_metrics import drift, seam_score  # noqa: E402
+from longvid_core.run.frames import encode_frames  # noqa: E402
+
+ONE_LEVEL_MODEL = Path(__file__).resolve().parent / "assets" / "longvid_small_one_level.safetensors"
+MODELS = {"bundled": pipeline.BUNDLED_MODEL, "one-level": ONE_LEVEL_MODEL}
+HELD_OUT = 7_000_000  # scene seeds from here on: the small models trained on 100,003..102,002
+ROWS = ("no keyframes", "conditioning switch", "guides", "guides + switch", "cross-fade", "VAE round trip")
+COLUMNS = ("psnr_keyframes", "psnr_between", "seam_keyframes", "colour_drift", "evals_per_frame", "seconds")
+HEADER = ("PSNR at keys", "PSNR between", "seam at keys", "colour drift", "evals/frame", "s/video")
+LABEL = 34
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    mse = torch.mean((a.double() - b.double()) ** 2).item()
+    return 10 * math.log10(1.0 / mse) if mse > 0 else float("inf")
+
+
+def keyframe_positions(frames: int, every: int) -> list[int]:
+    """Every ``every``-th frame after the first, and the last frame."""
+    return sorted(set(range(every, frames, every)) | {frames - 1})
+
+
+def measure(video: torch.Tensor, truth: torch.Tensor, keys: list[int]) -> dict[str, float]:
+    between = [k for k in range(1, truth.shape[0]) if k not in keys]
+    return {"psnr_keyframes": psnr(video[keys], truth[keys]), "psnr_between": psnr(video[between], truth[between]),
+            "seam_keyframes": seam_score(video, keys), "colour_drift": drift(video)["colour_drift"]}
+
+
+def cross_fade(pictures: torch.Tensor, keys: list[int], frames: int) -> torch.Tensor:
+    """``pictures`` at frames ``[0] + keys``; each frame between two a linear mix of them."""
+    anchors = [0, *keys]
+    out = torch.empty((frames, *pictures.shape[1:]))
+    for i, (a, b) in enumerate(zip(anchors, anchors[1:])):
+        for k in range(a, b + 1):
+            w = (k - a) / (b - a)
+            out[k] = (1 - w) * pictures[i] + w * pictures[i + 1]
+    return out
+
+
+def bench_model(name: str, path: Path, frames: int, every: int, seeds: list[int]) -> dict[str, dict]:
+    model = load_svd(path)
+    defaults = pipeline.recommended_settings(path)
+    size = defaults["width"]
+    decode = dict(window=defaults["decode_window"], overlap=defaults["decode_overlap"])
+    keys = keyframe_positions(frames, every)
+    settings = pipeline.SamplingSettings(frames, "auto", defaults["window"], defaults["chunk"], defaults["steps"],
+                                         defaults["cfg"], defaults["min_cfg"])
+    results = {row: [] for row in ROWS}
+    seconds = {row: 0.0 for row in ROWS}
+    chosen = ""
+    for seed in seeds:
+        truth = render(random_scene(HELD_OUT + seed, size, size), frames)
+        with torch.no_grad():
+            round_trip = pipeline.decode_into(model, encode_frames(model.vae, truth), pipeline.ImageSink(**decode))[0]
+        results["VAE round trip"].append(measure(round_trip, truth, keys) | {"evals_per_frame": 0.0})
+        started = time.perf_counter()
+        results["cross-fade"].append(measure(cross_fade(round_trip[[0, *keys]], keys, frames), truth, keys)
+                                     | {"evals_per_frame": 0.0})
+        seconds["cross-fade"] += time.perf_counter() - started
+        first, _ = pipeline.condition_images(model, truth[:1], size, size, fps=defaults["fps"],
+                                             motion_bucket_id=defaults["motion_bucket_id"],
+                                             noise_aug_strength=defaults["noise_aug_strength"], seed=seed)
+        switch, _ = pipeline.condition_images(model, truth[[0, *keys[:-1]]], size, size, [0, *keys[:-1]],
+                                              fps=defaults["fps"], motion_bucket_id=defaults["motion_bucket_id"],
+                                              noise_aug_strength=defaults["noise_aug_strength"], seed=seed)
+        guides, _ = pipeline.guides_from_images(model, truth[keys], keys, [1.0] * len(keys), size, size)
+        for row, cond, row_guides in (("no keyframes", first, []), ("conditioning switch", switch, []),
+                                      ("guides", first, guides), ("guides + switch", switch, guides)):
+            started = time.perf_counter()
+            run = pipeline.prepare_run(model, cond, pipeline.SamplingSettings(**{**vars(settings), "seed": seed}),
+                                       guides=row_guides)
+            chosen = run.settings.describe()
+            video = run.into(pipeline.ImageSink(**decode))[0]
+            seconds[row] += time.perf_counter() - started
+            results[row].append(measure(video, truth, keys) | {"evals_per_frame": run.plan.evaluations_per_frame})
+    print(f"# {name}: {chosen}; {len(seeds)} scenes x {frames} frames, keyframes at {keys}", flush=True)
+    means = {}
+    for row in ROWS:
+        means[row] = {k: statistics.mean(m[k] for m in results[row]) for k in results[row][0]}
+        means[row]["seconds"] = seconds[row] / len(seeds)
+        print_row(f"{name}: {row}", means[row])
+    return means
+
+
+def print_row(label: str, row: dict) -> None:
+    cells = [f"{row.get(c, float('nan')):>{len(h) + 2}.{3 if c == 'colour_drift' else 2}f}" for c, h in zip(COLUMNS, HEADER)]
+    print(f"{label:<{LABEL}}" + "".join(cells), flush=True)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--frames", type=int, default=240)
+    parser.add_argument("--every", type=int, default=48, help="a keyframe every this many frames")
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(range(8)))
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    args = parser.parse_args(argv)
+    torch.manual_seed(0)
+    print(f"{'':<{LABEL}}" + "".join(f"{h:>{len(h) + 2}}" for h in HEADER))
+    for name in args.models:
+        bench_model(name, MODELS[name], args.frames, args.every, args.seeds)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
