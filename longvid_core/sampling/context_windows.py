@@ -11,9 +11,10 @@ from ..progress import ProgressCallback
 from .guidance import DEFAULT_CFG, DEFAULT_MIN_CFG, Denoiser, linear_cfg_ramp
 from .guides import Guide
 from .keyframes import CondOverTime
+from .noise import frame_noise
 from .schedules import DEFAULT_STEPS
 from .step_rules import EULER, StepRule
-from .walk import CallProgress, SamplingPlan, Walk, collect_frames, count_new_frames, frame_noise, plan_cost
+from .walk import CallProgress, SamplingPlan, Walk, collect_frames, count_new_frames, plan_cost
 
 
 def context_windows(num_frames: int, length: int, overlap: int) -> list[range]:
