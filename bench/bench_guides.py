@@ -19,7 +19,13 @@ frames between against the true video; the seam at the keyframes (frame differen
 median difference, 1 = no jump); colour drift over the video; latent frames evaluated per output
 frame; seconds per video.
 
-    python bench/bench_guides.py [--frames 240] [--every 48] [--seeds 0 1 2 3 4 5 6 7]
+Then, per model: **interpolation** — the true video at 1/``--factor`` of its frames, made
+``--factor`` times denser by guides (run/cascade.py), against cross-fade and the nearest input
+frame: PSNR of the frames left out, seam at the input frames; and **loop** — the jump from the
+last frame back to the first (over the median frame difference) with and without ``loop``,
+next to the largest jump inside the video.
+
+    python bench/bench_guides.py [--frames 240] [--every 48] [--factor 4] [--seeds 0 1 2 3 4 5 6 7]
 """
 
 from __future__ import annotations
@@ -121,8 +127,64 @@ def bench_model(name: str, path: Path, frames: int, every: int, seeds: list[int]
     return means
 
 
+def decoded(model, defaults, cond, settings, guides=(), loop_latent=None):
+    decode = dict(window=defaults["decode_window"], overlap=defaults["decode_overlap"])
+    run = pipeline.prepare_run(model, cond, settings, guides=guides, loop_latent=loop_latent)
+    return run.into(pipeline.ImageSink(**decode))[0], run
+
+
+def bench_interpolation_and_loop(name: str, path: Path, frames: int, factor: int, seeds: list[int]) -> None:
+    from longvid_core.evaluation.video_metrics import frame_differences
+    from longvid_core.run import cascade
+
+    model = load_svd(path)
+    defaults = pipeline.recommended_settings(path)
+    size = defaults["width"]
+    decode = dict(window=defaults["decode_window"], overlap=defaults["decode_overlap"])
+    inputs = (frames - 1) // factor + 1
+    out = cascade.interpolated_frames(inputs, factor)
+    kept = list(range(factor, out, factor))
+    left_out = [k for k in range(out) if k % factor]
+    rows = {f"guides x{factor}": [], f"cross-fade x{factor}": [], f"nearest frame x{factor}": []}
+    loops = {"loop": [], "no loop": []}
+    for seed in seeds:
+        truth = render(random_scene(HELD_OUT + seed, size, size), out)
+        cond, _ = pipeline.condition_images(model, truth[:1], size, size, fps=defaults["fps"],
+                                            motion_bucket_id=defaults["motion_bucket_id"],
+                                            noise_aug_strength=defaults["noise_aug_strength"], seed=seed)
+        settings = pipeline.SamplingSettings(out, "auto", defaults["window"], defaults["chunk"], defaults["steps"],
+                                             defaults["cfg"], defaults["min_cfg"], seed=seed)
+        guides, _ = cascade.interpolation_guides(model, truth[::factor], factor, size, size)
+        video, _ = decoded(model, defaults, cond, settings, guides)
+        with torch.no_grad():
+            trip = pipeline.decode_into(model, encode_frames(model.vae, truth[::factor]),
+                                        pipeline.ImageSink(**decode))[0]
+        nearest = trip[[min(round(k / factor), inputs - 1) for k in range(out)]]
+        for row, made in ((f"guides x{factor}", video), (f"cross-fade x{factor}", cross_fade(trip, kept, out)),
+                          (f"nearest frame x{factor}", nearest)):
+            rows[row].append({"psnr_between": psnr(made[left_out], truth[left_out]),
+                              "seam_keyframes": seam_score(made, kept)})
+        first, _ = pipeline.guides_from_images(model, truth[:1], [0], [1.0], size, size)
+        for row, loop_latent in (("loop", first[0].latent), ("no loop", None)):
+            video, _ = decoded(model, defaults, cond, settings, loop_latent=loop_latent)
+            diffs = frame_differences(video)
+            median = diffs.median().clamp_min(1e-8)
+            wrap = (video[-1].double() - video[0].double()).abs().mean()
+            loops[row].append({"wrap": float(wrap / median), "inside": float(diffs.max() / median)})
+    print(f"# {name}: interpolation x{factor} of {inputs} true frames -> {out}; loops of {out} frames", flush=True)
+    for row, measured in rows.items():
+        mean = {k: statistics.mean(m[k] for m in measured) for k in measured[0]}
+        print(f"{name + ': ' + row:<{LABEL}}  PSNR left out {mean['psnr_between']:6.2f}  "
+              f"seam at inputs {mean['seam_keyframes']:5.2f}", flush=True)
+    for row, measured in loops.items():
+        mean = {k: statistics.mean(m[k] for m in measured) for k in measured[0]}
+        print(f"{name + ': ' + row:<{LABEL}}  jump last -> first {mean['wrap']:5.2f}  "
+              f"largest jump inside {mean['inside']:5.2f}", flush=True)
+
+
 def print_row(label: str, row: dict) -> None:
-    cells = [f"{row.get(c, float('nan')):>{len(h) + 2}.{3 if c == 'colour_drift' else 2}f}" for c, h in zip(COLUMNS, HEADER)]
+    cells = [f"{row.get(c, float('nan')):>{len(h) + 2}.{3 if c == 'colour_drift' else 2}f}"
+             for c, h in zip(COLUMNS, HEADER)]
     print(f"{label:<{LABEL}}" + "".join(cells), flush=True)
 
 
@@ -131,12 +193,15 @@ def main(argv=None) -> int:
     parser.add_argument("--frames", type=int, default=240)
     parser.add_argument("--every", type=int, default=48, help="a keyframe every this many frames")
     parser.add_argument("--seeds", type=int, nargs="+", default=list(range(8)))
+    parser.add_argument("--factor", type=int, default=4, help="interpolation factor")
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     print(f"{'':<{LABEL}}" + "".join(f"{h:>{len(h) + 2}}" for h in HEADER))
     for name in args.models:
         bench_model(name, MODELS[name], args.frames, args.every, args.seeds)
+    for name in args.models:
+        bench_interpolation_and_loop(name, MODELS[name], args.frames, args.factor, args.seeds)
     return 0
 
 

@@ -92,9 +92,15 @@ def test_bench_guides_prints_every_row_and_the_guides_reach_their_keyframes(caps
                                 "evals/frame", "s/video"]
     assert lines[1].startswith("# bundled: progressive") and "keyframes at [8, 16, 19]" in lines[1]
     rows = {line[:bench.LABEL].strip(): dict(zip(bench.COLUMNS, map(float, line[bench.LABEL:].split())))
-            for line in lines[2:]}
+            for line in lines[2:8]}
     assert list(rows) == [f"bundled: {row}" for row in bench.ROWS]
     # the guided latents are exact (tests/test_guides.py); decoded, the keyframes come closer to the truth
     guided = rows["bundled: guides"]
     assert guided["psnr_keyframes"] > rows["bundled: no keyframes"]["psnr_keyframes"]
     assert guided["evals_per_frame"] == rows["bundled: no keyframes"]["evals_per_frame"] > 0
+    # interpolation x4 of the true frames and loops: every row printed, numbers measured
+    assert lines[8] == "# bundled: interpolation x4 of 5 true frames -> 17; loops of 17 frames"
+    assert [line[:bench.LABEL].strip() for line in lines[9:]] == [
+        "bundled: guides x4", "bundled: cross-fade x4", "bundled: nearest frame x4", "bundled: loop",
+        "bundled: no loop"]
+    assert all(not math.isnan(float(v)) for line in lines[9:] for v in re.findall(r"-?\d+\.\d+", line))
