@@ -135,7 +135,7 @@ class GenerationRun:
     def _sampler(self, callback):
         s, model = self.settings, self.model
         common = dict(seed=s.seed, cfg=s.cfg, min_cfg=s.min_cfg, callback=callback, dtype=torch.float32,
-                      device=model.device)
+                      device=model.device, guides=self.guides)
         sigmas = get_sigmas_karras(s.steps, device=model.device)
         keyframes = [(start, cond.to(model.device)) for start, cond in self.keyframes]  # where the UNet is now
         denoise = model.denoise
@@ -143,7 +143,6 @@ class GenerationRun:
             cache = DeepCacheSettings(interval=s.cache_interval)
             denoise = self.cache = DeepCacheDenoiser(model, cache, cache.threshold(sigmas))
         denoise = FiniteCheckedDenoiser(denoise, model)  # the first NaN/Inf stops the run, with its cause
-        common["guides"] = self.guides
         args = (denoise, keyframes, self.sampled_frames, self.frame_shape, sigmas)
         if s.mode == PROGRESSIVE:
             return sampling.iter_progressive(*args, window=s.window, chunk=s.chunk, prefix=self.prefix,

@@ -12,7 +12,7 @@ from .context_windows import (context_windows, iter_context_windows, plan_contex
                               sample_context_windows)
 from .full_sequence import iter_full_sequence, plan_full_sequence, sample_full_sequence
 from .guidance import DEFAULT_CFG, DEFAULT_MIN_CFG, Denoiser, guided_denoise, linear_cfg_ramp
-from .guides import Guide, check_guides, guides_problem
+from .guides import Guide, guides_problem
 from .keyframes import CondOverTime, Keyframes
 from .noise import frame_noise
 from .progressive import iter_progressive, plan_progressive, sample_progressive
@@ -24,7 +24,7 @@ from .walk import SamplingPlan, collect_frames
 __all__ = [
     "DEFAULT_CFG", "DEFAULT_CONDITION_FRAMES", "DEFAULT_MIN_CFG", "DEFAULT_REPLACEMENT_WINDOW", "EULER",
     "CondOverTime", "Denoiser", "Guide", "Keyframes", "SamplingPlan", "StepRule", "collect_frames",
-    "context_windows", "check_guides", "euler_step", "frame_noise", "guided_denoise", "guides_problem",
+    "context_windows", "euler_step", "frame_noise", "guided_denoise", "guides_problem",
     "iter_context_windows", "iter_full_sequence", "iter_progressive", "iter_replacement", "linear_cfg_ramp",
     "plan_context_windows", "plan_full_sequence", "plan_progressive", "plan_replacement", "pyramid_weights",
     "sample_context_windows", "sample_full_sequence", "sample_progressive", "sample_replacement",

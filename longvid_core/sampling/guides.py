@@ -25,7 +25,7 @@ from typing import Sequence
 
 import torch
 
-from ..problems import InputError, Problem
+from ..problems import Problem
 from .noise import frame_noise
 
 
@@ -78,24 +78,15 @@ class HeldFrames:
     """The guides of one run, ready for the walk: per frame, the latent and the lowest sigma at
     which the frame is still held. Latents move to the walk's device only while a step uses them."""
 
-    def __init__(self, guides: Sequence[Guide], levels: Sequence[float], seed: int, frame_shape, dtype, device):
+    def __init__(self, guides: Sequence[Guide], levels: Sequence[float], seed: int, frame_shape):
         steps = len(levels) - 1
         self.seed = seed
         self.frame_shape = tuple(frame_shape)
-        self.dtype = dtype
-        self.device = device
         self.hold = {}  # frame -> (latent, lowest sigma at which it is held)
         for guide in guides:
             last_held = round(float(guide.strength) * steps)
             if guide.strength > 0:
                 self.hold[int(guide.frame)] = (guide.latent, levels[last_held])
-
-    def __bool__(self) -> bool:
-        return bool(self.hold)
-
-    @property
-    def frames(self) -> list[int]:
-        return sorted(self.hold)
 
     def apply(self, x: torch.Tensor, first_frame: int, sigma) -> torch.Tensor:
         """``x`` (video frames ``first_frame ..``) with every held frame set to its guide at its own
@@ -117,12 +108,4 @@ class HeldFrames:
         return out
 
 
-def check_guides(guides: Sequence[Guide], num_frames: int, prefix_frames: int = 0,
-                 frame_shape: Sequence[int] | None = None) -> None:
-    """Raise :class:`~longvid_core.problems.InputError` unless :func:`guides_problem` finds nothing."""
-    problem = guides_problem(guides, num_frames, prefix_frames, frame_shape)
-    if problem is not None:
-        raise InputError(problem)
-
-
-__all__ = ["Guide", "HeldFrames", "check_guides", "guides_problem"]
+__all__ = ["Guide", "HeldFrames", "guides_problem"]

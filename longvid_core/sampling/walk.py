@@ -32,10 +32,11 @@ from typing import Iterable, Sequence
 
 import torch
 
+from ..problems import raise_problem
 from ..progress import SAMPLING, Cancelled, Progress, report
 from ..shapes import check_latents
 from .guidance import guided_denoise
-from .guides import Guide, HeldFrames, check_guides
+from .guides import Guide, HeldFrames, guides_problem
 from .keyframes import KeyframeConds
 from .noise import frame_noise
 from .schedules import DEFAULT_STEPS, check_sigmas, get_sigmas_karras
@@ -132,7 +133,7 @@ class Walk:
         self.device = device
         self.step_rule = step_rule
         self.progress: CallProgress | None = None
-        self.held = HeldFrames((), self.levels, seed, frame_shape, dtype, device)  # guide frames (guides.py)
+        self.held = HeldFrames((), self.levels, seed, frame_shape)  # guide frames (guides.py)
         self._unreported = False  # a call made but not yet reported
 
     @classmethod
@@ -150,8 +151,8 @@ class Walk:
     def hold_guides(self, guides: Sequence[Guide], num_frames: int, prefix_frames: int = 0) -> None:
         """Check ``guides`` for this video (before any call) and hold their frames from now on."""
         guides = list(guides or ())
-        check_guides(guides, num_frames, prefix_frames, self.frame_shape)
-        self.held = HeldFrames(guides, self.levels, self.seed, self.frame_shape, self.dtype, self.device)
+        raise_problem(guides_problem(guides, num_frames, prefix_frames, self.frame_shape))
+        self.held = HeldFrames(guides, self.levels, self.seed, self.frame_shape)
 
     def start_latents(self, frames: range) -> torch.Tensor:
         """The frames' start: ``sigmas[0] * frame_noise``, guide frames held, ``[B, n, 4, h, w]``."""
