@@ -3,7 +3,6 @@ through, chainable so that a storyboard is built node by node; the sampling node
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import torch
@@ -11,7 +10,7 @@ import torch
 from longvid_core.problems import Problem
 
 from .spec import Boolean, Float, Int, NodeSpec, Output, Socket, String
-from .validation import check_widgets, first_problem, raise_if
+from .validation import check_widgets, first_problem, frame_list, raise_if
 
 GUIDES_TYPE = "LONGVID_GUIDES"
 GUIDES_INPUT = Socket("guides", GUIDES_TYPE, optional=True, tooltip=(
@@ -34,7 +33,7 @@ class PictureGuide:
 def parse_guide_frames(text: str) -> list[int]:
     """``"0, 48, 96"`` -> ``[0, 48, 96]``: whole frame numbers >= 0, no two alike. Raises ValueError
     holding the :class:`Problem` (what to write)."""
-    parts = [p for p in re.split(r"[,\s;]+", str(text).strip()) if p]
+    parts = frame_list(text)
     expected = "one whole frame index >= 0 per picture, no two alike, like '0, 48, 96'"
     try:
         frames = [int(p) for p in parts]
@@ -160,14 +159,19 @@ def encoded_guides(svd, picture_guides, frame_shape) -> tuple[list, torch.Tensor
         return [], None, []
     scale = vae_downscale(svd.vae)
     height, width = frame_shape[-2] * scale, frame_shape[-1] * scale
-    guides, loop_latent, notes = [], None, []
+    by_size = {}  # one VAE batch per picture size (a video's frames: one batch)
     for g in picture_guides:
-        made, said = pipeline.guides_from_images(svd, g.picture, [g.frame], [g.strength], width, height)
+        by_size.setdefault(tuple(g.picture.shape[1:3]), []).append(g)
+    guides, loop_latent, notes = [], None, []
+    for group in by_size.values():
+        made, said = pipeline.guides_from_images(svd, torch.cat([g.picture for g in group]), [g.frame for g in group],
+                                                 [g.strength for g in group], width, height)
         notes += said
-        if g.loops:  # the pipeline holds frame 0 and the closing frame to it
-            loop_latent = made[0].latent
-        else:
-            guides += made
+        for g, guide in zip(group, made):
+            if g.loops:  # the pipeline holds frame 0 and the closing frame to it
+                loop_latent = guide.latent
+            else:
+                guides.append(guide)
     return guides, loop_latent, notes
 
 

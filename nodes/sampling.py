@@ -5,8 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 
-from longvid_core import SVDCond, pipeline
-from longvid_core import sampling
+from longvid_core import SVDCond, pipeline, sampling
 from longvid_core.progress import SAMPLING
 from longvid_core.run.pipeline import AUTO
 from longvid_core.sampling.schedules import DEFAULT_CHUNK, DEFAULT_STEPS, DEFAULT_WINDOW

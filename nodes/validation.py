@@ -125,10 +125,15 @@ class PlacedValidation:
         return self.plain.validate_inputs(**validation_values(self.plain, named, entry))
 
 
+def frame_list(text) -> list[str]:
+    """A widget's list of frame numbers (``"0, 48 96;144"``) split into its items, not yet parsed."""
+    return [p for p in re.split(r"[,\s;]+", str(text).strip()) if p]
+
+
 def parse_keyframe_starts(text: str) -> list[int]:
     """``"0, 48, 96"`` -> ``[0, 48, 96]``: whole frame numbers, increasing, the first 0.
     Raises ValueError saying what to write."""
-    parts = [p for p in re.split(r"[,\s;]+", str(text).strip()) if p]
+    parts = frame_list(text)
     example = "write one start frame per image, like '0, 48, 96'"
     if not parts:
         raise ValueError(f"keyframe_starts is empty; {example}")
