@@ -13,6 +13,7 @@ from longvid_core import pipeline, sampling
 from longvid_core.evaluation.tiny import tiny_svd
 from longvid_core.problems import InputError
 from longvid_core.sampling import Guide, frame_noise
+from longvid_core.sampling.guides import HeldFrames
 from longvid_core.sampling.schedules import get_sigmas_karras
 from tests.test_samplers import FRAME, NO_CFG, Recorder, make_cond, mixing_predict
 
@@ -39,7 +40,7 @@ MODES = {
 }
 
 
-def run(mode: str, guides=(), denoise=None, cfg=NO_CFG):
+def run(mode: str, guides=(), denoise=None, cfg=NO_CFG, progress=None):
     iterate, options, frames, prefix_frames = MODES[mode]
     prefix = torch.randn(1, prefix_frames, *FRAME[1:], generator=torch.Generator().manual_seed(1),
                          dtype=F64) if prefix_frames else None
@@ -47,9 +48,16 @@ def run(mode: str, guides=(), denoise=None, cfg=NO_CFG):
         options = dict(options, prefix=prefix)
     denoise = denoise or Recorder(mixing_predict)
     stream = iterate(denoise, make_cond(0.5), frames, FRAME, get_sigmas_karras(STEPS, dtype=F64), seed=3,
-                     dtype=F64, guides=guides, **options, **cfg)
+                     dtype=F64, guides=guides, callback=None if progress is None else progress.append,
+                     **options, **cfg)
     out = sampling.collect_frames(stream, frames, prefix)
     return out, denoise
+
+
+def everywhere(mode: str, strength: float) -> list[Guide]:
+    """A guide at every new frame (a refine)."""
+    _, _, frames, prefix_frames = MODES[mode]
+    return [Guide(k, guide_latent(0.1 * k), strength) for k in range(prefix_frames, frames)]
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -58,10 +66,14 @@ def test_at_strength_one_the_video_passes_exactly_through_every_guide(mode):
     at = sorted({prefix_frames, prefix_frames + 3, frames - 1})  # the first new frame, one inside, the last
     guides = [Guide(k, guide_latent(0.3 * (i + 1))) for i, k in enumerate(at)]
     free, free_calls = run(mode)
-    guided, guided_calls = run(mode, guides)
+    progress = []
+    guided, guided_calls = run(mode, guides, progress=progress)
     for guide in guides:
         assert torch.equal(guided[:, guide.frame], guide.latent), (mode, guide.frame)
-    assert len(guided_calls.calls) == len(free_calls.calls)  # holding a frame costs no call
+    # holding a frame costs no call; calls on held frames only (progressive: a lone last chunk's
+    # termination steps) are skipped, and the plan knows it
+    assert len(guided_calls.calls) == progress[-1].total <= len(free_calls.calls)
+    assert len(guided_calls.calls) == len(free_calls.calls) or mode.startswith("progressive")
     others = [k for k in range(prefix_frames, frames) if k not in at]
     assert not torch.equal(guided[:, others], free[:, others])  # the frames around a guide see it
 
@@ -86,6 +98,39 @@ def test_strength_zero_is_no_guide_and_between_holds_the_first_steps():
         held = guide + sigmas[call] * eps
         assert torch.allclose(x[:, 3], held, atol=1e-12) == (call <= 2), call
         assert sigma[0, 3].item() == sigmas[call]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("strength", [0.5, 1.0])
+def test_calls_on_held_frames_only_are_skipped_and_the_plan_counts_exactly(mode, strength):
+    guides = everywhere(mode, strength)
+    progress = []
+    free, free_calls = run(mode)
+    refined, calls = run(mode, guides, progress=progress)
+    assert progress[-1].done == progress[-1].total == len(calls.calls)  # the plan's count is the calls made
+    assert [p.done for p in progress] == sorted({p.done for p in progress}) or strength == 1.0
+    assert progress[-1].frames_done == progress[-1].frames_total
+    if strength == 1.0:  # nothing left to sample: the video is its guides, without a call
+        assert not calls.calls
+        for guide in guides:
+            assert torch.equal(refined[:, guide.frame], guide.latent)
+    else:
+        assert 0 < len(calls.calls) < len(free_calls.calls)
+    if mode.startswith(("full_sequence", "replacement", "context_windows")):
+        # one level per call: the first round(s * S) steps of every window are skipped
+        assert len(calls.calls) == round(len(free_calls.calls) * (1 - strength))
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("strength", [0.5, 1.0])
+def test_skipping_held_calls_changes_no_frame(mode, strength, monkeypatch):
+    guides = everywhere(mode, strength)
+    guides = guides[:-1] if strength == 1.0 else guides  # one free frame: calls on it and its window remain
+    skipped, fewer = run(mode, guides)
+    monkeypatch.setattr(HeldFrames, "holds_all", lambda *args: False)  # make every call
+    every, more = run(mode, guides)
+    assert len(fewer.calls) < len(more.calls) or (mode, strength) == ("full_sequence", 1.0)  # one window
+    assert torch.equal(skipped, every)
 
 
 def test_a_guide_is_seen_by_the_frames_before_it_only_as_far_as_the_window_reaches():
@@ -142,7 +187,9 @@ def test_the_pipeline_passes_through_pictures_and_loops(model, mode):
     # a loop: frame 0 and the frame after the last are the first picture's latent; N frames come out
     first, _ = pipeline.guides_from_images(model, fitted, [0], [1.0], 16, 16)
     looped = pipeline.prepare_run(model, keyframes, settings, loop_latent=first[0].latent)
-    assert looped.plan == pipeline.plan_sampling(replace(settings, frames=11))  # the closing frame is sampled
+    # the closing frame is sampled (a call on it alone, held, is skipped and the plan knows it)
+    assert looped.plan == pipeline.plan_sampling(replace(settings, frames=11), 0, looped.guides)
+    assert looped.plan.new_frames == 11
     assert looped.sampled_frames == 11 and looped.total_frames == 10
     out = looped.into(pipeline.LatentSink())
     assert out.shape[1] == 10 and torch.equal(out[:, 0], first[0].latent)

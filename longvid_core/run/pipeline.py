@@ -157,18 +157,22 @@ class GenerationRun:
                                          **common)
 
 
-def plan_sampling(settings: SamplingSettings, prefix_frames: int = 0) -> sampling.SamplingPlan:
-    """The exact cost of sampling with checked ``settings``."""
+def plan_sampling(settings: SamplingSettings, prefix_frames: int = 0,
+                  guides: Sequence[sampling.Guide] = ()) -> sampling.SamplingPlan:
+    """The exact cost of sampling with checked ``settings`` (and ``guides``: calls whose frames they
+    all hold are skipped)."""
     s, total = settings, prefix_frames + settings.frames
     if s.mode == PROGRESSIVE:
         return sampling.plan_progressive(total, window=s.window, chunk=s.chunk, steps=s.steps,
-                                         prefix_frames=prefix_frames, partitions=s.partitions, lookahead=s.lookahead)
+                                         prefix_frames=prefix_frames, partitions=s.partitions, lookahead=s.lookahead,
+                                         guides=guides)
     if s.mode == CONTEXT_WINDOWS:
-        return sampling.plan_context_windows(total, length=s.context_length, overlap=s.overlap, steps=s.steps)
+        return sampling.plan_context_windows(total, length=s.context_length, overlap=s.overlap, steps=s.steps,
+                                             guides=guides)
     if s.mode == FULL_SEQUENCE:
-        return sampling.plan_full_sequence(total, steps=s.steps)
+        return sampling.plan_full_sequence(total, steps=s.steps, guides=guides)
     return sampling.plan_replacement(total, window=s.window + s.chunk, condition_frames=s.chunk, steps=s.steps,
-                                     prefix_frames=prefix_frames)
+                                     prefix_frames=prefix_frames, guides=guides)
 
 
 def prepare_run(model: SVDModel, cond, settings: SamplingSettings, prefix: torch.Tensor | None = None,
@@ -199,7 +203,7 @@ def prepare_run(model: SVDModel, cond, settings: SamplingSettings, prefix: torch
         guides += ([] if prefix is not None else [sampling.Guide(0, loop_latent)]) + [
             sampling.Guide(prefix_frames + settings.frames, closing)]
     raise_problem(sampling.guides_problem(guides, prefix_frames + sampled.frames, prefix_frames, frame_shape))
-    plan = plan_sampling(sampled, prefix_frames)
+    plan = plan_sampling(sampled, prefix_frames, guides)
     return GenerationRun(model, settings, keyframes, prefix, plan, frame_shape, chosen, guides=guides, loop=loop)
 
 

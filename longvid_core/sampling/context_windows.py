@@ -9,7 +9,7 @@ import torch
 
 from ..progress import ProgressCallback
 from .guidance import DEFAULT_CFG, DEFAULT_MIN_CFG, Denoiser, linear_cfg_ramp
-from .guides import Guide
+from .guides import Guide, held_steps, hold_steps
 from .keyframes import CondOverTime
 from .noise import frame_noise
 from .schedules import DEFAULT_STEPS
@@ -44,11 +44,17 @@ def pyramid_weights(length: int) -> list[float]:
 
 
 def plan_context_windows(num_frames: int, *, length: int, overlap: int, steps: int = DEFAULT_STEPS,
-                         step_rule: StepRule = EULER) -> SamplingPlan:
-    """Cost of :func:`iter_context_windows`: one call per window per step."""
+                         guides: Sequence[Guide] = (), step_rule: StepRule = EULER) -> SamplingPlan:
+    """Cost of :func:`iter_context_windows`: one call per window per step, but for the steps where
+    the guides hold every frame of the window."""
     new_frames = count_new_frames(num_frames, 0)
-    windows = context_windows(num_frames, length, overlap)
-    return plan_cost(steps * len(windows), steps * sum(len(w) for w in windows), new_frames, steps, step_rule)
+    hold = hold_steps(guides, steps)
+    calls = evaluations = 0
+    for window in context_windows(num_frames, length, overlap):
+        called = steps - held_steps(hold, window)
+        calls += called
+        evaluations += called * len(window)
+    return plan_cost(calls, evaluations, new_frames, steps, step_rule)
 
 
 def iter_context_windows(
@@ -84,7 +90,8 @@ def iter_context_windows(
     toward (below 1), held at every step (:mod:`.guides`)."""
     walk = Walk.start(denoise, cond, frame_shape, sigmas, seed, dtype, device, None, step_rule)
     walk.hold_guides(guides, num_frames)
-    plan = plan_context_windows(num_frames, length=length, overlap=overlap, steps=walk.steps, step_rule=step_rule)
+    plan = plan_context_windows(num_frames, length=length, overlap=overlap, steps=walk.steps, guides=guides,
+                                step_rule=step_rule)
     walk.progress = CallProgress(callback, plan.denoiser_calls, plan.new_frames)
     store = _VideoAtOneSigma(walk, num_frames, context_windows(num_frames, length, overlap),
                              linear_cfg_ramp(num_frames, min_cfg, cfg), state_device)
@@ -100,6 +107,7 @@ class _VideoAtOneSigma:
         self.device = torch.device("cpu") if device is None else torch.device(device)
         self.num_frames = num_frames
         self.windows = windows
+        self.active = [True] * len(windows)  # per window, called this step (not when the guides hold it all)
         self.scales = scales if bool((scales != 1.0).any()) else None  # float64, CPU, as guided_denoise takes it
         self.weights = [torch.tensor(pyramid_weights(len(w)), dtype=walk.dtype, device=self.device) for w in windows]
         self.sigma_dtype = walk.sigmas.dtype
@@ -118,7 +126,9 @@ def _context_window_frames(walk: "Walk", store: _VideoAtOneSigma):
     def fused(x: torch.Tensor, x_sigma: torch.Tensor) -> torch.Tensor:
         x0 = torch.zeros_like(x)
         total = torch.zeros(store.num_frames, dtype=x.dtype, device=x.device)
-        for window, weight in zip(store.windows, store.weights):
+        for window, weight, active in zip(store.windows, store.weights, store.active):
+            if not active:
+                continue
             part = slice(window.start, window.stop)
             window_sigma = x_sigma[part].to(walk.sigmas.device).expand(batch, -1).contiguous()
             prediction = walk.call(x[:, part].to(walk.device), window_sigma,
@@ -127,12 +137,16 @@ def _context_window_frames(walk: "Walk", store: _VideoAtOneSigma):
             x0[:, part] += prediction.to(x.device) * weight[None, :, None, None, None]
             total[part] += weight
             del prediction, window_sigma  # one window on the model's device at a time
-        return x0 / total[None, :, None, None, None]
+        # frames of skipped windows only have weight 0: they are held, so any finite value will do
+        return x0 / total.clamp_min(1.0)[None, :, None, None, None]
 
     for i in range(walk.steps):
+        store.active = [not walk.held.holds_all(w.start, len(w), walk.levels[i + 1]) for w in store.windows]
         # no local name for the stepped video: the store holds the only reference
-        store.frames = walk.held.apply(walk.step_rule.step(fused, store.frames, store.sigma(walk.levels[i]),
-                                                           store.sigma(walk.levels[i + 1])), 0, walk.levels[i + 1])
+        if any(store.active):
+            store.frames = walk.step_rule.step(fused, store.frames, store.sigma(walk.levels[i]),
+                                               store.sigma(walk.levels[i + 1]))
+        store.frames = walk.held.apply(store.frames, 0, walk.levels[i + 1])
         yield from walk.hand_out((0, store.frames.clone()) if i == walk.steps - 1 else None)
 
 

@@ -10,7 +10,7 @@ import torch
 
 from ..progress import ProgressCallback
 from .guidance import DEFAULT_CFG, DEFAULT_MIN_CFG, Denoiser
-from .guides import Guide
+from .guides import Guide, held_steps, hold_steps
 from .keyframes import CondOverTime
 from .replacement import window_frames
 from .schedules import DEFAULT_STEPS
@@ -18,10 +18,13 @@ from .step_rules import EULER, StepRule
 from .walk import CallProgress, SamplingPlan, Walk, collect_frames, count_new_frames, plan_cost
 
 
-def plan_full_sequence(num_frames: int, *, steps: int = DEFAULT_STEPS, step_rule: StepRule = EULER) -> SamplingPlan:
-    """Cost of :func:`iter_full_sequence`: S calls on all N frames."""
+def plan_full_sequence(num_frames: int, *, steps: int = DEFAULT_STEPS, guides: Sequence[Guide] = (),
+                       step_rule: StepRule = EULER) -> SamplingPlan:
+    """Cost of :func:`iter_full_sequence`: S calls on all N frames, less the first steps where the
+    guides hold every frame (:func:`~.guides.held_steps`)."""
     new_frames = count_new_frames(num_frames, 0)
-    return plan_cost(steps, steps * new_frames, new_frames, steps, step_rule)
+    called = steps - held_steps(hold_steps(guides, steps), range(num_frames))
+    return plan_cost(called, called * new_frames, new_frames, steps, step_rule)
 
 
 def iter_full_sequence(
@@ -48,7 +51,7 @@ def iter_full_sequence(
     toward (below 1), held at every step (:mod:`.guides`)."""
     walk = Walk.start(denoise, cond, frame_shape, sigmas, seed, dtype, device, None, step_rule)
     walk.hold_guides(guides, num_frames)
-    plan = plan_full_sequence(num_frames, steps=walk.steps, step_rule=step_rule)
+    plan = plan_full_sequence(num_frames, steps=walk.steps, guides=guides, step_rule=step_rule)
     walk.progress = CallProgress(callback, plan.denoiser_calls, plan.new_frames)
     return window_frames(walk, num_frames, None, 0, window=num_frames, condition_frames=0,
                           renoise_condition=False, cfg=cfg, min_cfg=min_cfg, clean_sigma=walk.levels[-2])

@@ -13,15 +13,18 @@ the probability-flow ODE). The hold level is schedule entry ``round(s * S)`` of 
   guide noised to that level and is denoised from there (SDEdit, Meng et al. 2022);
 - s = 0 is no guide.
 
-Holding adds no model call, so a plan's call count is the same with guides; the noise depends only
-on (seed, frame), so a held frame's path does not depend on the window layout.
+Holding adds no model call, and a call whose frames are all held at the level it steps them to is
+skipped: its prediction would be overwritten. So a refine at strength s (every frame guided) costs
+about 1 - s of a full run in the one-level modes, and the plans count exactly the calls made
+(:func:`hold_steps`, :func:`all_held`). The noise depends only on (seed, frame), so a held frame's
+path does not depend on the window layout.
 """
 
 from __future__ import annotations
 
 import operator
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterable, Mapping, Sequence
 
 import torch
 
@@ -74,27 +77,55 @@ def guides_problem(guides: Sequence[Guide], num_frames: int, prefix_frames: int 
     return None
 
 
+def hold_steps(guides: Sequence[Guide], steps: int) -> dict[int, int]:
+    """Per guided frame, the last schedule index it is held at: ``round(s * S)`` of the S steps
+    (0: held only at its start). Frames without a guide (or at strength 0) are not in it."""
+    return {int(g.frame): round(float(g.strength) * steps) for g in guides if g.strength > 0}
+
+
+def all_held(hold: Mapping[int, int], frame_targets: Iterable[tuple[int, int]]) -> bool:
+    """True when every ``(frame, schedule index it is stepped to)`` lands on a held level, so the
+    call that would step them can be skipped (the guides overwrite its result)."""
+    return all(hold.get(frame, -1) >= target for frame, target in frame_targets)
+
+
+def held_steps(hold: Mapping[int, int], frames: Iterable[int]) -> int:
+    """How many first steps of a walk that steps ``frames`` together (one level for all) need no
+    call: as many as the least-held of them is held for."""
+    if not hold:
+        return 0
+    return min((hold.get(frame, 0) for frame in frames), default=0)
+
+
 class HeldFrames:
     """The guides of one run, ready for the walk: per frame, the latent and the lowest sigma at
     which the frame is still held. Latents move to the walk's device only while a step uses them."""
 
     def __init__(self, guides: Sequence[Guide], levels: Sequence[float], seed: int, frame_shape):
-        steps = len(levels) - 1
         self.seed = seed
         self.frame_shape = tuple(frame_shape)
-        self.hold = {}  # frame -> (latent, lowest sigma at which it is held)
-        for guide in guides:
-            last_held = round(float(guide.strength) * steps)
-            if guide.strength > 0:
-                self.hold[int(guide.frame)] = (guide.latent, levels[last_held])
+        latents = {int(g.frame): g.latent for g in guides}
+        # frame -> (latent, lowest sigma at which it is held)
+        self.hold = {frame: (latents[frame], levels[last]) for frame, last in hold_steps(guides, len(levels) - 1).items()}
+
+    def holds_all(self, first_frame: int, count: int, sigma_next) -> bool:
+        """True when frames ``first_frame ..`` (``count`` of them) are all held at ``sigma_next``
+        (one value or one per frame): a step to there needs no model call."""
+        if not self.hold or count == 0:
+            return False
+        values = _per_frame(sigma_next, count)
+        for position in range(count):
+            held = self.hold.get(first_frame + position)
+            if held is None or values[position] < held[1]:
+                return False
+        return True
 
     def apply(self, x: torch.Tensor, first_frame: int, sigma) -> torch.Tensor:
         """``x`` (video frames ``first_frame ..``) with every held frame set to its guide at its own
         sigma; ``sigma`` is one value or one per frame of ``x``. ``x`` itself is not changed."""
         if not self.hold:
             return x
-        sigmas = [float(sigma)] * x.shape[1] if not isinstance(sigma, (list, tuple, torch.Tensor)) else [
-            float(s) for s in sigma]
+        sigmas = _per_frame(sigma, x.shape[1])
         out = x
         for position in range(x.shape[1]):
             held = self.hold.get(first_frame + position)
@@ -108,4 +139,10 @@ class HeldFrames:
         return out
 
 
-__all__ = ["Guide", "HeldFrames", "guides_problem"]
+def _per_frame(sigma, count: int) -> list[float]:
+    if isinstance(sigma, (list, tuple, torch.Tensor)):
+        return [float(s) for s in sigma]
+    return [float(sigma)] * count
+
+
+__all__ = ["Guide", "HeldFrames", "all_held", "guides_problem", "held_steps", "hold_steps"]

@@ -16,7 +16,7 @@ import torch
 
 from ..progress import ProgressCallback
 from .guidance import DEFAULT_CFG, DEFAULT_MIN_CFG, Denoiser, linear_cfg_ramp
-from .guides import Guide
+from .guides import Guide, all_held, hold_steps
 from .keyframes import CondOverTime
 from .schedules import DEFAULT_CHUNK, DEFAULT_STEPS, DEFAULT_WINDOW, progressive_table, validate_window
 from .step_rules import EULER, StepRule
@@ -33,19 +33,26 @@ def plan_progressive(
     prefix_frames: int = 0,
     partitions: int = 1,
     lookahead: bool = False,
+    guides: Sequence[Guide] = (),
     step_rule: StepRule = EULER,
 ) -> SamplingPlan:
     """Cost of :func:`iter_progressive` for an N-frame video (including ``prefix_frames``), counted
-    over the same calls the sampler makes (:func:`_row_calls`). Unpartitioned: ``(M + K - 1) * d``
-    calls for M = ceil(new/C) chunks, K = F/C, d = S*C/F."""
+    over the same calls the sampler makes (:func:`_row_calls`), less those whose frames the guides
+    all hold (:func:`~.guides.all_held`). Unpartitioned and unguided: ``(M + K - 1) * d`` calls
+    for M = ceil(new/C) chunks, K = F/C, d = S*C/F."""
     new_frames = count_new_frames(num_frames, prefix_frames)
     table = progressive_table(window, chunk, steps, new_frames, clean_start=prefix_frames > 0)
     _check_partitions(table, partitions)
+    hold = hold_steps(guides, steps)
     front = min(chunk, prefix_frames)  # the clean chunk in front before the first one is emitted
     calls = evaluations = 0
     for row in table:
         clean = front if row.clean_chunk and row.first_chunk == 0 else chunk if row.clean_chunk else 0
+        target = dict(zip(row.chunks, row.levels))
         for i, (group, ahead) in enumerate(_row_calls(table, row, partitions, lookahead)):
+            if hold and all_held(hold, ((prefix_frames + f, target[m] + 1) for m in group
+                                        for f in table.chunk_frames(m))):
+                continue
             calls += 1
             evaluations += _frames_of(table, group) + (clean if i == 0 else _frames_of(table, ahead or ()))
     return plan_cost(calls, evaluations, new_frames, steps, step_rule)
@@ -107,7 +114,7 @@ def iter_progressive(
     front_sigma = (walk.clean_level(clean_sigma) if context_sigma is None
                    else positive_sigma("context_sigma", context_sigma))
     plan = plan_progressive(num_frames, window=window, chunk=chunk, steps=steps, prefix_frames=prefix_frames,
-                            partitions=partitions, lookahead=lookahead, step_rule=step_rule)
+                            partitions=partitions, lookahead=lookahead, guides=guides, step_rule=step_rule)
     walk.progress = CallProgress(callback, plan.denoiser_calls, table.frames)
     scales = window_scales if any(s != 1.0 for s in window_scales[chunk:]) else None
     return _progressive_frames(walk, table, prefix_tail, prefix_frames, scales, front_sigma, context_sigma is not None,

@@ -13,7 +13,7 @@ import torch
 
 from ..progress import ProgressCallback
 from .guidance import DEFAULT_CFG, DEFAULT_MIN_CFG, Denoiser, linear_cfg_ramp
-from .guides import Guide
+from .guides import Guide, held_steps, hold_steps
 from .keyframes import CondOverTime
 from .schedules import DEFAULT_CHUNK, DEFAULT_STEPS, DEFAULT_WINDOW
 from .step_rules import EULER, StepRule
@@ -32,9 +32,11 @@ def plan_replacement(
     condition_frames: int = DEFAULT_CONDITION_FRAMES,
     steps: int = DEFAULT_STEPS,
     prefix_frames: int = 0,
+    guides: Sequence[Guide] = (),
     step_rule: StepRule = EULER,
 ) -> SamplingPlan:
-    """Cost of :func:`iter_replacement`: S calls per window of ``window`` frames.
+    """Cost of :func:`iter_replacement`: S calls per window of ``window`` frames, less the first
+    steps of a window whose new frames the guides all hold (:func:`~.guides.held_steps`).
 
     The first window has ``min(E, P)`` condition frames from the prefix (none without one) and
     fills the rest with new frames; every later window has E condition frames and ``window - E``
@@ -42,12 +44,17 @@ def plan_replacement(
     """
     new_frames = count_new_frames(num_frames, prefix_frames)
     _check_replacement_window(window, condition_frames)
-    first_condition = min(condition_frames, prefix_frames)
-    first_new = min(window - first_condition, new_frames)
-    rest = new_frames - first_new
-    later_windows = -(-rest // (window - condition_frames))
-    evaluations = steps * (first_condition + first_new + rest + condition_frames * later_windows)
-    return plan_cost(steps * (1 + later_windows), evaluations, new_frames, steps, step_rule)
+    hold = hold_steps(guides, steps)
+    calls = evaluations = 0
+    condition_count, next_frame = min(condition_frames, prefix_frames), prefix_frames
+    while next_frame < num_frames:
+        new_count = min(window - condition_count, num_frames - next_frame)
+        called = steps - held_steps(hold, range(next_frame, next_frame + new_count))
+        calls += called
+        evaluations += called * (condition_count + new_count)
+        next_frame += new_count
+        condition_count = condition_frames
+    return plan_cost(calls, evaluations, new_frames, steps, step_rule)
 
 
 def iter_replacement(
@@ -87,7 +94,7 @@ def iter_replacement(
     prefix_tail, prefix_frames = walk.prefix_tail(prefix, condition_frames)
     walk.hold_guides(guides, num_frames, prefix_frames)
     plan = plan_replacement(num_frames, window=window, condition_frames=condition_frames, steps=walk.steps,
-                            prefix_frames=prefix_frames, step_rule=step_rule)
+                            prefix_frames=prefix_frames, guides=guides, step_rule=step_rule)
     walk.progress = CallProgress(callback, plan.denoiser_calls, plan.new_frames)
     return window_frames(walk, num_frames, prefix_tail, prefix_frames, window=window,
                           condition_frames=condition_frames, renoise_condition=renoise_condition, cfg=cfg,

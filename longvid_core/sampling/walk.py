@@ -101,10 +101,10 @@ class CallProgress:
         self.calls_done = 0
         self.frames_done = 0
 
-    def report(self, finished: tuple[int, torch.Tensor] | None) -> bool:
-        """Account for one denoiser call (and the frames ``(first_index, [B, n, ...])`` it finished);
-        True when the callback asks to stop."""
-        self.calls_done += 1
+    def report(self, finished: tuple[int, torch.Tensor] | None, calls: int = 1) -> bool:
+        """Account for ``calls`` denoiser calls (0 for a step the guides made without one) and the
+        frames ``(first_index, [B, n, ...])`` they finished; True when the callback asks to stop."""
+        self.calls_done += calls
         newest_index = newest = None
         if finished is not None:
             first_index, frames = finished
@@ -171,8 +171,10 @@ class Walk:
         """Move ``noisy`` (video frames from ``first_frame + len(context)``) one step, ``sigma`` ->
         ``sigma_next`` per frame, by the step rule, guide frames held. The model also sees
         ``context`` in front at ``context_sigma``; its predictions are discarded. ``scales``:
-        guidance per window frame."""
+        guidance per window frame. No call when every frame is held at ``sigma_next``."""
         count = 0 if context is None else context.shape[1]
+        if self.held.holds_all(first_frame + count, noisy.shape[1], sigma_next):
+            return self.held.apply(noisy, first_frame + count, sigma_next)  # the guides overwrite any step
         cond = self.conds.for_frames(first_frame, count + noisy.shape[1])
         cfg_scales = None if scales is None else torch.tensor(scales, dtype=torch.float64)
         front = self._values(context_sigma)
@@ -202,9 +204,12 @@ class Walk:
         return out
 
     def hand_out(self, finished: tuple[int, torch.Tensor] | None):
-        """After a step: report its last call, yield the frames it finished, then stop if asked to."""
-        self._unreported = False
-        cancelled = self.progress.report(finished)
+        """After a step: report its last call (if it made one), yield the frames it finished, then
+        stop if asked to."""
+        called, self._unreported = self._unreported, False
+        if not called and finished is None:
+            return
+        cancelled = self.progress.report(finished, calls=int(called))
         if finished is not None:
             first_index, frames = finished
             for i in range(frames.shape[1]):
