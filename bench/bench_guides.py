@@ -23,7 +23,10 @@ Then, per model: **interpolation** — the true video at 1/``--factor`` of its f
 ``--factor`` times denser by guides (run/cascade.py), against cross-fade and the nearest input
 frame: PSNR of the frames left out, seam at the input frames; and **loop** — the jump from the
 last frame back to the first (over the median frame difference) with and without ``loop``,
-next to the largest jump inside the video.
+next to the largest jump inside the video; and **refine** — the true video degraded (half size and
+back, noise, flicker) refined at strengths 0.3 / 0.5 / 0.7 (``auto``'s mode, and for the bundled
+model also ``replacement_with_noise``, where held steps cost no call) against the truth (PSNR, SSIM,
+flicker against the truth's), next to the degraded input itself.
 
     python bench/bench_guides.py [--frames 240] [--every 48] [--factor 4] [--seeds 0 1 2 3 4 5 6 7]
 """
@@ -49,10 +52,11 @@ from longvid_core.run.frames import encode_frames  # noqa: E402
 ONE_LEVEL_MODEL = Path(__file__).resolve().parent / "assets" / "longvid_small_one_level.safetensors"
 MODELS = {"bundled": pipeline.BUNDLED_MODEL, "one-level": ONE_LEVEL_MODEL}
 HELD_OUT = 7_000_000  # scene seeds from here on: the small models trained on 100,003..102,002
-ROWS = ("no keyframes", "conditioning switch", "guides", "guides + switch", "cross-fade", "VAE round trip")
+ROWS = ("no keyframes", "conditioning switch", "guides", "guides + switch", "guides + time reversal", "cross-fade",
+        "VAE round trip")
 COLUMNS = ("psnr_keyframes", "psnr_between", "seam_keyframes", "colour_drift", "evals_per_frame", "seconds")
 HEADER = ("PSNR at keys", "PSNR between", "seam at keys", "colour drift", "evals/frame", "s/video")
-LABEL = 34
+LABEL = 44
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -109,8 +113,11 @@ def bench_model(name: str, path: Path, frames: int, every: int, seeds: list[int]
                                               fps=defaults["fps"], motion_bucket_id=defaults["motion_bucket_id"],
                                               noise_aug_strength=defaults["noise_aug_strength"], seed=seed)
         guides, _ = pipeline.guides_from_images(model, truth[keys], keys, [1.0] * len(keys), size, size)
+        anchored, _ = pipeline.guides_from_images(model, truth[keys], keys, [1.0] * len(keys), size, size,
+                                                  anchors_like=first[0][1], seed=seed)
         for row, cond, row_guides in (("no keyframes", first, []), ("conditioning switch", switch, []),
-                                      ("guides", first, guides), ("guides + switch", switch, guides)):
+                                      ("guides", first, guides), ("guides + switch", switch, guides),
+                                      ("guides + time reversal", first, anchored)):
             started = time.perf_counter()
             run = pipeline.prepare_run(model, cond, pipeline.SamplingSettings(**{**vars(settings), "seed": seed}),
                                        guides=row_guides)
@@ -145,7 +152,8 @@ def bench_interpolation_and_loop(name: str, path: Path, frames: int, factor: int
     out = cascade.interpolated_frames(inputs, factor)
     kept = list(range(factor, out, factor))
     left_out = [k for k in range(out) if k % factor]
-    rows = {f"guides x{factor}": [], f"cross-fade x{factor}": [], f"nearest frame x{factor}": []}
+    rows = {f"guides x{factor}": [], f"guides + time reversal x{factor}": [], f"cross-fade x{factor}": [],
+            f"nearest frame x{factor}": []}
     loops = {"loop": [], "no loop": []}
     for seed in seeds:
         truth = render(random_scene(HELD_OUT + seed, size, size), out)
@@ -156,11 +164,14 @@ def bench_interpolation_and_loop(name: str, path: Path, frames: int, factor: int
                                              defaults["cfg"], defaults["min_cfg"], seed=seed)
         guides, _ = cascade.interpolation_guides(model, truth[::factor], factor, size, size)
         video, _ = decoded(model, defaults, cond, settings, guides)
+        anchored, _ = cascade.interpolation_guides(model, truth[::factor], factor, size, size, anchors_like=cond[0][1])
+        reversed_video, _ = decoded(model, defaults, cond, settings, anchored)
         with torch.no_grad():
             trip = pipeline.decode_into(model, encode_frames(model.vae, truth[::factor]),
                                         pipeline.ImageSink(**decode))[0]
         nearest = trip[[min(round(k / factor), inputs - 1) for k in range(out)]]
-        for row, made in ((f"guides x{factor}", video), (f"cross-fade x{factor}", cross_fade(trip, kept, out)),
+        for row, made in ((f"guides x{factor}", video), (f"guides + time reversal x{factor}", reversed_video),
+                          (f"cross-fade x{factor}", cross_fade(trip, kept, out)),
                           (f"nearest frame x{factor}", nearest)):
             rows[row].append({"psnr_between": psnr(made[left_out], truth[left_out]),
                               "seam_keyframes": seam_score(made, kept)})
@@ -180,6 +191,55 @@ def bench_interpolation_and_loop(name: str, path: Path, frames: int, factor: int
         mean = {k: statistics.mean(m[k] for m in measured) for k in measured[0]}
         print(f"{name + ': ' + row:<{LABEL}}  jump last -> first {mean['wrap']:5.2f}  "
               f"largest jump inside {mean['inside']:5.2f}", flush=True)
+
+
+def degrade(truth: torch.Tensor, seed: int) -> torch.Tensor:
+    """The true video made worse as refine's input: half the resolution and back up (bilinear),
+    per-frame noise (0.03) and per-frame brightness flicker (up to +-0.04)."""
+    generator = torch.Generator().manual_seed(seed)
+    pictures = truth.permute(0, 3, 1, 2)
+    small = torch.nn.functional.avg_pool2d(pictures, 2)
+    blurred = torch.nn.functional.interpolate(small, size=pictures.shape[-2:], mode="bilinear", align_corners=False)
+    noise = 0.03 * torch.randn(blurred.shape, generator=generator)
+    jumps = 0.08 * (torch.rand(blurred.shape[0], 1, 1, 1, generator=generator) - 0.5)
+    return (blurred + noise + jumps).clamp(0, 1).permute(0, 2, 3, 1).contiguous()
+
+
+def bench_refine(name: str, path: Path, frames: int, seeds: list[int], strengths=(0.3, 0.5, 0.7)) -> None:
+    from longvid_core.evaluation.video_metrics import flicker, ssim
+    from longvid_core.run import cascade
+
+    model = load_svd(path)
+    defaults = pipeline.recommended_settings(path)
+    size = defaults["width"]
+    modes = ["auto"] + (["replacement_with_noise"] if name == "bundled" else [])  # auto there: progressive
+    rows: dict[str, list] = {"degraded input (baseline)": []}
+    seconds: dict[str, float] = {}
+    evals: dict[str, float] = {}
+    for seed in seeds:
+        truth = render(random_scene(HELD_OUT + seed, size, size), frames)
+        degraded = degrade(truth, seed)
+        rows["degraded input (baseline)"].append((psnr(degraded, truth), ssim(degraded, truth), flicker(degraded, truth)))
+        cond, _ = pipeline.condition_images(model, degraded[:1], size, size, fps=defaults["fps"],
+                                            motion_bucket_id=defaults["motion_bucket_id"],
+                                            noise_aug_strength=defaults["noise_aug_strength"], seed=seed)
+        for mode in modes:
+            settings = pipeline.SamplingSettings(frames, mode, defaults["window"], defaults["chunk"], defaults["steps"],
+                                                 defaults["cfg"], defaults["min_cfg"], seed=seed)
+            for strength in strengths:
+                guides, _ = cascade.refine_guides(model, degraded, strength, size, size)
+                started = time.perf_counter()
+                video, run = decoded(model, defaults, cond, settings, guides)
+                row = f"refine {strength} ({run.settings.mode})"
+                seconds[row] = seconds.get(row, 0.0) + time.perf_counter() - started
+                evals[row] = run.plan.evaluations_per_frame
+                rows.setdefault(row, []).append((psnr(video, truth), ssim(video, truth), flicker(video, truth)))
+    print(f"# {name}: refine of {frames} degraded true frames (half size and back, noise 0.03, flicker +-0.04); "
+          f"against the truth; flicker 1 = as steady as the truth", flush=True)
+    for row, measured in rows.items():
+        p, q, f = (statistics.mean(m[i] for m in measured) for i in range(3))
+        cost = (f"  evals/frame {evals[row]:6.2f}  s/video {seconds[row] / len(seeds):6.1f}" if row in evals else "")
+        print(f"{name + ': ' + row:<{LABEL}}  PSNR {p:6.2f}  SSIM {q:5.3f}  flicker {f:5.2f}{cost}", flush=True)
 
 
 def print_row(label: str, row: dict) -> None:
@@ -202,6 +262,8 @@ def main(argv=None) -> int:
         bench_model(name, MODELS[name], args.frames, args.every, args.seeds)
     for name in args.models:
         bench_interpolation_and_loop(name, MODELS[name], args.frames, args.factor, args.seeds)
+    for name in args.models:
+        bench_refine(name, MODELS[name], args.frames, args.seeds)
     return 0
 
 

@@ -14,7 +14,10 @@
    (MALLOC_MMAP_THRESHOLD_) so that freed window buffers go back to the OS and RSS follows the
    live tensors; with the allocator's defaults RSS also wanders with heap fragmentation, and the
    peak of that wandering is reported as well. A run whose consumer keeps every frame is shown
-   for contrast: it must grow with N, which shows the measurement can see growth.
+   for contrast: it must grow with N, which shows the measurement can see growth. The same runs
+   with a strength-1 guide every 48 frames (keyframes) and with every frame guided at 0.5 (a
+   refine) show what guides add: their latents are the run's input and exist before sampling (in
+   the baseline); the sampler's own memory must stay flat.
 """
 
 from __future__ import annotations
@@ -107,12 +110,25 @@ def _status_kib(field: str) -> int:
     raise RuntimeError(f"/proc/self/status has no {field}; this measurement needs Linux")
 
 
-def child(frames: int, collect: bool) -> None:
+def memory_guides(frames: int, kind: str) -> list:
+    """``keyframes``: a strength-1 guide every 48 frames; ``refine``: every frame at 0.5."""
+    from longvid_core.sampling import Guide
+
+    latent = lambda k: torch.full(MEMORY_FRAME, k / frames)  # noqa: E731
+    if kind == "keyframes":
+        return [Guide(k, latent(k)) for k in range(47, frames, 48)]
+    if kind == "refine":
+        return [Guide(k, latent(k), 0.5) for k in range(frames)]
+    return []
+
+
+def child(frames: int, collect: bool, guides_kind: str = "") -> None:
     """One measured run (in a fresh process): print peak RSS above the pre-sampling RSS."""
     # One thread: glibc gives each allocating thread its own arena, which adds allocator noise.
     torch.set_num_threads(1)
     cond = make_cond(*MEMORY_FRAME[2:])
     sigmas = get_sigmas_karras(DEFAULT_STEPS)
+    guides = memory_guides(frames, guides_kind)  # the run's input: before the baseline
     denoise = lambda x, sigma, c: torch.zeros_like(x)  # noqa: E731
     with open("/proc/self/clear_refs", "w") as clear_refs:
         clear_refs.write("5")  # reset the peak-RSS mark (VmHWM) to the current RSS
@@ -120,7 +136,8 @@ def child(frames: int, collect: bool) -> None:
     start = time.perf_counter()
     kept = []
     after_64_kib = None
-    for done, (_, latent) in enumerate(iter_progressive(denoise, cond, frames, MEMORY_FRAME, sigmas), start=1):
+    for done, (_, latent) in enumerate(iter_progressive(denoise, cond, frames, MEMORY_FRAME, sigmas, guides=guides),
+                                       start=1):
         if collect:
             kept.append(latent.clone())
         if done == 64:
@@ -132,8 +149,9 @@ def child(frames: int, collect: bool) -> None:
                           seconds=elapsed)))
 
 
-def run_child(frames: int, collect: bool = False, pin_mmap_threshold: bool = True) -> dict:
+def run_child(frames: int, collect: bool = False, pin_mmap_threshold: bool = True, guides_kind: str = "") -> dict:
     command = [sys.executable, os.path.abspath(__file__), "--child", str(frames)] + (["--collect"] if collect else [])
+    command += ["--guides", guides_kind] if guides_kind else []
     env = dict(os.environ)
     if pin_mmap_threshold:
         env["MALLOC_MMAP_THRESHOLD_"] = str(64 * 1024)
@@ -161,6 +179,13 @@ def peak_memory() -> None:
         else:
             print(f"     ratio N=1024 / N=64: {ratio:.3f}  (<= 1.1: {verdict}; varies run to run with heap "
                   f"fragmentation, a longer run samples more of it)")
+    for kind, label in (("keyframes", "a strength-1 guide every 48 frames"),
+                        ("refine", "every frame guided at strength 0.5 (a refine)")):
+        small, large = run_child(64, guides_kind=kind), run_child(1024, guides_kind=kind)
+        ratio = large["above_baseline_mib"] / small["above_baseline_mib"]
+        print(f"   with {label}, mmap threshold pinned: N = 64 {small['above_baseline_mib']:.1f} MiB, N = 1024 "
+              f"{large['above_baseline_mib']:.1f} MiB above the pre-sampling RSS (the guides' latents are in it); "
+              f"ratio {ratio:.3f}  (goal <= 1.1: {'met' if ratio <= 1.1 else 'NOT met'})")
     kept = run_child(1024, collect=True)
     print(f"   contrast, N = 1024 with the consumer keeping every frame ({1024 * frame_mib:.0f} MiB of output): "
           f"peak {kept['above_baseline_mib']:.1f} MiB above the pre-sampling RSS")
@@ -176,6 +201,7 @@ def main() -> None:
 
 if __name__ == "__main__":
     if "--child" in sys.argv:
-        child(int(sys.argv[sys.argv.index("--child") + 1]), "--collect" in sys.argv)
+        kind = sys.argv[sys.argv.index("--guides") + 1] if "--guides" in sys.argv else ""
+        child(int(sys.argv[sys.argv.index("--child") + 1]), "--collect" in sys.argv, kind)
     else:
         main()

@@ -9,7 +9,9 @@ import torch
 
 from longvid_core.problems import Problem
 
-from .spec import Boolean, Float, Int, NodeSpec, Output, Socket, String
+from longvid_core.run.modes import AUTO, AUTO_GUIDE_METHOD, GUIDE_METHODS
+
+from .spec import Boolean, Combo, Float, Int, NodeSpec, Output, Socket, String
 from .validation import check_widgets, first_problem, frame_list, raise_if
 
 GUIDES_TYPE = "LONGVID_GUIDES"
@@ -28,6 +30,7 @@ class PictureGuide:
     picture: torch.Tensor
     strength: float
     loops: bool = False  # the picture the video loops back to: held at frame 0 and after the last frame
+    time_reversal: bool = False  # an anchor: the frames before it also run backward from it (where the mode can)
 
 
 def parse_guide_frames(text: str) -> list[int]:
@@ -78,16 +81,22 @@ class LongVidGuides:
             Boolean("loop", False, optional=True, tooltip=(
                 "The video loops back to the picture at frame 0: it is also held one frame past the end (sampled, not "
                 "kept), so the last frame leads into the first without a seam.")),
+            Combo("method", list(GUIDE_METHODS), AUTO, optional=True, tooltip=(
+                "How a strength-1 picture steers the frames before it. hold: its frame is held (every mode). "
+                "time_reversal: the frames before it are also denoised backward from the picture and the two "
+                f"predictions fused (full_sequence and replacement modes; one more call per step in a window with a "
+                f"picture). auto: {AUTO_GUIDE_METHOD}.")),
         ),
         outputs=(Output("guides", GUIDES_TYPE, "The previous guides and these: for LongVid Sample's guides."),),
     )
 
     @classmethod
-    def validate_inputs(cls, frames=None, strength=None):
-        return first_problem(check_widgets(cls, strength=strength), frames_problem(frames))
+    def validate_inputs(cls, frames=None, strength=None, method=None):
+        return first_problem(check_widgets(cls, strength=strength, method=method), frames_problem(frames))
 
-    def guides(self, images, frames, strength, previous=None, loop=False):
-        raise_if(self.validate_inputs(frames, strength))
+    def guides(self, images, frames, strength, previous=None, loop=False, method=AUTO):
+        raise_if(self.validate_inputs(frames, strength, method))
+        reverse = (AUTO_GUIDE_METHOD if method == AUTO else method) == "time_reversal"
         indices = parse_guide_frames(frames)
         if len(indices) != images.shape[0]:
             raise ValueError(Problem("frames", f"one frame index per picture of the batch ({images.shape[0]})",
@@ -95,7 +104,7 @@ class LongVidGuides:
         if loop and 0 not in indices:
             raise ValueError(Problem("loop", "a picture at frame 0 (the one the video loops back to)",
                                      f"frames {frames!r}"))
-        return (chained(previous, [PictureGuide(frame, images[i:i + 1], float(strength), loop and frame == 0)
+        return (chained(previous, [PictureGuide(frame, images[i:i + 1], float(strength), loop and frame == 0, reverse)
                                    for i, frame in enumerate(indices)]),)
 
 
@@ -148,10 +157,10 @@ class LongVidVideoGuides:
         return chained(previous, new), interpolated_frames(images.shape[0], factor), images[:1]
 
 
-def encoded_guides(svd, picture_guides, frame_shape) -> tuple[list, torch.Tensor | None, list[str]]:
+def encoded_guides(svd, picture_guides, frame_shape, run_cond=None) -> tuple[list, torch.Tensor | None, list[str]]:
     """The sampler's guides from LongVid Guides' pictures, fitted to the video's size and encoded
     with ``svd``'s VAE (on its device); the loop's latent (or None: no loop), and the notes of what
-    was cropped."""
+    was cropped. Anchors (``time_reversal``) get their picture's cond made like ``run_cond``."""
     from longvid_core import pipeline
     from longvid_core.networks.vae import vae_downscale
 
@@ -159,13 +168,14 @@ def encoded_guides(svd, picture_guides, frame_shape) -> tuple[list, torch.Tensor
         return [], None, []
     scale = vae_downscale(svd.vae)
     height, width = frame_shape[-2] * scale, frame_shape[-1] * scale
-    by_size = {}  # one VAE batch per picture size (a video's frames: one batch)
+    by_size = {}  # one VAE batch per picture size (a video's frames: one batch) and method
     for g in picture_guides:
-        by_size.setdefault(tuple(g.picture.shape[1:3]), []).append(g)
+        by_size.setdefault((tuple(g.picture.shape[1:3]), g.time_reversal and not g.loops), []).append(g)
     guides, loop_latent, notes = [], None, []
-    for group in by_size.values():
+    for (_, anchors), group in by_size.items():
         made, said = pipeline.guides_from_images(svd, torch.cat([g.picture for g in group]), [g.frame for g in group],
-                                                 [g.strength for g in group], width, height)
+                                                 [g.strength for g in group], width, height,
+                                                 anchors_like=run_cond if anchors else None)
         notes += said
         for g, guide in zip(group, made):
             if g.loops:  # the pipeline holds frame 0 and the closing frame to it

@@ -15,7 +15,7 @@ from longvid_core.problems import InputError
 from longvid_core.sampling import Guide, frame_noise
 from longvid_core.sampling.guides import HeldFrames
 from longvid_core.sampling.schedules import get_sigmas_karras
-from tests.test_samplers import FRAME, NO_CFG, Recorder, make_cond, mixing_predict
+from tests.test_samplers import FRAME, NO_CFG, Recorder, frame_tags, make_cond, mixing_predict
 
 F64 = torch.float64
 STEPS = 4
@@ -252,3 +252,86 @@ def test_bad_cascade_inputs(frames, factor, strength, message):
     from longvid_core.run.cascade import cascade_problem
 
     assert str(cascade_problem(frames, factor, strength)).startswith(message)
+
+
+# ------------------------------------------------------------------- Time Reversal Fusion
+
+
+def anchored(frame: int, tag: float) -> Guide:
+    """A strength-1 guide that carries its picture's cond (an anchor)."""
+    return Guide(frame, guide_latent(tag), 1.0, cond=make_cond(tag))
+
+
+def test_time_reversal_runs_the_frames_before_an_anchor_backward_from_its_picture():
+    progress = []
+    out, recorder = run("full_sequence", [anchored(6, 0.75)], progress=progress)
+    assert torch.equal(out[:, 6], guide_latent(0.75))
+    assert len(recorder.calls) == 2 * STEPS == progress[-1].total  # forward + backward per step, planned
+    for step in range(STEPS):
+        (x_fwd, s_fwd, c_fwd), (x_bwd, s_bwd, c_bwd) = recorder.calls[2 * step:2 * step + 2]
+        assert torch.equal(x_bwd, x_fwd[:, :7].flip(1))  # the window up to the anchor, reversed
+        assert torch.equal(s_bwd, s_fwd[:, :7].flip(1))
+        assert frame_tags(c_fwd, 7)[0] == 0.5 and frame_tags(c_bwd, 7) == [0.75] * 7  # the anchor's picture
+    # the first step by hand: fused x0 = w * forward + (1 - w) * backward, w from 1 (frame 0) to 0 (anchor)
+    (x, sigma, c_fwd), (_, _, c_bwd) = recorder.calls[:2]
+    forward, backward = mixing_predict(x, sigma, c_fwd), mixing_predict(x[:, :7].flip(1), sigma[:, :7].flip(1),
+                                                                         c_bwd).flip(1)
+    w = torch.linspace(1, 0, 7, dtype=F64)[None, :, None, None, None]
+    fused = forward.clone()
+    fused[:, :7] = w * forward[:, :7] + (1 - w) * backward
+    levels = get_sigmas_karras(STEPS, dtype=F64).tolist()
+    expected = x + (x - fused) / levels[0] * (levels[1] - levels[0])
+    assert torch.allclose(recorder.calls[2][0][:, :6], expected[:, :6], atol=1e-12)
+    assert torch.equal(recorder.calls[2][0][:, 6], guide_latent(0.75) + levels[1] * frame_noise(3, 6, FRAME, dtype=F64))
+
+
+def test_time_reversal_in_replacement_windows_and_its_plan():
+    # windows of 5 with 2 condition frames: new frames 0-4, 5-7, 8-10; anchors at 3 and 9 (frame 5 is the
+    # front of its window's new frames, so it has nothing to lead in and gets no backward call)
+    guides = [anchored(3, 0.25), anchored(5, 0.375), anchored(9, 0.875)]
+    progress = []
+    out, recorder = run("replacement_without_noise", guides, progress=progress)
+    for guide in guides:
+        assert torch.equal(out[:, guide.frame], guide.latent)
+    free, free_calls = run("replacement_without_noise")
+    assert len(recorder.calls) == progress[-1].total == len(free_calls.calls) + 2 * STEPS
+    backward = [call for call in recorder.calls if frame_tags(call[2], call[0].shape[1])[0] != 0.5]
+    assert [call[0].shape[1] for call in backward] == [4] * STEPS + [4] * STEPS  # 0..3, then 6, 7 (context) + 8, 9
+    assert [frame_tags(call[2], 1)[0] for call in backward] == [0.25] * STEPS + [0.875] * STEPS
+    assert not torch.equal(out[:, :3], run("replacement_without_noise", [Guide(g.frame, g.latent) for g in guides])[0][:, :3])
+
+
+@pytest.mark.parametrize("mode", ["progressive", "context_windows"])
+def test_modes_with_mixed_or_fused_windows_hold_anchors_without_time_reversal(mode):
+    guides = [anchored(6, 0.75)]
+    held, held_calls = run(mode, [Guide(6, guide_latent(0.75))])
+    anchored_out, anchored_calls = run(mode, guides)
+    assert torch.equal(held, anchored_out) and len(held_calls.calls) == len(anchored_calls.calls)
+
+
+def test_a_cond_of_another_batch_is_refused():
+    bad = Guide(4, guide_latent(0.1), 1.0, cond=make_cond(0.1, batch=2))
+    with pytest.raises(InputError, match="guide cond: expected one SVDCond of the picture, batch 1"):
+        run("full_sequence", [bad])
+
+
+def test_the_pipeline_makes_anchors_conditioned_like_the_run(model):
+    keyframes, _ = pipeline.condition_images(model, picture(0), 16, 16, fps=12, motion_bucket_id=90,
+                                             noise_aug_strength=0.05, seed=7)
+    guides, _ = pipeline.guides_from_images(model, torch.cat([picture(1), picture(2)]), [4, 9], [1.0, 0.5], 16, 16,
+                                            anchors_like=keyframes[0][1], seed=7)
+    anchor = guides[0].cond
+    assert guides[1].cond is None  # only strength-1 guides are anchors
+    assert torch.equal(anchor.added_time_ids, keyframes[0][1].added_time_ids)
+    alone, _ = pipeline.condition_images(model, picture(1), 16, 16, fps=12, motion_bucket_id=90,
+                                         noise_aug_strength=0.05, seed=7)
+    assert torch.allclose(anchor.image_embeds, alone[0][1].image_embeds)
+    assert torch.allclose(anchor.concat_latent, alone[0][1].concat_latent)
+    settings = pipeline.SamplingSettings(frames=10, mode="replacement_with_noise", window=4, chunk=2, steps=4, cfg=1.0)
+    run = pipeline.prepare_run(model, keyframes, settings, guides=guides)
+    held = pipeline.prepare_run(model, keyframes, settings, guides=[replace(g, cond=None) for g in guides])
+    assert run.plan.denoiser_calls > held.plan.denoiser_calls  # the backward calls are planned
+    calls = []
+    latents = run.into(pipeline.LatentSink(), callback=calls.append)
+    assert calls[-1].done == run.plan.denoiser_calls
+    assert torch.equal(latents[:, 4], guides[0].latent)

@@ -881,3 +881,19 @@ def test_video_guides_interpolate_and_refine_and_a_loop(model):
     torch.testing.assert_close(looped[0] * VAE_SCALE, expected[0].latent[0], rtol=0, atol=1e-6)
     with pytest.raises(ValueError, match=r"loop: expected a picture at frame 0"):
         NODES["LongVidGuides"]().guides(first, "3", 1.0, loop=True)
+
+
+def test_guides_method_time_reversal_reaches_the_sampler_as_anchors(model):
+    cond = condition(model)[0]
+    picture = image(height=64, width=64, seed=8)
+    options = dict(SMALL, mode="replacement_with_noise")
+    latents = {}
+    for method in ("hold", "time_reversal"):
+        guides = NODES["LongVidGuides"]().guides(picture, "4", 1.0, method=method)[0]
+        assert guides[0].time_reversal == (method == "time_reversal")
+        latents[method] = NODES["LongVidSample"]().sample(model, cond, 6, *options.values(), guides=guides)[0]["samples"]
+    torch.testing.assert_close(latents["time_reversal"][4], latents["hold"][4], rtol=0, atol=1e-6)  # both pass through
+    assert not torch.equal(latents["time_reversal"][1:4], latents["hold"][1:4])  # the frames before it run backward too
+    assert NODES["LongVidGuides"]().guides(picture, "4", 1.0)[0][0].time_reversal  # auto: time_reversal
+    problem = NODES["LongVidGuides"].validate_inputs("4", 1.0, "sideways")
+    assert problem is not True and "method" in problem, problem

@@ -138,3 +138,28 @@ def test_random_scene_draws_radii_over_its_whole_range():
     # the radius is a fraction of the frame's smaller side (32 here)
     assert min(radii) >= MIN_RADIUS * 32 and max(radii) < (MIN_RADIUS + RADIUS_SPREAD) * 32
     assert max(radii) - min(radii) > 0.8 * RADIUS_SPREAD * 32
+
+
+def test_ssim_is_one_for_a_copy_and_falls_with_noise_and_blur(scene_video):
+    from longvid_core.evaluation.video_metrics import ssim
+
+    video = scene_video[1][:6]
+    assert ssim(video, video) == pytest.approx(1.0, abs=1e-12)
+    noisy = (video + 0.1 * torch.randn(video.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
+    blurred = torch.nn.functional.avg_pool2d(video.permute(0, 3, 1, 2), 3, 1, 1).permute(0, 2, 3, 1)
+    assert 0 < ssim(noisy, video) < ssim(blurred, video) < 1
+    # a constant brightness offset of 0.1 on flat grey: luminance term only, by hand
+    flat = torch.full((2, 16, 16, 3), 0.5)
+    expected = (2 * 0.5 * 0.6 + 0.01 ** 2) / (0.5 ** 2 + 0.6 ** 2 + 0.01 ** 2)
+    assert ssim(flat + 0.1, flat) == pytest.approx(expected, rel=1e-6)  # 0.6 in float32
+    with pytest.raises(ValueError, match="two videos of one shape"):
+        ssim(video, video[:3])
+
+
+def test_flicker_counts_brightness_jumps_against_a_reference(scene_video):
+    from longvid_core.evaluation.video_metrics import flicker
+
+    video = scene_video[1][:12]
+    assert flicker(video, video) == pytest.approx(1.0)
+    jumps = torch.tensor([0.05 * (-1) ** k for k in range(12)])[:, None, None, None]
+    assert flicker((video + jumps).clamp(0, 1), video) > 3

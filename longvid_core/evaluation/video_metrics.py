@@ -18,6 +18,10 @@ All take frames ``[F, H, W, 3]`` in 0..1.
   jerkily: a shape that stays put scores speed 0, one that wobbles in place has jitter close to
   its speed. Bounces and shapes passing behind one another give true motion some jitter too, so
   compare with the generator's own continuation (``bench/bench_quality.py`` prints it).
+- :func:`ssim` — mean structural similarity of two videos frame by frame (Wang et al. 2004, 11x11
+  Gaussian window of sigma 1.5, on the grey level), for refine and guide benches.
+- :func:`flicker` — mean absolute change of each frame's grey level from the frame before, over
+  the same in a reference video: 1 is as steady as the reference, above 1 flickers more.
 """
 
 from __future__ import annotations
@@ -163,3 +167,39 @@ def shape_motion(frames: torch.Tensor, colors: Sequence[Sequence[float]], areas:
     speed, jitter = torch.cat(speeds), torch.cat(jitters)
     return {"speed": float(speed.mean()) if speed.numel() else float("nan"),
             "jitter": float(jitter.mean()) if jitter.numel() else float("nan")}
+
+
+def _grey(frames: torch.Tensor) -> torch.Tensor:
+    return (frames.double() * torch.tensor([0.299, 0.587, 0.114], dtype=torch.float64)).sum(-1)  # [F, H, W]
+
+
+def ssim(frames: torch.Tensor, reference: torch.Tensor) -> float:
+    """Mean SSIM of ``frames`` against ``reference`` (both ``[F, H, W, 3]`` in 0..1): per frame the
+    mean over the image of SSIM with an 11x11 Gaussian window (sigma 1.5; smaller images use a window
+    of their size), constants (0.01)^2 and (0.03)^2, then the mean over frames."""
+    frames, reference = _check_frames(frames), _check_frames(reference)
+    if frames.shape != reference.shape:
+        raise ValueError(f"expected two videos of one shape; found {tuple(frames.shape)} and {tuple(reference.shape)}")
+    x, y = _grey(frames)[:, None], _grey(reference)[:, None]
+    size = min(11, x.shape[-2], x.shape[-1])
+    offsets = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    line = torch.exp(-offsets ** 2 / (2 * 1.5 ** 2))
+    line /= line.sum()
+    window = (line[:, None] * line[None, :])[None, None]
+
+    def blur(image):
+        return torch.nn.functional.conv2d(image, window)
+
+    mu_x, mu_y = blur(x), blur(y)
+    var_x, var_y = blur(x * x) - mu_x ** 2, blur(y * y) - mu_y ** 2
+    covariance = blur(x * y) - mu_x * mu_y
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    index = ((2 * mu_x * mu_y + c1) * (2 * covariance + c2)) / ((mu_x ** 2 + mu_y ** 2 + c1) * (var_x + var_y + c2))
+    return float(index.mean())
+
+
+def flicker(frames: torch.Tensor, reference: torch.Tensor) -> float:
+    """How much more ``frames``' overall brightness jumps from frame to frame than ``reference``'s."""
+    steps = _grey(_check_frames(frames)).mean(dim=(1, 2)).diff().abs().mean()
+    reference_steps = _grey(_check_frames(reference)).mean(dim=(1, 2)).diff().abs().mean()
+    return float(steps / reference_steps.clamp_min(1e-8))

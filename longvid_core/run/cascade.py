@@ -23,6 +23,7 @@ from ..problems import Problem
 from .pipeline import guides_from_images
 
 if TYPE_CHECKING:
+    from ..networks.conditioning import SVDCond
     from ..networks.model import SVDModel
     from ..sampling.guides import Guide
 
@@ -58,12 +59,14 @@ def _one_note(notes: list[str], video: torch.Tensor, width: int, height: int) ->
             "conditioning image is: centre-cropped to the aspect ratio, then resized"] if notes else []
 
 
-def interpolation_guides(model: SVDModel, video: torch.Tensor, factor: int, width: int,
-                         height: int) -> tuple[list[Guide], list[str]]:
+def interpolation_guides(model: SVDModel, video: torch.Tensor, factor: int, width: int, height: int,
+                         anchors_like: SVDCond | None = None) -> tuple[list[Guide], list[str]]:
     """Frames ``[N, H, W, 3]`` (0..1) -> strength-1 guides at 0, factor, 2 * factor, ... (fitted to
-    ``width x height`` like conditioning images), and a note if they were cropped."""
+    ``width x height`` like conditioning images), and a note if they were cropped.
+    ``anchors_like``: the run's cond, for Time Reversal Fusion (:func:`~.pipeline.guides_from_images`)."""
     starts = [i * factor for i in range(video.shape[0])]
-    guides, notes = guides_from_images(model, video, starts, [1.0] * len(starts), width, height)
+    guides, notes = guides_from_images(model, video, starts, [1.0] * len(starts), width, height,
+                                       anchors_like=anchors_like)
     return guides, _one_note(notes, video, width, height)
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 
 from .cli_inputs import PROG, ArgumentParser, keyframe, number
-from .modes import AUTO, MAX_FRAMES, MAX_SEED, MODES
+from .modes import AUTO, AUTO_GUIDE_METHOD, GUIDE_METHODS, MAX_FRAMES, MAX_SEED, MODES
 
 
 def add_model_flags(p: argparse.ArgumentParser) -> None:
@@ -60,7 +60,16 @@ def add_sampling_flags(p: argparse.ArgumentParser, frames: bool = True) -> None:
 
 # what generate has and the video-in commands do not: their first frame and guides come from the input
 NOT_FROM_AN_INPUT_VIDEO = dict(image=None, prompt=None, negative_prompt="", t2i_model=None, t2i_steps=25,
-                               save_first_frame=None, keyframe=None, last_frame=None, loop=False, frames=None)
+                               save_first_frame=None, keyframe=None, last_frame=None, loop=False, frames=None,
+                               guide_method="hold")
+
+
+def add_guide_method_flag(p) -> None:
+    p.add_argument("--guide-method", choices=GUIDE_METHODS, default=AUTO,
+                   help="how keyframes steer the frames before them: hold (latent replacement, every mode), "
+                   "time_reversal (also denoise the frames before each keyframe backward from its picture: "
+                   "full_sequence and replacement modes, one more call per step in a window with a keyframe), "
+                   f"auto ({AUTO_GUIDE_METHOD}, measured in bench/bench_guides.py)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,16 +95,18 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--last-frame", metavar="PICTURE", help="the video ends on PICTURE (a keyframe at the last frame)")
     g.add_argument("--loop", action="store_true", help="the video loops: its last frame leads into its first "
                    "without a seam (at least window + chunk frames)")
+    add_guide_method_flag(g)
     add_sampling_flags(g)
     i = sub.add_parser("interpolate", help="more frames per second: every FACTOR-th output frame is a frame of "
                        "the input video, the model makes the ones between", formatter_class=formatter)
     i.add_argument("input", metavar="IN", help="the input video")
     i.add_argument("--factor", type=number(int, 2, 16), required=True, help="output frames per input frame (2: "
                    "one new frame between each two); the output rate is the input's times FACTOR")
+    add_guide_method_flag(i)
     add_model_flags(i)
     add_output_flags(i)
     add_sampling_flags(i, frames=False)
-    i.set_defaults(**NOT_FROM_AN_INPUT_VIDEO)
+    i.set_defaults(**{k: v for k, v in NOT_FROM_AN_INPUT_VIDEO.items() if k != "guide_method"})
     r = sub.add_parser("refine", help="every frame of the input video pulled toward itself by the model: less "
                        "flicker, sharper; at a larger --width/--height a hires pass", formatter_class=formatter)
     r.add_argument("input", metavar="IN", help="the input video")

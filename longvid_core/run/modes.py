@@ -24,11 +24,18 @@ TRAINING_FREE_OPTIONS = {
 # ExVideo release): the best of TRAINING_FREE_OPTIONS for the one-level model in bench_quality.py.
 TRAINING_FREE = "replacement_with_noise"
 
+# How guide frames steer the frames before them (sampling/guides.py, sampling/time_reversal.py): `hold`
+# holds them (latent replacement) in every mode; `time_reversal` also runs the frames before a
+# strength-1 guide backward from its picture, in the modes whose calls hold one level (full
+# sequence, replacement). `auto`: AUTO_GUIDE_METHOD, what bench/bench_guides.py measured better.
+GUIDE_METHODS = (AUTO, "hold", "time_reversal")
+AUTO_GUIDE_METHOD = "time_reversal"
+
 # The longest video a run plans: 1,000,000 frames (11.6 hours at 24 fps). Planning the progressive sampler
 # takes ~14 us a frame and its table grows with length, so a mistyped length fails here, not after hours.
 MAX_FRAMES = 1_000_000
 MAX_SEED = 2**64 - 1  # torch generators take 64-bit seeds (ComfyUI's seed widget has the same range)
 
 
-__all__ = ["AUTO", "CONTEXT_WINDOWS", "FULL_SEQUENCE", "MAX_FRAMES", "MAX_SEED", "MODES", "PROGRESSIVE",
+__all__ = ["AUTO", "AUTO_GUIDE_METHOD", "CONTEXT_WINDOWS", "GUIDE_METHODS", "FULL_SEQUENCE", "MAX_FRAMES", "MAX_SEED", "MODES", "PROGRESSIVE",
            "REPLACEMENT_WITHOUT_NOISE", "REPLACEMENT_WITH_NOISE", "TRAINING_FREE", "TRAINING_FREE_OPTIONS"]

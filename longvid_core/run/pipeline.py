@@ -220,10 +220,15 @@ def loop_problem(settings: SamplingSettings, loop_latent, frame_shape) -> Proble
 
 
 def guides_from_images(model: SVDModel, images: torch.Tensor, frames: Sequence[int], strengths: Sequence[float],
-                       width: int, height: int) -> tuple[list[sampling.Guide], list[str]]:
+                       width: int, height: int, *, anchors_like: SVDCond | None = None,
+                       seed: int = 0) -> tuple[list[sampling.Guide], list[str]]:
     """Pictures ``[K, H, W, 3]`` (0..1) -> guides at ``frames`` with ``strengths``, each picture
     fitted to ``width x height`` as conditioning images are (:func:`cover_crop`) and encoded by the
-    VAE; and a note for every picture that had to be cropped to fit."""
+    VAE; and a note for every picture that had to be cropped to fit. With ``anchors_like`` (the
+    run's cond) each strength-1 guide also carries its picture's cond, made with the same fps,
+    motion bucket and noise augmentation (picture i noised with ``seed + i``): the frames before it
+    are then denoised backward from it too, where the mode can (Time Reversal Fusion,
+    :mod:`longvid_core.sampling.time_reversal`)."""
     if not len(frames) == len(strengths) == images.shape[0]:
         raise_problem(Problem("guide frames", f"one frame index and one strength per picture ({images.shape[0]})",
                               f"{len(frames)} frame(s), {len(strengths)} strength(s)"))
@@ -234,10 +239,17 @@ def guides_from_images(model: SVDModel, images: torch.Tensor, frames: Sequence[i
         if h * width != w * height:
             notes.append(f"guide picture {i + 1} ({w}x{h}) was fitted to {width}x{height} as the conditioning "
                          "image is: centre-cropped to the aspect ratio, then resized")
+    fitted = cover_crop(images, width, height)
+    conds = [None] * len(frames)
     with torch.no_grad():
         vae_device = vae_device_dtype(model.vae)[0]  # inside ComfyUI the VAE may sit apart from the UNet
-        latents = encode_frames(model.vae, cover_crop(images, width, height).to(vae_device))
-    return [sampling.Guide(int(frame), latents[:, i].float().cpu(), float(strength))
+        latents = encode_frames(model.vae, fitted.to(vae_device))
+        if anchors_like is not None:
+            fps, motion_bucket_id, noise_aug_strength = anchors_like.added_time_ids[0].tolist()
+            conds = [model.encode_image(fitted[i:i + 1], fps=fps + 1, motion_bucket_id=motion_bucket_id,
+                                        noise_aug_strength=noise_aug_strength, seed=seed + i)
+                     if strength == 1 else None for i, strength in enumerate(strengths)]
+    return [sampling.Guide(int(frame), latents[:, i].float().cpu(), float(strength), conds[i])
             for i, (frame, strength) in enumerate(zip(frames, strengths))], notes
 
 

@@ -10,21 +10,25 @@ import torch
 
 from ..progress import ProgressCallback
 from .guidance import DEFAULT_CFG, DEFAULT_MIN_CFG, Denoiser
-from .guides import Guide, held_steps, hold_steps
+from .guides import Guide, anchors_of, held_steps, hold_steps
 from .keyframes import CondOverTime
 from .replacement import window_frames
 from .schedules import DEFAULT_STEPS
 from .step_rules import EULER, StepRule
+from .time_reversal import anchor_in
 from .walk import CallProgress, SamplingPlan, Walk, collect_frames, count_new_frames, plan_cost
 
 
 def plan_full_sequence(num_frames: int, *, steps: int = DEFAULT_STEPS, guides: Sequence[Guide] = (),
                        step_rule: StepRule = EULER) -> SamplingPlan:
     """Cost of :func:`iter_full_sequence`: S calls on all N frames, less the first steps where the
-    guides hold every frame (:func:`~.guides.held_steps`)."""
+    guides hold every frame (:func:`~.guides.held_steps`), and one more call per step up to a Time
+    Reversal Fusion anchor (:mod:`.time_reversal`)."""
     new_frames = count_new_frames(num_frames, 0)
     called = steps - held_steps(hold_steps(guides, steps), range(num_frames))
-    return plan_cost(called, called * new_frames, new_frames, steps, step_rule)
+    anchor = anchor_in(anchors_of(guides), 0, num_frames)
+    backward = 0 if anchor is None else called * (anchor + 1)
+    return plan_cost(called + (backward and called), called * new_frames + backward, new_frames, steps, step_rule)
 
 
 def iter_full_sequence(
@@ -48,9 +52,12 @@ def iter_full_sequence(
     ExSVD). Guidance ramp over the N frames exactly as SVD's VideoLinearCFGGuidance.
 
     ``guides``: :class:`~.guides.Guide` frames the video passes through (strength 1) or is pulled
-    toward (below 1), held at every step (:mod:`.guides`)."""
+    toward (below 1), held at every step (:mod:`.guides`); the frames before the last guide that
+    carries its picture's cond are also denoised backward from it (:mod:`.time_reversal`): first–last
+    frame inbetweening."""
     walk = Walk.start(denoise, cond, frame_shape, sigmas, seed, dtype, device, None, step_rule)
     walk.hold_guides(guides, num_frames)
+    walk.reverse_from_anchors = True
     plan = plan_full_sequence(num_frames, steps=walk.steps, guides=guides, step_rule=step_rule)
     walk.progress = CallProgress(callback, plan.denoiser_calls, plan.new_frames)
     return window_frames(walk, num_frames, None, 0, window=num_frames, condition_frames=0,

@@ -28,17 +28,21 @@ from typing import Iterable, Mapping, Sequence
 
 import torch
 
+from ..networks.conditioning import SVDCond
 from ..problems import Problem
 from .noise import frame_noise
 
 
 @dataclass(frozen=True)
 class Guide:
-    """``latent`` (scaled, ``[B, 4, h, w]``) at video frame ``frame`` with ``strength`` in [0, 1]."""
+    """``latent`` (scaled, ``[B, 4, h, w]``) at video frame ``frame`` with ``strength`` in [0, 1].
+    ``cond``: the picture's own :class:`SVDCond` (batch B), or None; a strength-1 guide with one is
+    an anchor for Time Reversal Fusion where the mode runs it (:mod:`.time_reversal`)."""
 
     frame: int
     latent: torch.Tensor
     strength: float = 1.0
+    cond: SVDCond | None = None
 
 
 def guides_problem(guides: Sequence[Guide], num_frames: int, prefix_frames: int = 0,
@@ -74,6 +78,10 @@ def guides_problem(guides: Sequence[Guide], num_frames: int, prefix_frames: int 
                            f"{tuple(latent.shape)} at frame {frame}")
         if not bool(torch.isfinite(latent).all()):
             return Problem("guide latent", "finite values", f"NaN/Inf at frame {frame}")
+        if guide.cond is not None and (not isinstance(guide.cond, SVDCond) or guide.cond.per_frame
+                                       or guide.cond.batch_size != latent.shape[0]):
+            return Problem("guide cond", f"one SVDCond of the picture, batch {latent.shape[0]}",
+                           f"{type(guide.cond).__name__} at frame {frame}")
     return None
 
 
@@ -87,6 +95,11 @@ def all_held(hold: Mapping[int, int], frame_targets: Iterable[tuple[int, int]]) 
     """True when every ``(frame, schedule index it is stepped to)`` lands on a held level, so the
     call that would step them can be skipped (the guides overwrite its result)."""
     return all(hold.get(frame, -1) >= target for frame, target in frame_targets)
+
+
+def anchors_of(guides: Sequence[Guide]) -> dict[int, SVDCond]:
+    """The guides Time Reversal Fusion can run backward from: strength 1, with their picture's cond."""
+    return {int(g.frame): g.cond for g in guides if g.strength == 1 and g.cond is not None}
 
 
 def held_steps(hold: Mapping[int, int], frames: Iterable[int]) -> int:
@@ -104,6 +117,7 @@ class HeldFrames:
     def __init__(self, guides: Sequence[Guide], levels: Sequence[float], seed: int, frame_shape):
         self.seed = seed
         self.frame_shape = tuple(frame_shape)
+        self.anchors = anchors_of(guides)  # frame -> the picture's cond (time_reversal.py)
         latents = {int(g.frame): g.latent for g in guides}
         # frame -> (latent, lowest sigma at which it is held)
         self.hold = {frame: (latents[frame], levels[last]) for frame, last in hold_steps(guides, len(levels) - 1).items()}
@@ -145,4 +159,4 @@ def _per_frame(sigma, count: int) -> list[float]:
     return [float(sigma)] * count
 
 
-__all__ = ["Guide", "HeldFrames", "all_held", "guides_problem", "held_steps", "hold_steps"]
+__all__ = ["Guide", "HeldFrames", "all_held", "anchors_of", "guides_problem", "held_steps", "hold_steps"]

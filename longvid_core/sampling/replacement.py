@@ -13,10 +13,11 @@ import torch
 
 from ..progress import ProgressCallback
 from .guidance import DEFAULT_CFG, DEFAULT_MIN_CFG, Denoiser, linear_cfg_ramp
-from .guides import Guide, held_steps, hold_steps
+from .guides import Guide, anchors_of, held_steps, hold_steps
 from .keyframes import CondOverTime
 from .schedules import DEFAULT_CHUNK, DEFAULT_STEPS, DEFAULT_WINDOW
 from .step_rules import EULER, StepRule
+from .time_reversal import anchor_in
 from .walk import CallProgress, SamplingPlan, Walk, collect_frames, count_new_frames, plan_cost
 
 # Replacement baselines at the progressive default's cost per call: 26 frames per window, of which
@@ -36,7 +37,8 @@ def plan_replacement(
     step_rule: StepRule = EULER,
 ) -> SamplingPlan:
     """Cost of :func:`iter_replacement`: S calls per window of ``window`` frames, less the first
-    steps of a window whose new frames the guides all hold (:func:`~.guides.held_steps`).
+    steps of a window whose new frames the guides all hold (:func:`~.guides.held_steps`), and one
+    more call per step on a window with a Time Reversal Fusion anchor (:mod:`.time_reversal`).
 
     The first window has ``min(E, P)`` condition frames from the prefix (none without one) and
     fills the rest with new frames; every later window has E condition frames and ``window - E``
@@ -44,7 +46,7 @@ def plan_replacement(
     """
     new_frames = count_new_frames(num_frames, prefix_frames)
     _check_replacement_window(window, condition_frames)
-    hold = hold_steps(guides, steps)
+    hold, anchors = hold_steps(guides, steps), anchors_of(guides)
     calls = evaluations = 0
     condition_count, next_frame = min(condition_frames, prefix_frames), prefix_frames
     while next_frame < num_frames:
@@ -52,6 +54,10 @@ def plan_replacement(
         called = steps - held_steps(hold, range(next_frame, next_frame + new_count))
         calls += called
         evaluations += called * (condition_count + new_count)
+        anchor = anchor_in(anchors, next_frame, new_count)
+        if anchor is not None:  # Time Reversal Fusion: one more call on the frames up to the anchor
+            calls += called
+            evaluations += called * (condition_count + anchor - next_frame + 1)
         next_frame += new_count
         condition_count = condition_frames
     return plan_cost(calls, evaluations, new_frames, steps, step_rule)
@@ -87,12 +93,14 @@ def iter_replacement(
     every step with fresh noise (Eq. 6; stream ``1 + window_index * S + i``).
 
     ``guides``: :class:`~.guides.Guide` frames the video passes through (strength 1) or is pulled
-    toward (below 1), held at every step (:mod:`.guides`).
+    toward (below 1), held at every step (:mod:`.guides`); a window's frames before a guide that
+    carries its picture's cond are also denoised backward from it (:mod:`.time_reversal`).
     """
     walk = Walk.start(denoise, cond, frame_shape, sigmas, seed, dtype, device, prefix, step_rule)
     _check_replacement_window(window, condition_frames)
     prefix_tail, prefix_frames = walk.prefix_tail(prefix, condition_frames)
     walk.hold_guides(guides, num_frames, prefix_frames)
+    walk.reverse_from_anchors = True
     plan = plan_replacement(num_frames, window=window, condition_frames=condition_frames, steps=walk.steps,
                             prefix_frames=prefix_frames, guides=guides, step_rule=step_rule)
     walk.progress = CallProgress(callback, plan.denoiser_calls, plan.new_frames)

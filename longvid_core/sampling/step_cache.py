@@ -91,11 +91,12 @@ class DeepCacheDenoiser:
 
     def __post_init__(self):
         self._entries: OrderedDict[tuple, _Entry] = OrderedDict()
-        self._next: tuple[int, int] | None = None
+        self._next: tuple[int, int, bool] | None = None
 
-    def window(self, first_frame: int, frames: int) -> None:
-        """The next call holds video frames ``first_frame .. first_frame + frames - 1``."""
-        self._next = (int(first_frame), int(frames))
+    def window(self, first_frame: int, frames: int, reversed_frames: bool = False) -> None:
+        """The next call holds video frames ``first_frame .. first_frame + frames - 1`` (in reversed
+        order with ``reversed_frames``: a Time Reversal Fusion call, whose features are its own)."""
+        self._next = (int(first_frame), int(frames), bool(reversed_frames))
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor, cond) -> torch.Tensor:
         where, self._next = self._next, None

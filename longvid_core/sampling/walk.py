@@ -35,6 +35,7 @@ import torch
 from ..problems import raise_problem
 from ..progress import SAMPLING, Cancelled, Progress, report
 from ..shapes import check_latents
+from . import time_reversal
 from .guidance import guided_denoise
 from .guides import Guide, HeldFrames, guides_problem
 from .keyframes import KeyframeConds
@@ -134,6 +135,7 @@ class Walk:
         self.step_rule = step_rule
         self.progress: CallProgress | None = None
         self.held = HeldFrames((), self.levels, seed, frame_shape)  # guide frames (guides.py)
+        self.reverse_from_anchors = False  # Time Reversal Fusion at guide anchors (time_reversal.py)
         self._unreported = False  # a call made but not yet reported
 
     @classmethod
@@ -180,25 +182,36 @@ class Walk:
         front = self._values(context_sigma)
         batch = noisy.shape[0]
 
+        anchor = (time_reversal.anchor_in(self.held.anchors, first_frame + count, noisy.shape[1])
+                  if self.reverse_from_anchors else None)
+
         def model(x: torch.Tensor, x_sigma: torch.Tensor) -> torch.Tensor:
             window = x if context is None else torch.cat([context, x], dim=1)
             frame_sigma = torch.cat([front, x_sigma]).expand(batch, -1).contiguous()
-            return self.call(window, frame_sigma, cond, cfg_scales, first_frame)[:, count:]
+            x0 = self.call(window, frame_sigma, cond, cfg_scales, first_frame)
+            if anchor is not None:  # the window up to the anchor, reversed, from the anchor's picture
+                lead = anchor - first_frame + 1
+                backward = self.call(window[:, :lead].flip(1), frame_sigma[:, :lead].flip(1).contiguous(),
+                                     self.held.anchors[anchor], None if cfg_scales is None else cfg_scales[:lead],
+                                     first_frame, reversed_frames=True)
+                x0 = time_reversal.fuse(x0, backward.flip(1))
+            return x0[:, count:]
 
         stepped = self.step_rule.step(model, noisy, self._values(sigma), self._values(sigma_next))
         return self.held.apply(stepped, first_frame + count, sigma_next)
 
-    def call(self, x, sigma, cond, cfg_scales, first_frame: int):
+    def call(self, x, sigma, cond, cfg_scales, first_frame: int, reversed_frames: bool = False):
         """One (guided) denoiser call on the video frames from ``first_frame``. The call before it
         is reported first, so a cancel asked for there stops before this one; the last call of a
         step is reported by :meth:`hand_out`. A denoiser with a ``window`` method (a caching one,
-        :mod:`longvid_core.sampling.step_cache`) is told which frames the call holds."""
+        :mod:`longvid_core.sampling.step_cache`) is told which frames the call holds, and whether
+        they are in reversed order."""
         if self._unreported:
             self._unreported = False
             if self.progress.report(None):
                 raise self.progress.cancelled()
         if hasattr(self.denoise, "window"):
-            self.denoise.window(first_frame, x.shape[1])
+            self.denoise.window(first_frame, x.shape[1], reversed_frames=reversed_frames)
         out = guided_denoise(self.denoise, x, sigma, cond, cfg_scales)
         self._unreported = True
         return out
