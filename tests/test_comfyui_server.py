@@ -14,7 +14,6 @@ node and every connection from the image chain onwards runs as saved. Sizes, fra
 steps are shrunk so that each workflow runs in seconds.
 """
 
-import copy
 import json
 import os
 import socket
@@ -29,33 +28,18 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.workflow_runs import (EXAMPLE_VIDEO, FRAMES, INPUT_VIDEO, INPUT_VIDEO_FRAMES, SHIPPED,
+                                 TEST_IMAGE, WORKFLOWS, expected_video, load_api, shrink)
+
 COMFYUI = os.environ.get("COMFYUI_PATH")
 pytestmark = pytest.mark.skipif(not COMFYUI or not (Path(COMFYUI) / "main.py").is_file(),
                                 reason="set COMFYUI_PATH to a ComfyUI checkout to run the server tests")
 
 REPO = Path(__file__).resolve().parents[1]
-WORKFLOWS = REPO / "example_workflows" / "api"
 OLD_RELEASE = REPO / "tests" / "data" / "workflows_v0_1"  # workflows saved with the V1 nodes
 WORKFLOW_NAMES = ["image_to_long_video", "text_to_long_video", "keyframes_to_long_video", "extend_video"]
-TEST_IMAGE = "longvid_test.png"
-INPUT_VIDEO = "input_video.mp4"  # the name the v0.1 release's extend_video.json loads
-INPUT_VIDEO_FRAMES = 3
-# the shipped extend workflow's video, which the pack copies into the input folder at start-up
-EXAMPLE_VIDEO, EXAMPLE_VIDEO_FRAMES = "longvid_example.mp4", 8
 STARTUP_SECONDS = 180
 RUN_SECONDS = 300
-FRAMES = 6  # new frames per workflow
-TINY = {  # inputs overridden for speed, per class
-    "LongVidCondition": {"width": 64, "height": 64},
-    "LongVidEncodeFrames": {"width": 64, "height": 64},
-    "LongVidSample": {"frames": FRAMES, "window": 4, "chunk": 2, "steps": 2, "cfg": 1.0, "min_cfg": 1.0},
-    "LongVidSampleToVideo": {"frames": FRAMES, "window": 4, "chunk": 2, "steps": 2, "cfg": 1.0, "min_cfg": 1.0,
-                             "decode_window": 4, "overlap": 1},
-    "LongVidSaveVideo": {"decode_window": 4, "overlap": 1},
-    "LongVidScheduleView": {"frames": FRAMES, "max_size": 128},
-    "LongVidSettings": {"window": 4, "chunk": 2, "steps": 2},
-}
-
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -122,28 +106,6 @@ def server(tmp_path_factory):
         log.close()
 
 
-def shrink(prompt: dict) -> dict:
-    """Tiny sizes; the image model's output (VAEDecode) and every LoadImage become a LoadImage of the
-    test picture; nodes that no output node needs any more are dropped."""
-    prompt = copy.deepcopy(prompt)
-    for node in prompt.values():
-        node["inputs"].update(TINY.get(node["class_type"], {}))
-        if node["class_type"] == "LongVidCondition":
-            starts = node["inputs"]["keyframe_starts"].split(",")
-            node["inputs"]["keyframe_starts"] = ", ".join(str(2 * i) for i in range(len(starts)))
-        if node["class_type"] in ("VAEDecode", "LoadImage"):
-            node["class_type"], node["inputs"] = "LoadImage", {"image": TEST_IMAGE}
-    outputs = [k for k, n in prompt.items() if n["class_type"] in
-               {"LongVidSaveVideo", "LongVidSampleToVideo", "PreviewImage", "SaveImage"}]
-    needed, todo = set(), list(outputs)
-    while todo:
-        key = todo.pop()
-        if key not in needed:
-            needed.add(key)
-            todo += [v[0] for v in prompt[key]["inputs"].values() if isinstance(v, list)]
-    return {k: v for k, v in prompt.items() if k in needed}
-
-
 def run_prompt(server, prompt):
     answer = request(server["url"], "/prompt", {"prompt": prompt, "client_id": uuid.uuid4().hex})
     assert answer["node_errors"] == {}, answer  # ComfyUI would silently skip outputs that fail validation
@@ -199,14 +161,14 @@ def test_server_shows_the_v3_nodes_as_declared(server):
                     assert options["options"] == item.choices()
 
 
-@pytest.mark.parametrize("folder", [WORKFLOWS, OLD_RELEASE / "api"], ids=["shipped", "v0.1 release"])
-@pytest.mark.parametrize("name", WORKFLOW_NAMES)
+@pytest.mark.parametrize("folder, name", [(WORKFLOWS, name) for name in SHIPPED]
+                         + [(OLD_RELEASE / "api", name) for name in WORKFLOW_NAMES],
+                         ids=[name for name in SHIPPED] + [f"{name}-v0.1" for name in WORKFLOW_NAMES])
 def test_workflow_runs_and_writes_the_video(server, folder, name):
     from longvid_core.run.video_io import read_video
 
-    prefix_frames = INPUT_VIDEO_FRAMES if folder != WORKFLOWS else EXAMPLE_VIDEO_FRAMES
-    expected_frames = FRAMES + (prefix_frames if name == "extend_video" else 0)
-    prompt = shrink(json.loads((folder / f"{name}.json").read_text()))
+    expected_frames, expected_fps = expected_video(name, old_release=folder != WORKFLOWS)
+    prompt = shrink(load_api(name, folder))
     result = run_prompt(server, prompt)
     assert result["status"]["status_str"] == "success", json.dumps(result["status"], indent=1)[-3000:]
     videos = [entry for output in result["outputs"].values() for entry in output.get("images", [])
@@ -214,7 +176,7 @@ def test_workflow_runs_and_writes_the_video(server, folder, name):
     assert len(videos) == 1, result["outputs"]
     entry = videos[0]
     frames, fps = read_video(server["base"] / "output" / entry["subfolder"] / entry["filename"])
-    assert frames.shape == (expected_frames, 64, 64, 3) and fps == 8
+    assert frames.shape == (expected_frames, 64, 64, 3) and fps == expected_fps
 
 
 def test_shipped_workflow_runs_the_shared_settings_not_the_samplers_widgets(server):

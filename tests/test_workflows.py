@@ -85,9 +85,10 @@ def workflow(request):
     return path.stem, load(path), load(path.parent / "api" / f"{path.stem}.json")
 
 
-def test_the_four_shared_workflows_exist_with_api_copies():
+def test_the_shared_workflows_exist_with_api_copies():
     assert {p.stem for p in UI_FILES} == {"text_to_long_video", "image_to_long_video", "extend_video",
-                                          "keyframes_to_long_video"}
+                                          "keyframes_to_long_video", "first_last_frame", "storyboard_to_long_video",
+                                          "interpolate_x4", "seamless_loop", "refine_video"}
     assert {p.stem for p in (WORKFLOWS / "api").glob("*.json")} == {p.stem for p in UI_FILES}
 
 
@@ -110,10 +111,16 @@ def test_links_are_consistent_with_slots_and_types(workflow):
         assert link_id in (src_out["links"] or []) and dst_in["link"] == link_id, (name, link_id)
         assert src_out["type"] == dst_in["type"] == link_type, (name, link_id)
         assert schema(nodes[src]["type"])[2][src_slot][1] == link_type
-        assert schema(nodes[dst]["type"])[0][dst_slot] == (dst_in["name"], link_type)
+        if "widget" in dst_in:  # a widget turned into an input: fed by an output of the widget's type
+            assert dst_in["widget"]["name"] == dst_in["name"]
+            assert OURS[nodes[dst]["type"]].SPEC.input(dst_in["name"]).kind == link_type, (name, link_id)
+        else:
+            assert schema(nodes[dst]["type"])[0][dst_slot] == (dst_in["name"], link_type)
     for node in ui["nodes"]:
         links, _, outputs = schema(node["type"])
-        saved = [(i["name"], i["type"]) for i in node["inputs"]]
+        saved = [(i["name"], i["type"]) for i in node["inputs"] if "widget" not in i]
+        # the frontend lists widget inputs after the sockets
+        assert all("widget" in i for i in node["inputs"][len(saved):]), (name, node["id"])
         assert saved == links[:len(saved)], (name, node["id"])
         # a file saved before an optional socket was added lacks it; ComfyUI adds it when loading
         assert all(OURS[node["type"]].SPEC.input(n).optional for n, _ in links[len(saved):]), (name, node["id"])
@@ -181,7 +188,7 @@ def test_sampler_and_schedule_view_share_one_settings_node(path):
                                                              "LongVidScheduleView")]
     assert len(settings) == 1 and users
     assert all(n["inputs"].get("schedule") == [settings[0], 0] for n in users)
-    frames = {n["inputs"]["frames"] for n in users}
+    frames = {json.dumps(n["inputs"]["frames"]) for n in users}  # a number, or a link
     assert len(frames) == 1  # the view draws as many frames as the sampler makes
 
 
@@ -244,3 +251,37 @@ def test_every_model_file_a_workflow_names_has_a_download_link(path):
             assert link["directory"] in ("checkpoints", "longvid_extensions")
     with Image.open(path.with_suffix(".jpg")) as thumbnail:
         assert thumbnail.format == "JPEG" and thumbnail.size == workflow_assets.THUMBNAIL_SIZE
+
+
+def test_guide_templates_hold_what_their_names_promise():
+    def api(name):
+        return load(WORKFLOWS / "api" / f"{name}.json")
+
+    def one(prompt, class_type):
+        (node,) = [n["inputs"] for n in prompt.values() if n["class_type"] == class_type]
+        return node
+
+    # first and last frame: a picture at the sampler's last frame
+    first_last = api("first_last_frame")
+    frames = one(first_last, "LongVidSampleToVideo")["frames"]
+    assert [int(f) for f in one(first_last, "LongVidGuides")["frames"].split(",")] == [frames - 1]
+    # a storyboard: three text-to-image pictures, batched, at 0, between and the last frame
+    storyboard = api("storyboard_to_long_video")
+    frames = one(storyboard, "LongVidSampleToVideo")["frames"]
+    starts = [int(f) for f in one(storyboard, "LongVidGuides")["frames"].split(",")]
+    assert sum(n["class_type"] == "VAEDecode" for n in storyboard.values()) == len(starts) == 3
+    assert starts[0] == 0 and starts[-1] == frames - 1
+    # interpolate x4 and refine: the video guides give the sampler its frame count and first frame
+    for name, factor, strength in (("interpolate_x4", 4, 1.0), ("refine_video", 1, 0.5)):
+        prompt = api(name)
+        key = next(k for k, n in prompt.items() if n["class_type"] == "LongVidVideoGuides")
+        assert (prompt[key]["inputs"]["factor"], prompt[key]["inputs"]["strength"]) == (factor, strength)
+        sampler = one(prompt, "LongVidSampleToVideo")
+        assert sampler["frames"] == [key, 1] and sampler["guides"] == [key, 0]
+        assert one(prompt, "LongVidCondition")["image"] == [key, 2]
+    assert one(api("interpolate_x4"), "LongVidSampleToVideo")["frame_rate"] == 4 * 8.0  # the example video's 8 fps
+    # a loop: the conditioning picture is the picture looped back to, at frame 0
+    loop = api("seamless_loop")
+    guides = one(loop, "LongVidGuides")
+    assert guides["loop"] is True and guides["frames"] == "0"
+    assert guides["images"] == one(loop, "LongVidCondition")["image"]
