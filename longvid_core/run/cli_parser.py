@@ -7,7 +7,8 @@ from __future__ import annotations
 import argparse
 
 from .cli_inputs import PROG, ArgumentParser, keyframe, number
-from .modes import AUTO, AUTO_GUIDE_METHOD, GUIDE_METHODS, MAX_FRAMES, MAX_SEED, MODES
+from .modes import (AUTO, AUTO_GUIDE_METHOD, DEFAULT_SCHEDULER, GUIDE_METHODS, MAX_FRAMES, MAX_SEED, MODES,
+                    SCHEDULER_NAMES)
 
 
 def add_model_flags(p: argparse.ArgumentParser) -> None:
@@ -31,6 +32,9 @@ def add_output_flags(p: argparse.ArgumentParser) -> None:
 def add_sampling_flags(p: argparse.ArgumentParser, frames: bool = True) -> None:
     p.add_argument("--mode", choices=MODES, default=AUTO, help="auto: progressive as trained for weights LongVid's "
                    "trainer fine-tuned progressively, else the best training-free setting (printed)")
+    p.add_argument("--scheduler", choices=SCHEDULER_NAMES, default=DEFAULT_SCHEDULER, help="the sigma schedule, by "
+                   "ComfyUI's names (align_your_steps: AYS's SVD list resampled to --steps); in progressive mode its "
+                   "levels are the table's")
     p.add_argument("--partitions", type=number(int, 1), default=1, help="progressive: split each row's window into "
                    "this many calls, each spanning fewer noise levels (for weights trained with one level per clip)")
     p.add_argument("--lookahead", action="store_true", help="progressive: each partition also sees the one ahead")

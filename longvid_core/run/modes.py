@@ -31,11 +31,17 @@ TRAINING_FREE = "replacement_with_noise"
 GUIDE_METHODS = (AUTO, "hold", "time_reversal")
 AUTO_GUIDE_METHOD = "time_reversal"
 
+# Sigma schedulers by ComfyUI's names (core's order), then Align Your Steps' SVD list
+# (sampling/schedulers.py holds the formulas); karras is LongVid's schedule from before they had names.
+SCHEDULER_NAMES = ("simple", "sgm_uniform", "karras", "exponential", "normal", "beta", "linear_quadratic",
+                   "kl_optimal", "align_your_steps")
+DEFAULT_SCHEDULER = "karras"
+
 # The longest video a run plans: 1,000,000 frames (11.6 hours at 24 fps). Planning the progressive sampler
 # takes ~14 us a frame and its table grows with length, so a mistyped length fails here, not after hours.
 MAX_FRAMES = 1_000_000
 MAX_SEED = 2**64 - 1  # torch generators take 64-bit seeds (ComfyUI's seed widget has the same range)
 
 
-__all__ = ["AUTO", "AUTO_GUIDE_METHOD", "CONTEXT_WINDOWS", "GUIDE_METHODS", "FULL_SEQUENCE", "MAX_FRAMES", "MAX_SEED", "MODES", "PROGRESSIVE",
+__all__ = ["AUTO", "AUTO_GUIDE_METHOD", "CONTEXT_WINDOWS", "DEFAULT_SCHEDULER", "GUIDE_METHODS", "SCHEDULER_NAMES", "FULL_SEQUENCE", "MAX_FRAMES", "MAX_SEED", "MODES", "PROGRESSIVE",
            "REPLACEMENT_WITHOUT_NOISE", "REPLACEMENT_WITH_NOISE", "TRAINING_FREE", "TRAINING_FREE_OPTIONS"]

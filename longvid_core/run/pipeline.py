@@ -26,7 +26,7 @@ from ..networks.nonfinite import FiniteCheckedDenoiser
 from ..networks.vae import VAE_SCALE, vae_device_dtype
 from ..problems import Problem, raise_problem
 from ..progress import ProgressCallback
-from ..sampling.schedules import get_sigmas_karras
+from ..sampling.schedulers import scheduled_sigmas
 from ..sampling.step_cache import DeepCacheDenoiser, DeepCacheSettings
 from .frames import cover_crop, encode_frames
 # the settings' names are the pipeline's too (pipeline.SamplingSettings, pipeline.AUTO, ...)
@@ -136,7 +136,7 @@ class GenerationRun:
         s, model = self.settings, self.model
         common = dict(seed=s.seed, cfg=s.cfg, min_cfg=s.min_cfg, callback=callback, dtype=torch.float32,
                       device=model.device, guides=self.guides)
-        sigmas = get_sigmas_karras(s.steps, device=model.device)
+        sigmas = scheduled_sigmas(s.scheduler, s.steps, device=model.device)
         keyframes = [(start, cond.to(model.device)) for start, cond in self.keyframes]  # where the UNet is now
         denoise = model.denoise
         if s.cache_interval:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Sequence
 
 from ..problems import Problem, range_problem, raise_problem
 from ..sampling.guidance import DEFAULT_CFG, DEFAULT_MIN_CFG
+from ..sampling.schedulers import DEFAULT_SCHEDULER, scheduler_levels, scheduler_problem
 from ..sampling.schedules import DEFAULT_CHUNK, DEFAULT_STEPS, DEFAULT_WINDOW, window_problem
 from ..shapes import nearest_multiples
 from .modes import (AUTO, CONTEXT_WINDOWS, FULL_SEQUENCE, MAX_FRAMES, MAX_SEED, MODES, PROGRESSIVE,
@@ -61,6 +62,7 @@ class SamplingSettings:
     lookahead: bool = False
     context_overlap: int | None = None
     cache_interval: int = 0
+    scheduler: str = DEFAULT_SCHEDULER
 
     @property
     def context_length(self) -> int:
@@ -80,7 +82,8 @@ class SamplingSettings:
 
     def describe(self) -> str:
         cache = f", deep cache {self.cache_interval}" if self.cache_interval else ""
-        return self._describe_sampler() + cache
+        scheduler = f", {self.scheduler} schedule" if self.scheduler != DEFAULT_SCHEDULER else ""
+        return self._describe_sampler() + scheduler + cache
 
     def _describe_sampler(self) -> str:
         if self.mode == PROGRESSIVE:
@@ -107,11 +110,13 @@ class Schedule:
     lookahead: bool = SamplingSettings.lookahead
     context_overlap: int | None = SamplingSettings.context_overlap
     cache_interval: int = SamplingSettings.cache_interval
+    scheduler: str = SamplingSettings.scheduler
 
     def problem(self) -> Problem | None:
         """What is wrong with this schedule alone (:func:`settings_problem`), or None."""
         return settings_problem(self.mode, None, self.window, self.chunk, self.steps, None, None, self.context_sigma,
-                                self.partitions, self.lookahead, self.context_overlap, self.cache_interval)
+                                self.partitions, self.lookahead, self.context_overlap, self.cache_interval,
+                                scheduler=self.scheduler)
 
     def describe(self) -> str:
         return SamplingSettings(1, **vars(self)).describe()
@@ -162,11 +167,13 @@ def training_free(settings: SamplingSettings, name: str) -> SamplingSettings:
 
 def settings_problem(mode=None, frames=None, window=None, chunk=None, steps=None, cfg=None, min_cfg=None,
                      context_sigma=None, partitions=None, lookahead=None, context_overlap=None,
-                     cache_interval=None, seed=None) -> Problem | None:
+                     cache_interval=None, seed=None, scheduler=None) -> Problem | None:
     """What is wrong with these settings; a value not known yet (None, e.g. a linked node input)
     is skipped. ``auto`` is checked once it is resolved for the model (:func:`prepare_run`)."""
     if mode is not None and mode not in MODES:
         return Problem("mode", f"one of {', '.join(MODES)}", repr(mode))
+    if scheduler is not None and scheduler_problem(scheduler):
+        return scheduler_problem(scheduler)
     for name, value, smallest, largest in (
             ("frames", frames, 1, MAX_FRAMES), ("window", window, 1, None), ("chunk", chunk, 1, None),
             ("steps", steps, 1, None), ("cfg", cfg, 0, None), ("min_cfg", min_cfg, 0, None),
@@ -176,6 +183,11 @@ def settings_problem(mode=None, frames=None, window=None, chunk=None, steps=None
         problem = range_problem(name, value, smallest, largest)
         if problem:
             return problem
+    if scheduler is not None and isinstance(steps, int) and steps >= 1:
+        levels = scheduler_levels(scheduler, steps)
+        if levels != steps:  # beta drops repeated table entries at many steps
+            return Problem("steps", f"a count the {scheduler} scheduler gives as many distinct levels for",
+                           f"{steps} steps give {levels} levels", "use fewer steps or another scheduler")
     if mode == PROGRESSIVE and None not in (window, chunk, steps):
         problem = window_problem(window, chunk, steps)
         if problem:
@@ -256,7 +268,7 @@ def check_settings(settings: SamplingSettings) -> None:
     """Raise ValueError saying what to change unless the settings alone are possible."""
     s = settings
     raise_problem(settings_problem(s.mode, s.frames, s.window, s.chunk, s.steps, s.cfg, s.min_cfg, s.context_sigma,
-                            s.partitions, s.lookahead, s.context_overlap, s.cache_interval, s.seed))
+                            s.partitions, s.lookahead, s.context_overlap, s.cache_interval, s.seed, s.scheduler))
 
 # ---------------------------------------------------------------------------------------------
 # A model file's recommended settings
