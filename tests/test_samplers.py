@@ -511,8 +511,9 @@ def test_progressive_state_does_not_grow_with_the_video():
     # Bounded by the window (24 noisy + 2 clean frames, the last Euler output and the emitted
     # chunk), one small cond and the 25 sigmas; keeping the finished frames would add 2000 KiB.
     assert tensor_bytes <= 2 * (24 + 2) * frame_bytes
-    # A handful of per-frame lists (sigmas, scales) and per-step lists, none per finished frame.
-    assert container_length <= 10 * (24 + 2)
+    # A handful of per-frame lists (sigmas, scales) and per-step lists (the schedule and its index),
+    # none per finished frame.
+    assert container_length <= 10 * (24 + 2) + 2 * (24 + 1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -691,7 +692,7 @@ def test_errors_are_raised_before_sampling(call, message):
 # Step rules apart from the window walks
 
 
-def _midpoint(model, x, sigma, sigma_next):
+def _midpoint(model, x, sigma, sigma_next, frames=None):
     """A two-call rule for the test: Euler to a midpoint sigma, then a step from x to sigma_next
     along the prediction made there."""
     mid = torch.where(sigma_next > 0, (sigma * sigma_next).sqrt(), sigma / 2)

@@ -127,7 +127,8 @@ def prepare_video(args, overrides: dict | None = None):
         frames=settings["frames"], mode=args.mode, window=settings["window"], chunk=settings["chunk"],
         steps=settings["steps"], cfg=settings["cfg"], min_cfg=settings["min_cfg"], seed=args.seed,
         context_sigma=settings["context_sigma"], partitions=args.partitions, lookahead=args.lookahead,
-        context_overlap=args.context_overlap, cache_interval=args.cache_interval, scheduler=args.scheduler)
+        context_overlap=args.context_overlap, cache_interval=args.cache_interval, scheduler=args.scheduler,
+        sampler_name=args.sampler_name)
     check_generate_args(args, settings, sampling)  # refuse what can be refused before loading anything
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -141,7 +141,7 @@ def check_generate_args(args, settings: dict, sampling) -> None:
     raise_problem(pipeline.settings_problem(sampling.mode, sampling.frames, sampling.window, sampling.chunk, sampling.steps,
                                       sampling.cfg, sampling.min_cfg, sampling.context_sigma, sampling.partitions,
                                       sampling.lookahead, sampling.context_overlap, sampling.cache_interval,
-                                      sampling.seed, sampling.scheduler))
+                                      sampling.seed, sampling.scheduler, sampling.sampler_name))
     window, _ = decode_settings(settings["decode_window"], settings["decode_overlap"])
     for name in ("width", "height"):
         if settings[name] < 1:

@@ -7,8 +7,8 @@ from __future__ import annotations
 import argparse
 
 from .cli_inputs import PROG, ArgumentParser, keyframe, number
-from .modes import (AUTO, AUTO_GUIDE_METHOD, DEFAULT_SCHEDULER, GUIDE_METHODS, MAX_FRAMES, MAX_SEED, MODES,
-                    SCHEDULER_NAMES)
+from .modes import (AUTO, AUTO_GUIDE_METHOD, DEFAULT_SAMPLER, DEFAULT_SCHEDULER, GUIDE_METHODS, MAX_FRAMES,
+                    MAX_SEED, MODES, SAMPLER_NAMES, SCHEDULER_NAMES)
 
 
 def add_model_flags(p: argparse.ArgumentParser) -> None:
@@ -32,6 +32,9 @@ def add_output_flags(p: argparse.ArgumentParser) -> None:
 def add_sampling_flags(p: argparse.ArgumentParser, frames: bool = True) -> None:
     p.add_argument("--mode", choices=MODES, default=AUTO, help="auto: progressive as trained for weights LongVid's "
                    "trainer fine-tuned progressively, else the best training-free setting (printed)")
+    p.add_argument("--sampler", dest="sampler_name", choices=SAMPLER_NAMES, default=DEFAULT_SAMPLER,
+                   help="the step rule, by ComfyUI's names; in progressive mode each frame keeps its own history "
+                   "and noise as the window moves")
     p.add_argument("--scheduler", choices=SCHEDULER_NAMES, default=DEFAULT_SCHEDULER, help="the sigma schedule, by "
                    "ComfyUI's names (align_your_steps: AYS's SVD list resampled to --steps); in progressive mode its "
                    "levels are the table's")

@@ -31,6 +31,10 @@ TRAINING_FREE = "replacement_with_noise"
 GUIDE_METHODS = (AUTO, "hold", "time_reversal")
 AUTO_GUIDE_METHOD = "time_reversal"
 
+# Samplers (step rules, sampling/step_rules.py) by ComfyUI's names; euler is LongVid's rule from
+# before they had names.
+SAMPLER_NAMES = ("euler", "euler_ancestral", "heun", "dpm_2", "dpmpp_2m", "lcm", "ddim")
+DEFAULT_SAMPLER = "euler"
 # Sigma schedulers by ComfyUI's names (core's order), then Align Your Steps' SVD list
 # (sampling/schedulers.py holds the formulas); karras is LongVid's schedule from before they had names.
 SCHEDULER_NAMES = ("simple", "sgm_uniform", "karras", "exponential", "normal", "beta", "linear_quadratic",
@@ -43,5 +47,5 @@ MAX_FRAMES = 1_000_000
 MAX_SEED = 2**64 - 1  # torch generators take 64-bit seeds (ComfyUI's seed widget has the same range)
 
 
-__all__ = ["AUTO", "AUTO_GUIDE_METHOD", "CONTEXT_WINDOWS", "DEFAULT_SCHEDULER", "GUIDE_METHODS", "SCHEDULER_NAMES", "FULL_SEQUENCE", "MAX_FRAMES", "MAX_SEED", "MODES", "PROGRESSIVE",
+__all__ = ["AUTO", "AUTO_GUIDE_METHOD", "CONTEXT_WINDOWS", "DEFAULT_SAMPLER", "DEFAULT_SCHEDULER", "SAMPLER_NAMES", "GUIDE_METHODS", "SCHEDULER_NAMES", "FULL_SEQUENCE", "MAX_FRAMES", "MAX_SEED", "MODES", "PROGRESSIVE",
            "REPLACEMENT_WITHOUT_NOISE", "REPLACEMENT_WITH_NOISE", "TRAINING_FREE", "TRAINING_FREE_OPTIONS"]

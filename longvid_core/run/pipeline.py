@@ -27,6 +27,7 @@ from ..networks.vae import VAE_SCALE, vae_device_dtype
 from ..problems import Problem, raise_problem
 from ..progress import ProgressCallback
 from ..sampling.schedulers import scheduled_sigmas
+from ..sampling.step_rules import STEP_RULES
 from ..sampling.step_cache import DeepCacheDenoiser, DeepCacheSettings
 from .frames import cover_crop, encode_frames
 # the settings' names are the pipeline's too (pipeline.SamplingSettings, pipeline.AUTO, ...)
@@ -135,7 +136,7 @@ class GenerationRun:
     def _sampler(self, callback):
         s, model = self.settings, self.model
         common = dict(seed=s.seed, cfg=s.cfg, min_cfg=s.min_cfg, callback=callback, dtype=torch.float32,
-                      device=model.device, guides=self.guides)
+                      device=model.device, guides=self.guides, step_rule=STEP_RULES[s.sampler_name])
         sigmas = scheduled_sigmas(s.scheduler, s.steps, device=model.device)
         keyframes = [(start, cond.to(model.device)) for start, cond in self.keyframes]  # where the UNet is now
         denoise = model.denoise
@@ -162,17 +163,16 @@ def plan_sampling(settings: SamplingSettings, prefix_frames: int = 0,
     """The exact cost of sampling with checked ``settings`` (and ``guides``: calls whose frames they
     all hold are skipped)."""
     s, total = settings, prefix_frames + settings.frames
+    common = dict(steps=s.steps, guides=guides, step_rule=STEP_RULES[s.sampler_name])
     if s.mode == PROGRESSIVE:
-        return sampling.plan_progressive(total, window=s.window, chunk=s.chunk, steps=s.steps,
-                                         prefix_frames=prefix_frames, partitions=s.partitions, lookahead=s.lookahead,
-                                         guides=guides)
+        return sampling.plan_progressive(total, window=s.window, chunk=s.chunk, prefix_frames=prefix_frames,
+                                         partitions=s.partitions, lookahead=s.lookahead, **common)
     if s.mode == CONTEXT_WINDOWS:
-        return sampling.plan_context_windows(total, length=s.context_length, overlap=s.overlap, steps=s.steps,
-                                             guides=guides)
+        return sampling.plan_context_windows(total, length=s.context_length, overlap=s.overlap, **common)
     if s.mode == FULL_SEQUENCE:
-        return sampling.plan_full_sequence(total, steps=s.steps, guides=guides)
-    return sampling.plan_replacement(total, window=s.window + s.chunk, condition_frames=s.chunk, steps=s.steps,
-                                     prefix_frames=prefix_frames, guides=guides)
+        return sampling.plan_full_sequence(total, **common)
+    return sampling.plan_replacement(total, window=s.window + s.chunk, condition_frames=s.chunk,
+                                     prefix_frames=prefix_frames, **common)
 
 
 def prepare_run(model: SVDModel, cond, settings: SamplingSettings, prefix: torch.Tensor | None = None,

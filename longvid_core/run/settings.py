@@ -21,8 +21,9 @@ from ..sampling.guidance import DEFAULT_CFG, DEFAULT_MIN_CFG
 from ..sampling.schedulers import DEFAULT_SCHEDULER, scheduler_levels, scheduler_problem
 from ..sampling.schedules import DEFAULT_CHUNK, DEFAULT_STEPS, DEFAULT_WINDOW, window_problem
 from ..shapes import nearest_multiples
-from .modes import (AUTO, CONTEXT_WINDOWS, FULL_SEQUENCE, MAX_FRAMES, MAX_SEED, MODES, PROGRESSIVE,
-                    REPLACEMENT_WITH_NOISE, REPLACEMENT_WITHOUT_NOISE, TRAINING_FREE, TRAINING_FREE_OPTIONS)
+from .modes import (AUTO, CONTEXT_WINDOWS, DEFAULT_SAMPLER, FULL_SEQUENCE, MAX_FRAMES, MAX_SEED, MODES, PROGRESSIVE,
+                    REPLACEMENT_WITH_NOISE, REPLACEMENT_WITHOUT_NOISE, SAMPLER_NAMES, TRAINING_FREE,
+                    TRAINING_FREE_OPTIONS)
 
 if TYPE_CHECKING:
     from ..networks.model import SVDModel
@@ -63,6 +64,7 @@ class SamplingSettings:
     context_overlap: int | None = None
     cache_interval: int = 0
     scheduler: str = DEFAULT_SCHEDULER
+    sampler_name: str = DEFAULT_SAMPLER
 
     @property
     def context_length(self) -> int:
@@ -82,8 +84,9 @@ class SamplingSettings:
 
     def describe(self) -> str:
         cache = f", deep cache {self.cache_interval}" if self.cache_interval else ""
-        scheduler = f", {self.scheduler} schedule" if self.scheduler != DEFAULT_SCHEDULER else ""
-        return self._describe_sampler() + scheduler + cache
+        named = [f"{self.sampler_name} sampler"] if self.sampler_name != DEFAULT_SAMPLER else []
+        named += [f"{self.scheduler} schedule"] if self.scheduler != DEFAULT_SCHEDULER else []
+        return self._describe_sampler() + "".join(f", {n}" for n in named) + cache
 
     def _describe_sampler(self) -> str:
         if self.mode == PROGRESSIVE:
@@ -111,12 +114,13 @@ class Schedule:
     context_overlap: int | None = SamplingSettings.context_overlap
     cache_interval: int = SamplingSettings.cache_interval
     scheduler: str = SamplingSettings.scheduler
+    sampler_name: str = SamplingSettings.sampler_name
 
     def problem(self) -> Problem | None:
         """What is wrong with this schedule alone (:func:`settings_problem`), or None."""
         return settings_problem(self.mode, None, self.window, self.chunk, self.steps, None, None, self.context_sigma,
                                 self.partitions, self.lookahead, self.context_overlap, self.cache_interval,
-                                scheduler=self.scheduler)
+                                scheduler=self.scheduler, sampler_name=self.sampler_name)
 
     def describe(self) -> str:
         return SamplingSettings(1, **vars(self)).describe()
@@ -167,13 +171,15 @@ def training_free(settings: SamplingSettings, name: str) -> SamplingSettings:
 
 def settings_problem(mode=None, frames=None, window=None, chunk=None, steps=None, cfg=None, min_cfg=None,
                      context_sigma=None, partitions=None, lookahead=None, context_overlap=None,
-                     cache_interval=None, seed=None, scheduler=None) -> Problem | None:
+                     cache_interval=None, seed=None, scheduler=None, sampler_name=None) -> Problem | None:
     """What is wrong with these settings; a value not known yet (None, e.g. a linked node input)
     is skipped. ``auto`` is checked once it is resolved for the model (:func:`prepare_run`)."""
     if mode is not None and mode not in MODES:
         return Problem("mode", f"one of {', '.join(MODES)}", repr(mode))
     if scheduler is not None and scheduler_problem(scheduler):
         return scheduler_problem(scheduler)
+    if sampler_name is not None and sampler_name not in SAMPLER_NAMES:
+        return Problem("sampler_name", f"one of {', '.join(SAMPLER_NAMES)}", repr(sampler_name))
     for name, value, smallest, largest in (
             ("frames", frames, 1, MAX_FRAMES), ("window", window, 1, None), ("chunk", chunk, 1, None),
             ("steps", steps, 1, None), ("cfg", cfg, 0, None), ("min_cfg", min_cfg, 0, None),
@@ -268,7 +274,8 @@ def check_settings(settings: SamplingSettings) -> None:
     """Raise ValueError saying what to change unless the settings alone are possible."""
     s = settings
     raise_problem(settings_problem(s.mode, s.frames, s.window, s.chunk, s.steps, s.cfg, s.min_cfg, s.context_sigma,
-                            s.partitions, s.lookahead, s.context_overlap, s.cache_interval, s.seed, s.scheduler))
+                            s.partitions, s.lookahead, s.context_overlap, s.cache_interval, s.seed, s.scheduler,
+                            s.sampler_name))
 
 # ---------------------------------------------------------------------------------------------
 # A model file's recommended settings

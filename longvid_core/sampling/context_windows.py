@@ -14,7 +14,7 @@ from .keyframes import CondOverTime
 from .noise import frame_noise
 from .schedules import DEFAULT_STEPS
 from .step_rules import EULER, StepRule
-from .walk import CallProgress, SamplingPlan, Walk, collect_frames, count_new_frames, plan_cost
+from .walk import CallProgress, PlanCount, SamplingPlan, Walk, collect_frames, count_new_frames
 
 
 def context_windows(num_frames: int, length: int, overlap: int) -> list[range]:
@@ -49,12 +49,10 @@ def plan_context_windows(num_frames: int, *, length: int, overlap: int, steps: i
     the guides hold every frame of the window."""
     new_frames = count_new_frames(num_frames, 0)
     hold = hold_steps(guides, steps)
-    calls = evaluations = 0
+    count = PlanCount(step_rule)
     for window in context_windows(num_frames, length, overlap):
-        called = steps - held_steps(hold, window)
-        calls += called
-        evaluations += called * len(window)
-    return plan_cost(calls, evaluations, new_frames, steps, step_rule)
+        count.window(len(window), steps - held_steps(hold, window))
+    return count.plan(new_frames, steps)
 
 
 def iter_context_windows(
@@ -145,7 +143,8 @@ def _context_window_frames(walk: "Walk", store: _VideoAtOneSigma):
         # no local name for the stepped video: the store holds the only reference
         if any(store.active):
             store.frames = walk.step_rule.step(fused, store.frames, store.sigma(walk.levels[i]),
-                                               store.sigma(walk.levels[i + 1]))
+                                               store.sigma(walk.levels[i + 1]),
+                                               walk.step_frames(0, [walk.levels[i]] * store.num_frames, store.device))
         store.frames = walk.held.apply(store.frames, 0, walk.levels[i + 1])
         yield from walk.hand_out((0, store.frames.clone()) if i == walk.steps - 1 else None)
 

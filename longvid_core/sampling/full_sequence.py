@@ -16,7 +16,7 @@ from .replacement import window_frames
 from .schedules import DEFAULT_STEPS
 from .step_rules import EULER, StepRule
 from .time_reversal import anchor_in
-from .walk import CallProgress, SamplingPlan, Walk, collect_frames, count_new_frames, plan_cost
+from .walk import CallProgress, PlanCount, SamplingPlan, Walk, collect_frames, count_new_frames
 
 
 def plan_full_sequence(num_frames: int, *, steps: int = DEFAULT_STEPS, guides: Sequence[Guide] = (),
@@ -25,10 +25,11 @@ def plan_full_sequence(num_frames: int, *, steps: int = DEFAULT_STEPS, guides: S
     guides hold every frame (:func:`~.guides.held_steps`), and one more call per step up to a Time
     Reversal Fusion anchor (:mod:`.time_reversal`)."""
     new_frames = count_new_frames(num_frames, 0)
-    called = steps - held_steps(hold_steps(guides, steps), range(num_frames))
     anchor = anchor_in(anchors_of(guides), 0, num_frames)
-    backward = 0 if anchor is None else called * (anchor + 1)
-    return plan_cost(called + (backward and called), called * new_frames + backward, new_frames, steps, step_rule)
+    count = PlanCount(step_rule)
+    count.window(new_frames, steps - held_steps(hold_steps(guides, steps), range(num_frames)),
+                 0 if anchor is None else anchor + 1)
+    return count.plan(new_frames, steps)
 
 
 def iter_full_sequence(

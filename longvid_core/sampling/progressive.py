@@ -20,8 +20,7 @@ from .guides import Guide, all_held, hold_steps
 from .keyframes import CondOverTime
 from .schedules import DEFAULT_CHUNK, DEFAULT_STEPS, DEFAULT_WINDOW, progressive_table, validate_window
 from .step_rules import EULER, StepRule
-from .walk import (CallProgress, SamplingPlan, Walk, collect_frames, count_new_frames, plan_cost,
-                   positive_sigma)
+from .walk import CallProgress, PlanCount, SamplingPlan, Walk, collect_frames, count_new_frames, positive_sigma
 
 
 def plan_progressive(
@@ -45,7 +44,7 @@ def plan_progressive(
     _check_partitions(table, partitions)
     hold = hold_steps(guides, steps)
     front = min(chunk, prefix_frames)  # the clean chunk in front before the first one is emitted
-    calls = evaluations = 0
+    count = PlanCount(step_rule)
     for row in table:
         clean = front if row.clean_chunk and row.first_chunk == 0 else chunk if row.clean_chunk else 0
         target = dict(zip(row.chunks, row.levels))
@@ -53,9 +52,9 @@ def plan_progressive(
             if hold and all_held(hold, ((prefix_frames + f, target[m] + 1) for m in group
                                         for f in table.chunk_frames(m))):
                 continue
-            calls += 1
-            evaluations += _frames_of(table, group) + (clean if i == 0 else _frames_of(table, ahead or ()))
-    return plan_cost(calls, evaluations, new_frames, steps, step_rule)
+            count.steps(_frames_of(table, group) + (clean if i == 0 else _frames_of(table, ahead or ())),
+                        to_zero=all(target[m] + 1 == steps for m in group))
+    return count.plan(new_frames, steps)
 
 
 def iter_progressive(

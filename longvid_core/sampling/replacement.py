@@ -18,7 +18,7 @@ from .keyframes import CondOverTime
 from .schedules import DEFAULT_CHUNK, DEFAULT_STEPS, DEFAULT_WINDOW
 from .step_rules import EULER, StepRule
 from .time_reversal import anchor_in
-from .walk import CallProgress, SamplingPlan, Walk, collect_frames, count_new_frames, plan_cost
+from .walk import CallProgress, PlanCount, SamplingPlan, Walk, collect_frames, count_new_frames
 
 # Replacement baselines at the progressive default's cost per call: 26 frames per window, of which
 # one chunk (2 frames) is the condition carried over from the previous window.
@@ -47,20 +47,16 @@ def plan_replacement(
     new_frames = count_new_frames(num_frames, prefix_frames)
     _check_replacement_window(window, condition_frames)
     hold, anchors = hold_steps(guides, steps), anchors_of(guides)
-    calls = evaluations = 0
+    count = PlanCount(step_rule)
     condition_count, next_frame = min(condition_frames, prefix_frames), prefix_frames
     while next_frame < num_frames:
         new_count = min(window - condition_count, num_frames - next_frame)
-        called = steps - held_steps(hold, range(next_frame, next_frame + new_count))
-        calls += called
-        evaluations += called * (condition_count + new_count)
-        anchor = anchor_in(anchors, next_frame, new_count)
-        if anchor is not None:  # Time Reversal Fusion: one more call on the frames up to the anchor
-            calls += called
-            evaluations += called * (condition_count + anchor - next_frame + 1)
+        anchor = anchor_in(anchors, next_frame, new_count)  # Time Reversal Fusion: the frames up to it again
+        count.window(condition_count + new_count, steps - held_steps(hold, range(next_frame, next_frame + new_count)),
+                     0 if anchor is None else condition_count + anchor - next_frame + 1)
         next_frame += new_count
         condition_count = condition_frames
-    return plan_cost(calls, evaluations, new_frames, steps, step_rule)
+    return count.plan(new_frames, steps)
 
 
 def iter_replacement(

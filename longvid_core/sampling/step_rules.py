@@ -1,9 +1,13 @@
 """Step rules: how one step moves the noisy frames of a call down the schedule.
 
-A step rule knows nothing of windows or frames in a video: ``step(model, x, sigma, sigma_next)``
-gets the noisy frames of one call and a ``model(x, sigma) -> x0`` that runs the (guided) denoiser
-with the call's context, and returns the frames one step on (k-diffusion's ``sampling.py`` manner).
-A new rule (Heun, DPM++) is one function and one :class:`StepRule`; the walks take any of them.
+A step rule knows nothing of windows or where frames sit in a video: ``step(model, x, sigma,
+sigma_next, frames)`` gets the noisy frames of one call, one sigma per frame (a progressive window
+holds many levels), a ``model(x, sigma) -> x0`` that runs the (guided) denoiser with the call's
+context, and :class:`StepFrames`: each frame's own memory (a multistep rule's earlier predictions,
+which travel with the frame as the window moves) and its noise for this step (a function of seed,
+frame and schedule index only, so a stochastic rule's video does not depend on the window layout).
+The rules are k-diffusion's (``sampling.py``; ComfyUI's ``comfy/k_diffusion/sampling.py``) with
+sigma made a per-frame vector; a new rule is one function and one :class:`StepRule`.
 """
 
 from __future__ import annotations
@@ -31,31 +35,167 @@ def euler_step(x: torch.Tensor, x0: torch.Tensor, sigma, sigma_next) -> torch.Te
 ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+class StepFrames:
+    """The frames of one step beyond their values: ``memory`` (frame index -> a dict a rule keeps
+    between that frame's steps; the walk drops it when the frame is finished), ``first_frame`` and
+    ``count`` (video frames ``first_frame ..``), and ``noise()``, standard normal noise ``[B, n, ...]``
+    for these frames at their own schedule index."""
+
+    def __init__(self, first_frame: int, count: int, memory: dict, noise: Callable[[], torch.Tensor]):
+        self.first_frame = first_frame
+        self.count = count
+        self.memory = memory
+        self._noise = noise
+
+    def noise(self) -> torch.Tensor:
+        return self._noise()
+
+    def recall(self, key: str) -> list:
+        """Each frame's remembered ``key`` (None where it has none)."""
+        return [self.memory.get(self.first_frame + i, {}).get(key) for i in range(self.count)]
+
+    def remember(self, key: str, values) -> None:
+        """Keep ``values[i]`` (a list, or a tensor ``[B, n, ...]`` split on dim 1) for frame i."""
+        for i in range(self.count):
+            # a copy per frame: a view would keep the whole call's tensor alive while any frame remains
+            value = values[:, i].clone() if isinstance(values, torch.Tensor) else values[i]
+            self.memory.setdefault(self.first_frame + i, {})[key] = value
+
+
+def no_frames(x: torch.Tensor) -> StepFrames:
+    """Frames with no memory kept and no noise: for deterministic single-step rules outside a walk."""
+    return StepFrames(0, x.shape[1], {}, lambda: torch.zeros_like(x))
+
+
 @dataclass(frozen=True)
 class StepRule:
-    """``step(model, x, sigma, sigma_next) -> x_next`` for noisy frames ``x[B, n, ...]`` at
-    per-frame ``sigma[n]``; ``model(x, sigma[n]) -> x0`` runs one (guided) denoiser call with the
-    window's context. ``model_calls``: calls per step, for the plans."""
+    """``step(model, x, sigma, sigma_next, frames) -> x_next`` for noisy frames ``x[B, n, ...]`` at
+    per-frame ``sigma[n]``. ``model_calls``: calls per step; ``final_calls``: calls of a step that
+    takes every frame of the call to sigma 0 (a two-stage rule makes one there, as k-diffusion's do);
+    the plans count both."""
 
     name: str
-    step: Callable[[ModelFn, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+    step: Callable[..., torch.Tensor]
     model_calls: int = 1
+    final_calls: int | None = None
+
+    def calls(self, to_zero: bool) -> int:
+        return self.model_calls if not to_zero or self.final_calls is None else self.final_calls
 
 
-def _euler(model: ModelFn, x: torch.Tensor, sigma: torch.Tensor, sigma_next: torch.Tensor) -> torch.Tensor:
+# ------------------------------------------------------------------------------- the rules
+
+
+def _euler(model: ModelFn, x, sigma, sigma_next, frames=None):
     return euler_step(x, model(x, sigma), sigma, sigma_next)
 
 
+def _euler_ancestral(model: ModelFn, x, sigma, sigma_next, frames: StepFrames, eta: float = 1.0):
+    # k-diffusion sample_euler_ancestral: Euler down to sigma_down, then fresh noise up to sigma_next
+    x0 = model(x, sigma)
+    sigma_down, sigma_up = ancestral_step(sigma, sigma_next, eta)
+    x = euler_step(x, x0, sigma, sigma_down)
+    return x + frames.noise() * _broadcast_frames(sigma_up, x)
+
+
+def _heun(model: ModelFn, x, sigma, sigma_next, frames=None):
+    # Karras et al. 2022, Algorithm 1 (no churn): Euler, then the trapezoid of the two slopes;
+    # a frame stepping to sigma 0 takes the Euler step (its second prediction is discarded)
+    x0 = model(x, sigma)
+    d = _slope(x, x0, sigma)
+    dt = _broadcast_frames(sigma_next - sigma, x)
+    euler = x + d * dt
+    if not bool((sigma_next > 0).any()):
+        return euler
+    alive = sigma_next > 0
+    at = torch.where(alive, sigma_next, sigma)  # the model never sees sigma 0
+    x_2 = torch.where(_broadcast_frames(alive, x), euler, x)
+    d_2 = _slope(x_2, model(x_2, at), at)
+    return torch.where(_broadcast_frames(alive, x), x + (d + d_2) / 2 * dt, euler)
+
+
+def _dpm_2(model: ModelFn, x, sigma, sigma_next, frames=None):
+    # k-diffusion sample_dpm_2 (Karras et al. 2022, "DPM-Solver-2"): midpoint in log sigma
+    x0 = model(x, sigma)
+    d = _slope(x, x0, sigma)
+    euler = x + d * _broadcast_frames(sigma_next - sigma, x)
+    if not bool((sigma_next > 0).any()):
+        return euler
+    alive = sigma_next > 0
+    mid = torch.where(alive, sigma.log().lerp(sigma_next.clamp_min(1e-30).log(), 0.5).exp(), sigma)
+    x_2 = x + d * _broadcast_frames(mid - sigma, x)
+    d_2 = _slope(x_2, model(x_2, mid), mid)
+    return torch.where(_broadcast_frames(alive, x), x + d_2 * _broadcast_frames(sigma_next - sigma, x), euler)
+
+
+def _dpmpp_2m(model: ModelFn, x, sigma, sigma_next, frames: StepFrames):
+    # k-diffusion sample_dpmpp_2m (Lu et al. 2022, DPM-Solver++(2M)) in t = -ln(sigma), with each
+    # frame's own previous prediction and sigma; first order on a frame's first step and to sigma 0
+    x0 = model(x, sigma)
+    previous_x0, previous_sigma = frames.recall("x0"), frames.recall("sigma")
+    frames.remember("x0", x0)
+    frames.remember("sigma", sigma.tolist())
+    alive = sigma_next > 0
+    t = -sigma.log()
+    t_next = torch.where(alive, -sigma_next.clamp_min(1e-30).log(), t + 1)  # any finite h: unused below
+    h = t_next - t
+    has_history = torch.tensor([p is not None for p in previous_sigma], device=sigma.device) & alive
+    denoised = x0
+    if bool(has_history.any()):
+        old = torch.stack([p if p is not None else torch.zeros_like(x0[:, 0]) for p in previous_x0], dim=1)
+        t_prev = -torch.tensor([p if p is not None else 1.0 for p in previous_sigma], dtype=sigma.dtype,
+                               device=sigma.device).log()
+        r = torch.where(has_history, (t - t_prev) / h, torch.ones_like(h))
+        second = (1 + 1 / (2 * r))[None, :, None, None, None].to(x0.dtype) * x0 - (
+            1 / (2 * r))[None, :, None, None, None].to(x0.dtype) * old
+        denoised = torch.where(_broadcast_frames(has_history, x0), second, x0)
+    ratio = torch.where(alive, sigma_next / sigma, torch.zeros_like(sigma))
+    weight = torch.where(alive, -torch.expm1(-h), torch.ones_like(h))
+    return _broadcast_frames(ratio, x) * x + _broadcast_frames(weight, x) * denoised
+
+
+def _lcm(model: ModelFn, x, sigma, sigma_next, frames: StepFrames):
+    # Latent Consistency Models (Luo et al. 2023), as core's sample_lcm: jump to the prediction, then
+    # noise it to the next level (EDM's noise scaling: x0 + sigma * noise)
+    x0 = model(x, sigma)
+    return x0 + _broadcast_frames(sigma_next, x) * frames.noise()
+
+
 EULER = StepRule("euler", _euler)
+STEP_RULES = {
+    "euler": EULER,
+    "euler_ancestral": StepRule("euler_ancestral", _euler_ancestral),
+    "heun": StepRule("heun", _heun, model_calls=2, final_calls=1),
+    "dpm_2": StepRule("dpm_2", _dpm_2, model_calls=2, final_calls=1),
+    "dpmpp_2m": StepRule("dpmpp_2m", _dpmpp_2m),
+    "lcm": StepRule("lcm", _lcm),
+    "ddim": StepRule("ddim", _euler),  # core's ddim sampler is its Euler sampler
+}
+
+
+# ------------------------------------------------------------------------------- helpers
+
+
+def ancestral_step(sigma: torch.Tensor, sigma_next: torch.Tensor, eta: float = 1.0):
+    """k-diffusion's get_ancestral_step per frame: the sigma to step down to, and the noise to add
+    back up to ``sigma_next``."""
+    if not eta:
+        return sigma_next, torch.zeros_like(sigma_next)
+    up = torch.minimum(sigma_next, eta * (sigma_next ** 2 * (sigma ** 2 - sigma_next ** 2) / sigma ** 2) ** 0.5)
+    return (sigma_next ** 2 - up ** 2) ** 0.5, up
+
+
+def _slope(x: torch.Tensor, x0: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    return (x - x0) / _broadcast_frames(sigma, x)
 
 
 def _broadcast_frames(sigma, x: torch.Tensor):
     if not isinstance(sigma, torch.Tensor) or sigma.dim() == 0:
         return sigma
-    sigma = sigma.to(device=x.device, dtype=x.dtype)
+    sigma = sigma.to(device=x.device, dtype=x.dtype if sigma.dtype != torch.bool else torch.bool)
     if sigma.dim() == 1:
         sigma = sigma[None]
     return sigma[:, :, None, None, None]
 
 
-__all__ = ["EULER", "ModelFn", "StepRule", "euler_step"]
+__all__ = ["EULER", "STEP_RULES", "ModelFn", "StepFrames", "StepRule", "ancestral_step", "euler_step", "no_frames"]

@@ -41,7 +41,13 @@ from .guides import Guide, HeldFrames, guides_problem
 from .keyframes import KeyframeConds
 from .noise import frame_noise
 from .schedules import DEFAULT_STEPS, check_sigmas, get_sigmas_karras
-from .step_rules import StepRule
+from .step_rules import StepFrames, StepRule
+
+
+# Noise a step rule draws (ancestral, LCM) for schedule index s is stream STEP_NOISE_STREAM - s of
+# frame_noise: apart from the start noise (0), replacement's re-noising (positive) and progressive
+# context noise (-1 - call).
+STEP_NOISE_STREAM = -(1 << 40)
 
 
 @dataclass(frozen=True)
@@ -63,8 +69,29 @@ class SamplingPlan:
         return self.frame_evaluations / self.new_frames
 
 
-def plan_cost(steps_taken: int, frame_evaluations: int, new_frames: int, steps: int, rule: StepRule) -> SamplingPlan:
-    return SamplingPlan(steps_taken * rule.model_calls, frame_evaluations * rule.model_calls, new_frames, steps)
+class PlanCount:
+    """A plan's calls and frame evaluations, counted step by step as the walk will make them: a
+    step is ``rule.calls(to_zero)`` calls on its frames (and as many on ``backward_frames`` for Time
+    Reversal Fusion)."""
+
+    def __init__(self, rule: StepRule):
+        self.rule = rule
+        self.calls = 0
+        self.evaluations = 0
+
+    def steps(self, frames: int, times: int = 1, to_zero: bool = False, backward_frames: int = 0) -> None:
+        calls = self.rule.calls(to_zero) * times
+        self.calls += calls * (2 if backward_frames else 1)
+        self.evaluations += calls * (frames + backward_frames)
+
+    def window(self, frames: int, called: int, backward_frames: int = 0) -> None:
+        """``called`` steps of one window at one level, the last of them to sigma 0."""
+        if called:
+            self.steps(frames, called - 1, backward_frames=backward_frames)
+            self.steps(frames, 1, to_zero=True, backward_frames=backward_frames)
+
+    def plan(self, new_frames: int, steps: int) -> SamplingPlan:
+        return SamplingPlan(self.calls, self.evaluations, new_frames, steps)
 
 
 def collect_frames(
@@ -136,6 +163,8 @@ class Walk:
         self.progress: CallProgress | None = None
         self.held = HeldFrames((), self.levels, seed, frame_shape)  # guide frames (guides.py)
         self.reverse_from_anchors = False  # Time Reversal Fusion at guide anchors (time_reversal.py)
+        self.memory: dict[int, dict] = {}  # frame -> what the step rule keeps between its steps
+        self.level_index = {value: i for i, value in enumerate(self.levels)}
         self._unreported = False  # a call made but not yet reported
 
     @classmethod
@@ -197,8 +226,20 @@ class Walk:
                 x0 = time_reversal.fuse(x0, backward.flip(1))
             return x0[:, count:]
 
-        stepped = self.step_rule.step(model, noisy, self._values(sigma), self._values(sigma_next))
+        stepped = self.step_rule.step(model, noisy, self._values(sigma), self._values(sigma_next),
+                                      self.step_frames(first_frame + count, sigma))
         return self.held.apply(stepped, first_frame + count, sigma_next)
+
+    def step_frames(self, first_frame: int, sigma: Sequence[float], device=None) -> StepFrames:
+        """What the step rule may know of frames ``first_frame ..`` at ``sigma`` (one per frame):
+        their memory, and their noise for this step, a function of (seed, frame, schedule index)."""
+        def noise() -> torch.Tensor:
+            return torch.stack([frame_noise(self.seed, first_frame + i, self.frame_shape,
+                                            stream=STEP_NOISE_STREAM - self.level_index[float(value)],
+                                            dtype=self.dtype, device=device or self.device)
+                                for i, value in enumerate(sigma)], dim=1)
+
+        return StepFrames(first_frame, len(sigma), self.memory, noise)
 
     def call(self, x, sigma, cond, cfg_scales, first_frame: int, reversed_frames: bool = False):
         """One (guided) denoiser call on the video frames from ``first_frame``. The call before it
@@ -226,6 +267,7 @@ class Walk:
         if finished is not None:
             first_index, frames = finished
             for i in range(frames.shape[1]):
+                self.memory.pop(first_index + i, None)
                 yield first_index + i, frames[:, i]
         if cancelled:
             raise self.progress.cancelled()
@@ -287,5 +329,5 @@ def count_new_frames(num_frames, prefix_frames: int) -> int:
     return num_frames - prefix_frames
 
 
-__all__ = ["CallProgress", "SamplingPlan", "Walk", "collect_frames", "count_new_frames", "frame_noise", "plan_cost",
+__all__ = ["CallProgress", "PlanCount", "SamplingPlan", "Walk", "collect_frames", "count_new_frames", "frame_noise",
            "positive_sigma"]

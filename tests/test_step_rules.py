@@ -1,0 +1,206 @@
+"""Step rules by ComfyUI's sampler names (longvid_core.sampling.step_rules) against reference
+samplers written here from k-diffusion's formulas (scalar sigma, the whole clip at one level), with
+the same deterministic denoiser, sigmas and noise; and per frame in the progressive window, where
+each frame keeps its own history and draws its own noise."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from longvid_core import sampling
+from longvid_core.sampling.noise import frame_noise
+from longvid_core.sampling.step_rules import STEP_RULES, ancestral_step
+from longvid_core.sampling.walk import STEP_NOISE_STREAM
+from longvid_core.sampling.schedulers import SCHEDULERS
+from tests.test_samplers import FRAME, NO_CFG, Recorder, framewise_predict, make_cond, mixing_predict
+
+F64 = torch.float64
+SEED = 3
+
+
+# --------------------------------------------------------------- references (k-diffusion's loops)
+
+
+def step_noise(frames: range, step: int) -> torch.Tensor:
+    return torch.stack([frame_noise(SEED, k, FRAME, stream=STEP_NOISE_STREAM - step, dtype=F64) for k in frames], 1)
+
+
+def reference(name: str, model, x: torch.Tensor, sigmas: list[float], frames: range) -> torch.Tensor:
+    """k-diffusion's sample_<name> with scalar sigmas; ``model(x, sigma: float) -> x0``."""
+    def to_d(x, sigma, denoised):
+        return (x - denoised) / sigma
+
+    old_denoised = None
+    for i in range(len(sigmas) - 1):
+        s, s_next = sigmas[i], sigmas[i + 1]
+        denoised = model(x, s)
+        if name in ("euler", "ddim"):
+            x = x + to_d(x, s, denoised) * (s_next - s)
+        elif name == "euler_ancestral":
+            down, up = ancestral_step(torch.tensor(s, dtype=F64), torch.tensor(s_next, dtype=F64))
+            x = x + to_d(x, s, denoised) * (down.item() - s)
+            if s_next > 0:
+                x = x + step_noise(frames, i) * up.item()
+        elif name == "heun":
+            d = to_d(x, s, denoised)
+            if s_next == 0:
+                x = x + d * (s_next - s)
+            else:
+                x_2 = x + d * (s_next - s)
+                d_2 = to_d(x_2, s_next, model(x_2, s_next))
+                x = x + (d + d_2) / 2 * (s_next - s)
+        elif name == "dpm_2":
+            d = to_d(x, s, denoised)
+            if s_next == 0:
+                x = x + d * (s_next - s)
+            else:
+                mid = math.exp((math.log(s) + math.log(s_next)) / 2)
+                x_2 = x + d * (mid - s)
+                x = x + to_d(x_2, mid, model(x_2, mid)) * (s_next - s)
+        elif name == "dpmpp_2m":
+            t, t_next = -math.log(s), (-math.log(s_next) if s_next > 0 else math.inf)
+            h = t_next - t
+            if old_denoised is None or s_next == 0:
+                x = (s_next / s) * x - math.expm1(-h) * denoised
+            else:
+                r = (t - (-math.log(sigmas[i - 1]))) / h
+                d = (1 + 1 / (2 * r)) * denoised - (1 / (2 * r)) * old_denoised
+                x = (s_next / s) * x - math.expm1(-h) * d
+            old_denoised = denoised
+        elif name == "lcm":
+            x = denoised
+            if s_next > 0:
+                x = x + s_next * step_noise(frames, i)
+        else:
+            raise AssertionError(name)
+    return x
+
+
+def one_level(predict):
+    def model(x, s):
+        return predict(x, torch.full(x.shape[:2], s, dtype=F64), make_cond(0.5))
+    return model
+
+
+def start(frames: range, sigmas: list[float]) -> torch.Tensor:
+    return sigmas[0] * torch.stack([frame_noise(SEED, k, FRAME, dtype=F64) for k in frames], 1)
+
+
+SCHEDULE = SCHEDULERS["karras"](6).to(F64)
+
+
+# ------------------------------------------------------------------------------- the tests
+
+
+def test_the_names_are_comfyuis():
+    assert list(STEP_RULES) == ["euler", "euler_ancestral", "heun", "dpm_2", "dpmpp_2m", "lcm", "ddim"]
+
+
+@pytest.mark.parametrize("name", list(STEP_RULES))
+@pytest.mark.parametrize("schedule", ["karras", "align_your_steps"])
+def test_one_level_sampling_equals_the_reference(name, schedule):
+    sigmas = SCHEDULERS[schedule](6).to(F64)
+    recorder, progress = Recorder(mixing_predict), []
+    out = sampling.sample_full_sequence(recorder, make_cond(0.5), 5, FRAME, sigmas, seed=SEED, dtype=F64,
+                                        step_rule=STEP_RULES[name], callback=progress.append, **NO_CFG)
+    levels = sigmas.tolist()
+    expected = reference(name, one_level(mixing_predict), start(range(5), levels), levels, range(5))
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-10)
+    plan = sampling.plan_full_sequence(5, steps=6, step_rule=STEP_RULES[name])
+    assert len(recorder.calls) == plan.denoiser_calls == progress[-1].done == progress[-1].total
+    assert plan.denoiser_calls == {"heun": 11, "dpm_2": 11}.get(name, 6)  # two-stage: one call on the last step
+
+
+@pytest.mark.parametrize("name", list(STEP_RULES))
+def test_a_progressive_window_at_one_level_is_the_one_level_run(name):
+    # window == chunk: one chunk in the window, all its frames at one level through the schedule
+    levels = SCHEDULE.tolist()
+    out = sampling.sample_progressive(Recorder(mixing_predict), make_cond(0.5), 4, FRAME, SCHEDULE, window=4,
+                                      chunk=4, seed=SEED, dtype=F64, step_rule=STEP_RULES[name], **NO_CFG)
+    expected = reference(name, one_level(mixing_predict), start(range(4), levels), levels, range(4))
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", list(STEP_RULES))
+@pytest.mark.parametrize("partitions, lookahead", [(1, False), (2, False), (2, True)])
+def test_each_frame_keeps_its_own_history_and_noise_through_window_shifts(name, partitions, lookahead):
+    # A framewise denoiser: frame k's path depends on its own sigmas, history and noise only, so in
+    # the progressive window (frames at different levels, shifting every call, split into partitions)
+    # it must be the path of a one-frame run of frame k through the whole schedule.
+    steps = 8
+    sigmas = SCHEDULERS["karras"](steps).to(F64)
+    levels = sigmas.tolist()
+    recorder, progress = Recorder(framewise_predict), []
+    out = sampling.sample_progressive(recorder, make_cond(0.5), 9, FRAME, sigmas, window=4, chunk=1, seed=SEED,
+                                      dtype=F64, step_rule=STEP_RULES[name], partitions=partitions,
+                                      lookahead=lookahead, callback=progress.append, **NO_CFG)
+    for k in range(9):
+        alone = reference(name, one_level(framewise_predict), start(range(k, k + 1), levels), levels, range(k, k + 1))
+        torch.testing.assert_close(out[:, k:k + 1], alone, rtol=0, atol=1e-10, msg=f"frame {k}")
+    plan = sampling.plan_progressive(9, window=4, chunk=1, steps=steps, partitions=partitions, lookahead=lookahead,
+                                     step_rule=STEP_RULES[name])
+    assert len(recorder.calls) == plan.denoiser_calls == progress[-1].total
+    assert sum(x.shape[1] for x, _, _ in recorder.calls) == plan.frame_evaluations
+
+
+@pytest.mark.parametrize("name", list(STEP_RULES))
+@pytest.mark.parametrize("mode", ["replacement", "context_windows"])
+def test_every_rule_runs_in_the_other_modes_with_exact_plans(name, mode):
+    recorder, progress = Recorder(mixing_predict), []
+    if mode == "replacement":
+        iterate, options = sampling.iter_replacement, dict(window=5, condition_frames=2, renoise_condition=True)
+        plan = sampling.plan_replacement(11, window=5, condition_frames=2, steps=6, step_rule=STEP_RULES[name])
+    else:
+        iterate, options = sampling.iter_context_windows, dict(length=5, overlap=2)
+        plan = sampling.plan_context_windows(11, length=5, overlap=2, steps=6, step_rule=STEP_RULES[name])
+    frames = list(iterate(recorder, make_cond(0.5), 11, FRAME, SCHEDULE, seed=SEED, dtype=F64,
+                          step_rule=STEP_RULES[name], callback=progress.append, **options, **NO_CFG))
+    assert [k for k, _ in frames] == list(range(11))
+    assert all(bool(torch.isfinite(x).all()) for _, x in frames)
+    assert len(recorder.calls) == plan.denoiser_calls == progress[-1].done == progress[-1].total
+
+
+def test_memory_is_dropped_as_frames_finish():
+    from longvid_core.sampling.progressive import iter_progressive
+
+    generator = iter_progressive(Recorder(framewise_predict), make_cond(0.5), 40, FRAME, SCHEDULERS["karras"](8),
+                                 window=4, chunk=1, seed=SEED, step_rule=STEP_RULES["dpmpp_2m"], **NO_CFG)
+    for index, _ in generator:
+        if index == 30:
+            memory = generator.gi_frame.f_locals["walk"].memory
+            assert memory and max(memory) > 30 and min(memory) > 30 and len(memory) <= 4  # the window's frames only
+
+
+def test_sampler_names_are_one_list_and_the_settings_check_them():
+    from longvid_core import pipeline
+    from longvid_core.run.modes import DEFAULT_SAMPLER, SAMPLER_NAMES
+
+    assert tuple(STEP_RULES) == SAMPLER_NAMES and DEFAULT_SAMPLER == "euler"
+    problem = pipeline.settings_problem(sampler_name="dpmpp_9m")
+    assert problem.startswith("sampler_name: expected one of euler, euler_ancestral") and "'dpmpp_9m'" in problem
+    settings = pipeline.SamplingSettings(8, sampler_name="heun", scheduler="exponential")
+    assert settings.describe().endswith("heun sampler, exponential schedule")
+
+
+@pytest.mark.parametrize("name", ["heun", "dpmpp_2m", "euler_ancestral"])
+def test_the_pipeline_runs_a_named_sampler_with_an_exact_plan(name):
+    from longvid_core import pipeline
+    from longvid_core.evaluation.tiny import tiny_svd
+
+    model = tiny_svd(seed=0)
+    keyframes, _ = pipeline.condition_images(model, torch.rand(1, 16, 16, 3, generator=torch.Generator().manual_seed(0)),
+                                             16, 16)
+    progress = []
+    settings = pipeline.SamplingSettings(frames=8, mode="progressive", window=4, chunk=2, steps=4, cfg=1.0,
+                                         sampler_name=name)
+    run = pipeline.prepare_run(model, keyframes, settings)
+    latents = run.into(pipeline.LatentSink(), callback=progress.append)
+    calls = [p for p in progress if p.stage == "sampling"]
+    assert calls[-1].done == run.plan.denoiser_calls and torch.isfinite(latents).all()
+    euler = pipeline.prepare_run(model, keyframes, pipeline.SamplingSettings(frames=8, mode="progressive", window=4,
+                                                                             chunk=2, steps=4, cfg=1.0))
+    assert (run.plan.denoiser_calls > euler.plan.denoiser_calls) == (name == "heun")
+    assert not torch.equal(latents, euler.into(pipeline.LatentSink()))
