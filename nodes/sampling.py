@@ -74,32 +74,43 @@ SAMPLING_OPTIONAL = tuple(replaced_by_schedule(w) for w in TRAINING_FREE_INPUTS)
 CACHE_INTERVAL_INPUT = Int("cache_interval", 0, 0, 16, optional=True, advanced=True, tooltip=(
     "Reuse the UNet's deep features on up to this many calls after each full call on the same frames "
     "(DeepCache): those calls run only the outer blocks. 0: off. Faster, slightly different video."))
+SAMPLER_INPUT = Combo("sampler_name", list(pipeline.SAMPLER_NAMES), pipeline.DEFAULT_SAMPLER, optional=True, tooltip=(
+    "The step rule, by ComfyUI's names (core's formulas). In progressive mode each frame keeps its own history "
+    "(dpmpp_2m) and noise (euler_ancestral, lcm) as the window moves. heun and dpm_2 make two calls a step."))
+SCHEDULER_INPUT = Combo("scheduler", list(pipeline.SCHEDULER_NAMES), pipeline.DEFAULT_SCHEDULER, optional=True,
+                        tooltip=(
+    "The sigma schedule, by ComfyUI's names; align_your_steps is AYS's SVD list resampled to the steps. In "
+    "progressive mode its levels are the table's."))
+NAMED_INPUTS = tuple(replaced_by_schedule(w) for w in (SAMPLER_INPUT, SCHEDULER_INPUT))
 SCHEDULE_INPUT = Socket("schedule", "LONGVID_SCHEDULE", optional=True, tooltip=(
     "Sampler settings from LongVid Settings (share one with LongVid Schedule View, so it draws what runs). When "
-    "connected it replaces this node's mode, window, chunk, steps, context_sigma, partitions, lookahead and "
-    "context_overlap widgets; frames, cfg, min_cfg and seed stay here."))
+    "connected it replaces this node's mode, window, chunk, steps, context_sigma, partitions, lookahead, "
+    "context_overlap, sampler_name and scheduler widgets; frames, cfg, min_cfg and seed stay here."))
 
 PREFIX_INPUT = Socket("prefix", "LATENT", optional=True, tooltip=(
     "Frames of a video to extend (LongVid Encode Frames); the output starts with them."))
 SETTINGS_OUTPUT = Output("settings", "STRING", "The sampling settings used (what auto chose, and why).")
 
 
-SCHEDULE_WIDGETS = ("mode", "window", "chunk", "steps", "context_sigma", "partitions", "lookahead", "context_overlap")
+SCHEDULE_WIDGETS = ("mode", "window", "chunk", "steps", "context_sigma", "partitions", "lookahead", "context_overlap",
+                    "sampler_name", "scheduler")
 
 
 def validate_sampling(node_cls, frames=None, mode=None, window=None, chunk=None, steps=None, cfg=None,
                       min_cfg=None, seed=None, context_sigma=None, partitions=None, lookahead=None,
-                      context_overlap=None, schedule=NOT_CONNECTED) -> str | bool:
+                      context_overlap=None, schedule=NOT_CONNECTED, sampler_name=None, scheduler=None) -> str | bool:
     """A connected schedule (at validation a link arrives as None) makes the widgets it replaces unused:
     they are not checked."""
     if schedule is not NOT_CONNECTED:
         mode = window = chunk = steps = context_sigma = partitions = lookahead = context_overlap = None
+        sampler_name = scheduler = None
     return first_problem(
         check_widgets(node_cls, frames=frames, mode=mode, window=window, chunk=chunk, steps=steps, cfg=cfg,
                       min_cfg=min_cfg, seed=seed, context_sigma=context_sigma, partitions=partitions,
-                      context_overlap=context_overlap),
+                      context_overlap=context_overlap, sampler_name=sampler_name, scheduler=scheduler),
         pipeline.settings_problem(mode, frames, window, chunk, steps, cfg, min_cfg, context_sigma, partitions,
-                                  lookahead, _overlap(context_overlap)),
+                                  lookahead, _overlap(context_overlap), scheduler=scheduler,
+                                  sampler_name=sampler_name),
     )
 
 
@@ -108,10 +119,11 @@ def _overlap(context_overlap):
 
 
 def widget_schedule(mode, window, chunk, steps, context_sigma=0.0, partitions=1, lookahead=False,
-                    context_overlap=-1, cache_interval=0) -> pipeline.Schedule:
+                    context_overlap=-1, cache_interval=0, sampler_name=pipeline.DEFAULT_SAMPLER,
+                    scheduler=pipeline.DEFAULT_SCHEDULER) -> pipeline.Schedule:
     """The schedule the widgets describe (0 context_sigma: clean context; -1 context_overlap: the default)."""
     return pipeline.Schedule(mode, window, chunk, steps, context_sigma or None, partitions, bool(lookahead),
-                             _overlap(context_overlap), int(cache_interval or 0))
+                             _overlap(context_overlap), int(cache_interval or 0), scheduler, sampler_name)
 
 
 def checked_schedule(schedule) -> pipeline.Schedule:
@@ -122,15 +134,18 @@ def checked_schedule(schedule) -> pipeline.Schedule:
 
 def prepare_run(model, cond, frames, mode, window, chunk, steps, cfg, min_cfg, seed, prefix=None,
                 node_cls=None, context_sigma=0.0, partitions=1, lookahead=False,
-                context_overlap=-1, schedule=None, guides=None) -> pipeline.GenerationRun:
+                context_overlap=-1, schedule=None, guides=None, sampler_name=pipeline.DEFAULT_SAMPLER,
+                scheduler=pipeline.DEFAULT_SCHEDULER) -> pipeline.GenerationRun:
     """Everything checked before any work: the widgets (a linked input reached validate_inputs as
     None), then the pipeline's checks of the settings and the model (where ``auto`` is resolved).
     A connected ``schedule`` replaces the widgets it holds, which are then neither checked nor used.
     ``guides`` (LongVid Guides' pictures) are encoded with the model's VAE and checked with the rest."""
     if schedule is None:
-        schedule = widget_schedule(mode, window, chunk, steps, context_sigma, partitions, lookahead, context_overlap)
+        schedule = widget_schedule(mode, window, chunk, steps, context_sigma, partitions, lookahead, context_overlap,
+                                   sampler_name=sampler_name, scheduler=scheduler)
         raise_if(check_widgets(node_cls or LongVidSample, mode=mode, window=window, chunk=chunk, steps=steps,
-                               context_sigma=context_sigma, partitions=partitions, context_overlap=context_overlap))
+                               context_sigma=context_sigma, partitions=partitions, context_overlap=context_overlap,
+                               sampler_name=sampler_name, scheduler=scheduler))
     raise_if(check_widgets(node_cls or LongVidSample, frames=frames, cfg=cfg, min_cfg=min_cfg, seed=seed))
     settings = pipeline.with_schedule(pipeline.SamplingSettings(frames, cfg=cfg, min_cfg=min_cfg, seed=seed),
                                       checked_schedule(schedule))
@@ -158,21 +173,23 @@ class LongVidSample:
             "when one is given. The progress bar counts every denoiser call."),
         function="sample",
         report_under="window",
-        inputs=(*sampling_inputs(), PREFIX_INPUT, *SAMPLING_OPTIONAL, SCHEDULE_INPUT, GUIDES_INPUT),
+        inputs=(*sampling_inputs(), PREFIX_INPUT, *SAMPLING_OPTIONAL, SCHEDULE_INPUT, GUIDES_INPUT, *NAMED_INPUTS),
         outputs=(Output("latent", "LATENT", "Video latents, prefix frames first."), SETTINGS_OUTPUT),
     )
 
     @classmethod
     def validate_inputs(cls, frames=None, mode=None, window=None, chunk=None, steps=None, cfg=None, min_cfg=None,
                         seed=None, context_sigma=None, partitions=None, lookahead=None, context_overlap=None,
-                        schedule=NOT_CONNECTED):
+                        schedule=NOT_CONNECTED, sampler_name=None, scheduler=None):
         return validate_sampling(cls, frames, mode, window, chunk, steps, cfg, min_cfg, seed, context_sigma,
-                                 partitions, lookahead, context_overlap, schedule)
+                                 partitions, lookahead, context_overlap, schedule, sampler_name, scheduler)
 
     def sample(self, model, cond, frames, mode, window, chunk, steps, cfg, min_cfg, seed, prefix=None,
-               context_sigma=0.0, partitions=1, lookahead=False, context_overlap=-1, schedule=None, guides=None):
+               context_sigma=0.0, partitions=1, lookahead=False, context_overlap=-1, schedule=None, guides=None,
+               sampler_name=pipeline.DEFAULT_SAMPLER, scheduler=pipeline.DEFAULT_SCHEDULER):
         run = prepare_run(model, cond, frames, mode, window, chunk, steps, cfg, min_cfg, seed, prefix,
-                          type(self), context_sigma, partitions, lookahead, context_overlap, schedule, guides)
+                          type(self), context_sigma, partitions, lookahead, context_overlap, schedule, guides,
+                          sampler_name, scheduler)
         model.prepare("unet")
         latents = run.into(pipeline.LatentSink(), runtime.progress_callback(SAMPLING, run.plan.denoiser_calls))
         return (pipeline.latents_to_comfy(latents), run.chosen)

@@ -18,7 +18,7 @@ from longvid_core.run.video_io import DEFAULT_CRF
 
 from . import runtime
 from .guides import GUIDES_INPUT
-from .sampling import (PREFIX_INPUT, SAMPLING_OPTIONAL, SCHEDULE_INPUT, SETTINGS_OUTPUT, prepare_run, sampling_inputs,
+from .sampling import (NAMED_INPUTS, PREFIX_INPUT, SAMPLING_OPTIONAL, SCHEDULE_INPUT, SETTINGS_OUTPUT, prepare_run, sampling_inputs,
                        validate_sampling)
 from .spec import Float, Int, NodeSpec, Output, Socket, String
 from .validation import NOT_CONNECTED, check_widgets, first_problem, raise_if
@@ -174,7 +174,7 @@ class LongVidSampleToVideo:
         report_under="window",
         # optional inputs in the order they were added: a saved workflow keeps its widget values in place
         inputs=(*sampling_inputs(), *video_inputs(), PREFIX_INPUT, OUTPUT_PATH_INPUT, *SAMPLING_OPTIONAL,
-                SCHEDULE_INPUT, GUIDES_INPUT),
+                SCHEDULE_INPUT, GUIDES_INPUT, *NAMED_INPUTS),
         outputs=(PATH_OUTPUT, SETTINGS_OUTPUT),
         output_node=True,
     )
@@ -183,19 +183,21 @@ class LongVidSampleToVideo:
     def validate_inputs(cls, frames=None, mode=None, window=None, chunk=None, steps=None, cfg=None, min_cfg=None,
                         seed=None, frame_rate=None, crf=None, decode_window=None, overlap=None, output_path=None,
                         context_sigma=None, partitions=None, lookahead=None, context_overlap=None,
-                        schedule=NOT_CONNECTED):
+                        schedule=NOT_CONNECTED, sampler_name=None, scheduler=None):
         return first_problem(
             validate_sampling(cls, frames, mode, window, chunk, steps, cfg, min_cfg, seed, context_sigma, partitions,
-                              lookahead, context_overlap, schedule),
+                              lookahead, context_overlap, schedule, sampler_name, scheduler),
             video_problem(cls, frame_rate, crf, decode_window, overlap, output_path))
 
     def sample_to_video(self, model, cond, frames, mode, window, chunk, steps, cfg, min_cfg, seed, filename_prefix,
                         frame_rate, crf, decode_window, overlap, prefix=None, output_path="", context_sigma=0.0,
-                        partitions=1, lookahead=False, context_overlap=-1, schedule=None, guides=None):
+                        partitions=1, lookahead=False, context_overlap=-1, schedule=None, guides=None,
+                        sampler_name=pipeline.DEFAULT_SAMPLER, scheduler=pipeline.DEFAULT_SCHEDULER):
         # the sampling inputs are checked by prepare_run
         raise_if(video_problem(type(self), frame_rate, crf, decode_window, overlap, output_path))
         run = prepare_run(model, cond, frames, mode, window, chunk, steps, cfg, min_cfg, seed, prefix,
-                          type(self), context_sigma, partitions, lookahead, context_overlap, schedule, guides)
+                          type(self), context_sigma, partitions, lookahead, context_overlap, schedule, guides,
+                          sampler_name, scheduler)
         path, ui_entry = _target(filename_prefix, output_path)
         model.prepare("unet", "vae")
         # The bar counts denoiser calls; decoding only checks cancel, window by window.

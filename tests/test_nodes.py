@@ -897,3 +897,19 @@ def test_guides_method_time_reversal_reaches_the_sampler_as_anchors(model):
     assert NODES["LongVidGuides"]().guides(picture, "4", 1.0)[0][0].time_reversal  # auto: time_reversal
     problem = NODES["LongVidGuides"].validate_inputs("4", 1.0, "sideways")
     assert problem is not True and "method" in problem, problem
+
+
+def test_sampler_name_and_scheduler_reach_the_run_from_the_sampler_or_the_settings_node(model):
+    cond = condition(model)[0]
+    euler = sample(model, cond)["samples"]
+    named = NODES["LongVidSample"]().sample(model, cond, 6, *SMALL.values(), sampler_name="dpmpp_2m",
+                                            scheduler="align_your_steps")
+    assert "dpmpp_2m sampler, align_your_steps schedule" in named[1]
+    assert not torch.equal(named[0]["samples"], euler)
+    schedule = NODES["LongVidSettings"]().make("progressive", 4, 2, 2, 1, False, -1, 0.0, 0, "heun", "exponential")[0]
+    assert (schedule.sampler_name, schedule.scheduler) == ("heun", "exponential")
+    settings = NODES["LongVidSample"]().sample(model, cond, 6, *SMALL.values(), schedule=schedule)[1]
+    assert "heun sampler, exponential schedule" in settings  # the connected schedule wins over the widgets
+    for node, bad in (("LongVidSample", dict(sampler_name="dpmpp_9m")), ("LongVidSettings", dict(scheduler="x"))):
+        problem = NODES[node].validate_inputs(**bad)
+        assert problem is not True and next(iter(bad)) in problem, problem

@@ -31,6 +31,7 @@ from ..sampling.step_rules import STEP_RULES
 from ..sampling.step_cache import DeepCacheDenoiser, DeepCacheSettings
 from .frames import cover_crop, encode_frames
 # the settings' names are the pipeline's too (pipeline.SamplingSettings, pipeline.AUTO, ...)
+from .modes import DEFAULT_SAMPLER, DEFAULT_SCHEDULER, SAMPLER_NAMES, SCHEDULER_NAMES
 from .settings import (AUTO, BUNDLED_MODEL, CONTEXT_WINDOWS, DEFAULTS_KEY, FULL_SEQUENCE, MAX_FRAMES,
                        MAX_SEED, MODES, PROGRESSIVE, REPLACEMENT_WITHOUT_NOISE, REPLACEMENT_WITH_NOISE,
                        SVD_DEFAULTS, SVD_SIZE_MULTIPLE, TRAINING_FREE, TRAINING_FREE_OPTIONS,
@@ -346,8 +347,9 @@ def decode_into(model: SVDModel, latents: torch.Tensor, sink, callback: Progress
 
 
 __all__ = [
-    "AUTO", "BUNDLED_MODEL", "CONTEXT_WINDOWS", "DEFAULTS_KEY", "FULL_SEQUENCE", "MAX_FRAMES", "MAX_SEED",
-    "MODES", "PROGRESSIVE", "REPLACEMENT_WITHOUT_NOISE", "REPLACEMENT_WITH_NOISE", "SVD_DEFAULTS",
+    "AUTO", "BUNDLED_MODEL", "CONTEXT_WINDOWS", "DEFAULTS_KEY", "DEFAULT_SAMPLER", "DEFAULT_SCHEDULER",
+    "FULL_SEQUENCE", "MAX_FRAMES", "MAX_SEED", "MODES", "PROGRESSIVE", "REPLACEMENT_WITHOUT_NOISE",
+    "REPLACEMENT_WITH_NOISE", "SAMPLER_NAMES", "SCHEDULER_NAMES", "SVD_DEFAULTS",
     "SVD_SIZE_MULTIPLE", "TRAINING_FREE", "TRAINING_FREE_OPTIONS", "GenerationRun", "ImageSink", "Keyframes",
     "LatentSink", "Mp4Sink", "SamplingSettings", "Schedule", "check_settings", "check_size", "condition_images",
     "decode_into", "generate", "guides_from_images", "latents_from_comfy", "loop_problem", "latents_to_comfy",
