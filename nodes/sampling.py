@@ -81,7 +81,11 @@ SCHEDULER_INPUT = Combo("scheduler", list(pipeline.SCHEDULER_NAMES), pipeline.DE
                         tooltip=(
     "The sigma schedule, by ComfyUI's names; align_your_steps is AYS's SVD list resampled to the steps. In "
     "progressive mode its levels are the table's."))
-NAMED_INPUTS = tuple(replaced_by_schedule(w) for w in (SAMPLER_INPUT, SCHEDULER_INPUT))
+SIGMAS_INPUT = Socket("sigmas", "SIGMAS", optional=True, tooltip=(
+    "A custom schedule from core's scheduler nodes (BasicScheduler, KarrasScheduler, AlignYourStepsScheduler with "
+    "model_type SVD, ...): replaces steps and scheduler, in every mode. It must be a whole schedule ending in 0; "
+    "in progressive mode its step count must suit the window (a multiple of window / chunk)."))
+NAMED_INPUTS = (*(replaced_by_schedule(w) for w in (SAMPLER_INPUT, SCHEDULER_INPUT)), SIGMAS_INPUT)
 SCHEDULE_INPUT = Socket("schedule", "LONGVID_SCHEDULE", optional=True, tooltip=(
     "Sampler settings from LongVid Settings (share one with LongVid Schedule View, so it draws what runs). When "
     "connected it replaces this node's mode, window, chunk, steps, context_sigma, partitions, lookahead, "
@@ -126,6 +130,12 @@ def widget_schedule(mode, window, chunk, steps, context_sigma=0.0, partitions=1,
                              _overlap(context_overlap), int(cache_interval or 0), scheduler, sampler_name)
 
 
+def custom_sigmas(sigmas) -> tuple[float, ...]:
+    if not hasattr(sigmas, "tolist") or getattr(sigmas, "ndim", 1) != 1:
+        raise ValueError(f"sigmas: expected core's SIGMAS (a 1-D tensor); found {type(sigmas).__name__}")
+    return tuple(float(v) for v in sigmas.tolist())
+
+
 def checked_schedule(schedule) -> pipeline.Schedule:
     if not isinstance(schedule, pipeline.Schedule):
         raise ValueError(f"schedule: expected the output of LongVid Settings; found {type(schedule).__name__}")
@@ -135,7 +145,7 @@ def checked_schedule(schedule) -> pipeline.Schedule:
 def prepare_run(model, cond, frames, mode, window, chunk, steps, cfg, min_cfg, seed, prefix=None,
                 node_cls=None, context_sigma=0.0, partitions=1, lookahead=False,
                 context_overlap=-1, schedule=None, guides=None, sampler_name=pipeline.DEFAULT_SAMPLER,
-                scheduler=pipeline.DEFAULT_SCHEDULER) -> pipeline.GenerationRun:
+                scheduler=pipeline.DEFAULT_SCHEDULER, sigmas=None) -> pipeline.GenerationRun:
     """Everything checked before any work: the widgets (a linked input reached validate_inputs as
     None), then the pipeline's checks of the settings and the model (where ``auto`` is resolved).
     A connected ``schedule`` replaces the widgets it holds, which are then neither checked nor used.
@@ -149,6 +159,9 @@ def prepare_run(model, cond, frames, mode, window, chunk, steps, cfg, min_cfg, s
     raise_if(check_widgets(node_cls or LongVidSample, frames=frames, cfg=cfg, min_cfg=min_cfg, seed=seed))
     settings = pipeline.with_schedule(pipeline.SamplingSettings(frames, cfg=cfg, min_cfg=min_cfg, seed=seed),
                                       checked_schedule(schedule))
+    if sigmas is not None:  # core's SIGMAS: a 1-D tensor
+        raise_if(pipeline.sigmas_problem(custom_sigmas(sigmas)))
+        settings = replace(settings, sigmas=custom_sigmas(sigmas))
     prefix_latents = None if prefix is None else pipeline.latents_from_comfy(prefix, "prefix")
     encoded, loop_latent = [], None
     if guides:
@@ -186,10 +199,10 @@ class LongVidSample:
 
     def sample(self, model, cond, frames, mode, window, chunk, steps, cfg, min_cfg, seed, prefix=None,
                context_sigma=0.0, partitions=1, lookahead=False, context_overlap=-1, schedule=None, guides=None,
-               sampler_name=pipeline.DEFAULT_SAMPLER, scheduler=pipeline.DEFAULT_SCHEDULER):
+               sampler_name=pipeline.DEFAULT_SAMPLER, scheduler=pipeline.DEFAULT_SCHEDULER, sigmas=None):
         run = prepare_run(model, cond, frames, mode, window, chunk, steps, cfg, min_cfg, seed, prefix,
                           type(self), context_sigma, partitions, lookahead, context_overlap, schedule, guides,
-                          sampler_name, scheduler)
+                          sampler_name, scheduler, sigmas)
         model.prepare("unet")
         latents = run.into(pipeline.LatentSink(), runtime.progress_callback(SAMPLING, run.plan.denoiser_calls))
         return (pipeline.latents_to_comfy(latents), run.chosen)

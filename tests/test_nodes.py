@@ -913,3 +913,21 @@ def test_sampler_name_and_scheduler_reach_the_run_from_the_sampler_or_the_settin
     for node, bad in (("LongVidSample", dict(sampler_name="dpmpp_9m")), ("LongVidSettings", dict(scheduler="x"))):
         problem = NODES[node].validate_inputs(**bad)
         assert problem is not True and next(iter(bad)) in problem, problem
+
+
+def test_core_sigmas_replace_steps_and_scheduler_in_every_mode(model):
+    from longvid_core.sampling.schedulers import SCHEDULERS
+
+    cond = condition(model)[0]
+    ays = SCHEDULERS["align_your_steps"](4).float()  # what core's AlignYourStepsScheduler (SVD, 4 steps) gives
+    for mode in ("progressive", "replacement_with_noise", "full_sequence", "context_windows"):
+        options = dict(SMALL, mode=mode, steps=24)  # steps is replaced by the custom schedule's 4
+        latent, settings = NODES["LongVidSample"]().sample(model, cond, 6, *options.values(), sigmas=ays)
+        assert "custom sigmas" in settings and "4 steps" in settings, settings
+        scheduled = NODES["LongVidSample"]().sample(model, cond, 6, *dict(options, steps=4).values(),
+                                                    scheduler="align_your_steps")[0]
+        torch.testing.assert_close(latent["samples"], scheduled["samples"], rtol=0, atol=0)
+    for bad, message in ((torch.tensor([700.0]), "at least 2 values"), (torch.tensor([1.0, 2.0, 0.0]), "not decreasing"),
+                         (torch.tensor([700.0, 5.0]), "ending in 5")):
+        with pytest.raises(ValueError, match=f"sigmas: expected .*{message}"):
+            NODES["LongVidSample"]().sample(model, cond, 6, *SMALL.values(), sigmas=bad)

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from longvid_core.run.video_io import read_video
+from longvid_core.sampling.schedulers import SCHEDULERS
 from nodes import NODES
 from tests.test_nodes import folders  # noqa: F401  (the tiny model files, as a fixture)
 from tests.workflow_runs import EXAMPLE_VIDEO, REPO, SHIPPED, expected_video, load_api, shrink
@@ -30,6 +31,9 @@ def core_node(class_type: str, inputs: dict):
         return (torch.cat([inputs["image1"], inputs["image2"]]),)
     if class_type == "PreviewImage":
         return ()
+    if class_type == "AlignYourStepsScheduler":  # core's SVD list, resampled as core does (test_schedulers.py)
+        assert (inputs["model_type"], inputs["denoise"]) == ("SVD", 1.0)
+        return (SCHEDULERS["align_your_steps"](inputs["steps"]).float(),)
     raise AssertionError(f"no stand-in for core node {class_type}")
 
 

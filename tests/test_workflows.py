@@ -43,6 +43,8 @@ CORE_NODES = {
     "PreviewImage": ([("images", "IMAGE")], [], []),
     "LoadVideo": ([], ["file", UPLOAD], [("VIDEO", "VIDEO")]),
     "GetVideoComponents": ([("video", "VIDEO")], [], [("images", "IMAGE"), ("audio", "AUDIO"), ("fps", "FLOAT")]),
+    # comfy_extras/nodes_align_your_steps.py
+    "AlignYourStepsScheduler": ([], ["model_type", "steps", "denoise"], [("SIGMAS", "SIGMAS")]),
 }
 # Standard file names the workflows refer to (our loader's combo boxes list whatever is installed).
 STANDARD_FILES = {"ckpt_name": {"svd_xt.safetensors"},
@@ -285,3 +287,11 @@ def test_guide_templates_hold_what_their_names_promise():
     guides = one(loop, "LongVidGuides")
     assert guides["loop"] is True and guides["frames"] == "0"
     assert guides["images"] == one(loop, "LongVidCondition")["image"]
+
+
+def test_a_shipped_workflow_samples_on_cores_align_your_steps_schedule():
+    api = load(WORKFLOWS / "api" / "first_last_frame.json")
+    (key,) = [k for k, n in api.items() if n["class_type"] == "AlignYourStepsScheduler"]
+    assert api[key]["inputs"] == {"model_type": "SVD", "steps": 12, "denoise": 1.0}
+    (sampler,) = [n for n in api.values() if n["class_type"] == "LongVidSampleToVideo"]
+    assert sampler["inputs"]["sigmas"] == [key, 0]

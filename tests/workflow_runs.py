@@ -25,6 +25,7 @@ TINY = {  # inputs overridden for speed, per class
     "LongVidSaveVideo": {"decode_window": 4, "overlap": 1},
     "LongVidScheduleView": {"frames": FRAMES, "max_size": 128},
     "LongVidSettings": {"window": 4, "chunk": 2, "steps": 2},
+    "AlignYourStepsScheduler": {"steps": 2},
 }
 SAMPLERS = ("LongVidSample", "LongVidSampleToVideo")
 

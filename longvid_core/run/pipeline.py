@@ -36,8 +36,8 @@ from .settings import (AUTO, BUNDLED_MODEL, CONTEXT_WINDOWS, DEFAULTS_KEY, FULL_
                        MAX_SEED, MODES, PROGRESSIVE, REPLACEMENT_WITHOUT_NOISE, REPLACEMENT_WITH_NOISE,
                        SVD_DEFAULTS, SVD_SIZE_MULTIPLE, TRAINING_FREE, TRAINING_FREE_OPTIONS,
                        SamplingSettings, Schedule, check_settings, check_size, model_problem,
-                       recommended_settings, resolve_auto, settings_problem, size_problem, training_free,
-                       with_schedule)
+                       recommended_settings, resolve_auto, settings_problem, sigmas_problem, size_problem,
+                       training_free, with_schedule)
 from .video_io import DEFAULT_CRF, output_problem, write_latent_video
 
 Keyframes = list[tuple[int, SVDCond]]
@@ -138,7 +138,8 @@ class GenerationRun:
         s, model = self.settings, self.model
         common = dict(seed=s.seed, cfg=s.cfg, min_cfg=s.min_cfg, callback=callback, dtype=torch.float32,
                       device=model.device, guides=self.guides, step_rule=STEP_RULES[s.sampler_name])
-        sigmas = scheduled_sigmas(s.scheduler, s.steps, device=model.device)
+        sigmas = (scheduled_sigmas(s.scheduler, s.steps, device=model.device) if s.sigmas is None
+                  else torch.tensor(s.sigmas, dtype=torch.float32, device=model.device))
         keyframes = [(start, cond.to(model.device)) for start, cond in self.keyframes]  # where the UNet is now
         denoise = model.denoise
         if s.cache_interval:
@@ -354,5 +355,6 @@ __all__ = [
     "LatentSink", "Mp4Sink", "SamplingSettings", "Schedule", "check_settings", "check_size", "condition_images",
     "decode_into", "generate", "guides_from_images", "latents_from_comfy", "loop_problem", "latents_to_comfy",
     "model_problem", "plan_sampling", "prepare_run", "recommended_settings", "resolve_auto", "settings_problem",
+    "sigmas_problem",
     "size_problem", "training_free", "with_schedule",
 ]

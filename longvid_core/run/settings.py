@@ -65,6 +65,12 @@ class SamplingSettings:
     cache_interval: int = 0
     scheduler: str = DEFAULT_SCHEDULER
     sampler_name: str = DEFAULT_SAMPLER
+    sigmas: tuple[float, ...] | None = None  # a custom schedule (core's SIGMAS): replaces steps and scheduler
+
+    def __post_init__(self):
+        if self.sigmas is not None:  # the custom schedule's steps, whatever steps said
+            object.__setattr__(self, "sigmas", tuple(float(v) for v in self.sigmas))
+            object.__setattr__(self, "steps", len(self.sigmas) - 1)
 
     @property
     def context_length(self) -> int:
@@ -85,7 +91,10 @@ class SamplingSettings:
     def describe(self) -> str:
         cache = f", deep cache {self.cache_interval}" if self.cache_interval else ""
         named = [f"{self.sampler_name} sampler"] if self.sampler_name != DEFAULT_SAMPLER else []
-        named += [f"{self.scheduler} schedule"] if self.scheduler != DEFAULT_SCHEDULER else []
+        if self.sigmas is not None:
+            named.append("custom sigmas")
+        elif self.scheduler != DEFAULT_SCHEDULER:
+            named.append(f"{self.scheduler} schedule")
         return self._describe_sampler() + "".join(f", {n}" for n in named) + cache
 
     def _describe_sampler(self) -> str:
@@ -169,9 +178,28 @@ def training_free(settings: SamplingSettings, name: str) -> SamplingSettings:
 # Checks: each returns the first problem as a message that says what to change, or None
 
 
+def sigmas_problem(sigmas) -> Problem | None:
+    """A custom schedule must be a full one: at least two values, finite, strictly decreasing, every
+    one above 0 but the last, which is 0 (the frames end clean)."""
+    values = [float(v) for v in sigmas]
+    shown = "[" + ", ".join(f"{v:.4g}" for v in values[:6]) + (", ..." if len(values) > 6 else "") + "]"
+    expected = "at least 2 values, strictly decreasing, ending in 0 (a full schedule)"
+    if len(values) < 2:
+        return Problem("sigmas", expected, f"{len(values)} value(s) {shown}")
+    if not all(v == v and abs(v) != float("inf") for v in values):
+        return Problem("sigmas", expected, f"NaN/Inf in {shown}")
+    if any(a <= b for a, b in zip(values, values[1:])):
+        return Problem("sigmas", expected, f"{shown}, not decreasing")
+    if values[-1] != 0.0:
+        return Problem("sigmas", expected, f"{shown} ending in {values[-1]:.4g}",
+                       "a schedule's high part (SplitSigmas) leaves noise in the frames: give the whole schedule")
+    return None
+
+
 def settings_problem(mode=None, frames=None, window=None, chunk=None, steps=None, cfg=None, min_cfg=None,
                      context_sigma=None, partitions=None, lookahead=None, context_overlap=None,
-                     cache_interval=None, seed=None, scheduler=None, sampler_name=None) -> Problem | None:
+                     cache_interval=None, seed=None, scheduler=None, sampler_name=None,
+                     sigmas=None) -> Problem | None:
     """What is wrong with these settings; a value not known yet (None, e.g. a linked node input)
     is skipped. ``auto`` is checked once it is resolved for the model (:func:`prepare_run`)."""
     if mode is not None and mode not in MODES:
@@ -180,6 +208,11 @@ def settings_problem(mode=None, frames=None, window=None, chunk=None, steps=None
         return scheduler_problem(scheduler)
     if sampler_name is not None and sampler_name not in SAMPLER_NAMES:
         return Problem("sampler_name", f"one of {', '.join(SAMPLER_NAMES)}", repr(sampler_name))
+    if sigmas is not None:
+        problem = sigmas_problem(sigmas)
+        if problem:
+            return problem
+        steps, scheduler = len(sigmas) - 1, None
     for name, value, smallest, largest in (
             ("frames", frames, 1, MAX_FRAMES), ("window", window, 1, None), ("chunk", chunk, 1, None),
             ("steps", steps, 1, None), ("cfg", cfg, 0, None), ("min_cfg", min_cfg, 0, None),
@@ -275,7 +308,7 @@ def check_settings(settings: SamplingSettings) -> None:
     s = settings
     raise_problem(settings_problem(s.mode, s.frames, s.window, s.chunk, s.steps, s.cfg, s.min_cfg, s.context_sigma,
                             s.partitions, s.lookahead, s.context_overlap, s.cache_interval, s.seed, s.scheduler,
-                            s.sampler_name))
+                            s.sampler_name, s.sigmas))
 
 # ---------------------------------------------------------------------------------------------
 # A model file's recommended settings
@@ -317,6 +350,7 @@ __all__ = [
     "recommended_settings",
     "resolve_auto",
     "settings_problem",
+    "sigmas_problem",
     "size_problem",
     "training_free",
     "with_schedule",
