@@ -8,9 +8,11 @@ first frame, with keyframes every ``--every`` frames taken from the true video (
 - no keyframes: the first frame only;
 - conditioning switch: today's keyframes, the image conditioning switches to keyframe k at its
   frame (LongVidCondition's keyframe_starts);
-- guides: the keyframes as strength-1 guide frames (latent replacement, sampling/guides.py), the
+- guides held / clean / time reversal: the keyframes as strength-1 guide frames by each method of
+  sampling/guides.py (the model sees them noised to each step's level; clean, as context frames;
+  held and, in one-level modes, the frames before them also run backward from their picture), the
   conditioning staying the first frame's;
-- guides + switch: both;
+- guides held + switch: held guides and the conditioning switch;
 - cross-fade: no model, each frame between two keyframes a linear mix of their VAE round trips;
 - VAE round trip: the true video through the model's VAE, what a decoded guide can at best be.
 
@@ -20,7 +22,7 @@ median difference, 1 = no jump); colour drift over the video; latent frames eval
 frame; seconds per video.
 
 Then, per model: **interpolation** — the true video at 1/``--factor`` of its frames, made
-``--factor`` times denser by guides (run/cascade.py), against cross-fade and the nearest input
+``--factor`` times denser by guides of each method (run/cascade.py), against cross-fade and the nearest input
 frame: PSNR of the frames left out, seam at the input frames; and **loop** — the jump from the
 last frame back to the first (over the median frame difference) with and without ``loop``,
 next to the largest jump inside the video; and **refine** — the true video degraded (half size and
@@ -52,8 +54,8 @@ from longvid_core.run.frames import encode_frames  # noqa: E402
 ONE_LEVEL_MODEL = Path(__file__).resolve().parent / "assets" / "longvid_small_one_level.safetensors"
 MODELS = {"bundled": pipeline.BUNDLED_MODEL, "one-level": ONE_LEVEL_MODEL}
 HELD_OUT = 7_000_000  # scene seeds from here on: the small models trained on 100,003..102,002
-ROWS = ("no keyframes", "conditioning switch", "guides", "guides + switch", "guides + time reversal", "cross-fade",
-        "VAE round trip")
+ROWS = ("no keyframes", "conditioning switch", "guides held", "guides held + switch", "guides clean",
+        "guides time reversal", "cross-fade", "VAE round trip")
 COLUMNS = ("psnr_keyframes", "psnr_between", "seam_keyframes", "colour_drift", "evals_per_frame", "seconds")
 HEADER = ("PSNR at keys", "PSNR between", "seam at keys", "colour drift", "evals/frame", "s/video")
 LABEL = 44
@@ -112,12 +114,14 @@ def bench_model(name: str, path: Path, frames: int, every: int, seeds: list[int]
         switch, _ = pipeline.condition_images(model, truth[[0, *keys[:-1]]], size, size, [0, *keys[:-1]],
                                               fps=defaults["fps"], motion_bucket_id=defaults["motion_bucket_id"],
                                               noise_aug_strength=defaults["noise_aug_strength"], seed=seed)
-        guides, _ = pipeline.guides_from_images(model, truth[keys], keys, [1.0] * len(keys), size, size)
-        anchored, _ = pipeline.guides_from_images(model, truth[keys], keys, [1.0] * len(keys), size, size,
-                                                  anchors_like=first[0][1], seed=seed)
+        by_method = {method: pipeline.guides_from_images(model, truth[keys], keys, [1.0] * len(keys), size, size,
+                                                         method=method, anchors_like=first[0][1], seed=seed)[0]
+                     for method in ("hold", "clean", "time_reversal")}
         for row, cond, row_guides in (("no keyframes", first, []), ("conditioning switch", switch, []),
-                                      ("guides", first, guides), ("guides + switch", switch, guides),
-                                      ("guides + time reversal", first, anchored)):
+                                      ("guides held", first, by_method["hold"]),
+                                      ("guides held + switch", switch, by_method["hold"]),
+                                      ("guides clean", first, by_method["clean"]),
+                                      ("guides time reversal", first, by_method["time_reversal"])):
             started = time.perf_counter()
             run = pipeline.prepare_run(model, cond, pipeline.SamplingSettings(**{**vars(settings), "seed": seed}),
                                        guides=row_guides)
@@ -152,7 +156,8 @@ def bench_interpolation_and_loop(name: str, path: Path, frames: int, factor: int
     out = cascade.interpolated_frames(inputs, factor)
     kept = list(range(factor, out, factor))
     left_out = [k for k in range(out) if k % factor]
-    rows = {f"guides x{factor}": [], f"guides + time reversal x{factor}": [], f"cross-fade x{factor}": [],
+    methods = ("hold", "clean", "time_reversal")
+    rows = {**{f"guides {method} x{factor}": [] for method in methods}, f"cross-fade x{factor}": [],
             f"nearest frame x{factor}": []}
     loops = {"loop": [], "no loop": []}
     for seed in seeds:
@@ -162,19 +167,17 @@ def bench_interpolation_and_loop(name: str, path: Path, frames: int, factor: int
                                             noise_aug_strength=defaults["noise_aug_strength"], seed=seed)
         settings = pipeline.SamplingSettings(out, "auto", defaults["window"], defaults["chunk"], defaults["steps"],
                                              defaults["cfg"], defaults["min_cfg"], seed=seed)
-        guides, _ = cascade.interpolation_guides(model, truth[::factor], factor, size, size)
-        video, _ = decoded(model, defaults, cond, settings, guides)
-        anchored, _ = cascade.interpolation_guides(model, truth[::factor], factor, size, size, anchors_like=cond[0][1])
-        reversed_video, _ = decoded(model, defaults, cond, settings, anchored)
+        made = {method: decoded(model, defaults, cond, settings, cascade.interpolation_guides(
+            model, truth[::factor], factor, size, size, method, cond[0][1])[0])[0] for method in methods}
         with torch.no_grad():
             trip = pipeline.decode_into(model, encode_frames(model.vae, truth[::factor]),
                                         pipeline.ImageSink(**decode))[0]
         nearest = trip[[min(round(k / factor), inputs - 1) for k in range(out)]]
-        for row, made in ((f"guides x{factor}", video), (f"guides + time reversal x{factor}", reversed_video),
-                          (f"cross-fade x{factor}", cross_fade(trip, kept, out)),
-                          (f"nearest frame x{factor}", nearest)):
-            rows[row].append({"psnr_between": psnr(made[left_out], truth[left_out]),
-                              "seam_keyframes": seam_score(made, kept)})
+        videos = {**{f"guides {m} x{factor}": made[m] for m in methods},
+                  f"cross-fade x{factor}": cross_fade(trip, kept, out), f"nearest frame x{factor}": nearest}
+        for row, video in videos.items():
+            rows[row].append({"psnr_between": psnr(video[left_out], truth[left_out]),
+                              "seam_keyframes": seam_score(video, kept)})
         first, _ = pipeline.guides_from_images(model, truth[:1], [0], [1.0], size, size)
         for row, loop_latent in (("loop", first[0].latent), ("no loop", None)):
             video, _ = decoded(model, defaults, cond, settings, loop_latent=loop_latent)

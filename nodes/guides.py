@@ -9,7 +9,7 @@ import torch
 
 from longvid_core.problems import Problem
 
-from longvid_core.run.modes import AUTO, AUTO_GUIDE_METHOD, GUIDE_METHODS
+from longvid_core.run.modes import AUTO, GUIDE_METHODS
 
 from .spec import Boolean, Combo, Float, Int, NodeSpec, Output, Socket, String
 from .validation import check_widgets, first_problem, frame_list, raise_if
@@ -30,7 +30,7 @@ class PictureGuide:
     picture: torch.Tensor
     strength: float
     loops: bool = False  # the picture the video loops back to: held at frame 0 and after the last frame
-    time_reversal: bool = False  # an anchor: the frames before it also run backward from it (where the mode can)
+    method: str = "hold"  # how it steers the frames around it (longvid_core.sampling.guides)
 
 
 def parse_guide_frames(text: str) -> list[int]:
@@ -82,10 +82,12 @@ class LongVidGuides:
                 "The video loops back to the picture at frame 0: it is also held one frame past the end (sampled, not "
                 "kept), so the last frame leads into the first without a seam.")),
             Combo("method", list(GUIDE_METHODS), AUTO, optional=True, tooltip=(
-                "How a strength-1 picture steers the frames before it. hold: its frame is held (every mode). "
-                "time_reversal: the frames before it are also denoised backward from the picture and the two "
-                f"predictions fused (full_sequence and replacement modes; one more call per step in a window with a "
-                f"picture). auto: {AUTO_GUIDE_METHOD}.")),
+                "How a strength-1 picture steers the frames around it. hold: the model sees its frame noised to "
+                "each step's level. clean: the model sees the picture clean, as a context frame, from the moment it "
+                "enters the window. time_reversal: held, and in full_sequence and replacement modes the frames "
+                "before it are also denoised backward from the picture, the two predictions fused (one more call "
+                "per step in its window). auto: clean in progressive, time_reversal in full_sequence and "
+                "replacement, hold in context_windows (measured).")),
         ),
         outputs=(Output("guides", GUIDES_TYPE, "The previous guides and these: for LongVid Sample's guides."),),
     )
@@ -96,7 +98,6 @@ class LongVidGuides:
 
     def guides(self, images, frames, strength, previous=None, loop=False, method=AUTO):
         raise_if(self.validate_inputs(frames, strength, method))
-        reverse = (AUTO_GUIDE_METHOD if method == AUTO else method) == "time_reversal"
         indices = parse_guide_frames(frames)
         if len(indices) != images.shape[0]:
             raise ValueError(Problem("frames", f"one frame index per picture of the batch ({images.shape[0]})",
@@ -104,7 +105,7 @@ class LongVidGuides:
         if loop and 0 not in indices:
             raise ValueError(Problem("loop", "a picture at frame 0 (the one the video loops back to)",
                                      f"frames {frames!r}"))
-        return (chained(previous, [PictureGuide(frame, images[i:i + 1], float(strength), loop and frame == 0, reverse)
+        return (chained(previous, [PictureGuide(frame, images[i:i + 1], float(strength), loop and frame == 0, method)
                                    for i, frame in enumerate(indices)]),)
 
 
@@ -160,7 +161,7 @@ class LongVidVideoGuides:
 def encoded_guides(svd, picture_guides, frame_shape, run_cond=None) -> tuple[list, torch.Tensor | None, list[str]]:
     """The sampler's guides from LongVid Guides' pictures, fitted to the video's size and encoded
     with ``svd``'s VAE (on its device); the loop's latent (or None: no loop), and the notes of what
-    was cropped. Anchors (``time_reversal``) get their picture's cond made like ``run_cond``."""
+    was cropped. Guides that may run Time Reversal Fusion get their picture's cond made like ``run_cond``."""
     from longvid_core import pipeline
     from longvid_core.networks.vae import vae_downscale
 
@@ -170,12 +171,12 @@ def encoded_guides(svd, picture_guides, frame_shape, run_cond=None) -> tuple[lis
     height, width = frame_shape[-2] * scale, frame_shape[-1] * scale
     by_size = {}  # one VAE batch per picture size (a video's frames: one batch) and method
     for g in picture_guides:
-        by_size.setdefault((tuple(g.picture.shape[1:3]), g.time_reversal and not g.loops), []).append(g)
+        by_size.setdefault((tuple(g.picture.shape[1:3]), g.method), []).append(g)
     guides, loop_latent, notes = [], None, []
-    for (_, anchors), group in by_size.items():
+    for (_, method), group in by_size.items():
         made, said = pipeline.guides_from_images(svd, torch.cat([g.picture for g in group]), [g.frame for g in group],
-                                                 [g.strength for g in group], width, height,
-                                                 anchors_like=run_cond if anchors else None)
+                                                 [g.strength for g in group], width, height, method=method,
+                                                 anchors_like=run_cond)
         notes += said
         for g, guide in zip(group, made):
             if g.loops:  # the pipeline holds frame 0 and the closing frame to it

@@ -167,7 +167,7 @@ def prepare_run(model, cond, frames, mode, window, chunk, steps, cfg, min_cfg, s
     if guides:
         first = cond if isinstance(cond, SVDCond) else cond[0][1]
         frame_shape = (first.batch_size, model.svd.vae.config.latent_channels, *first.concat_latent.shape[-2:])
-        parts = ("vae", "image_encoder") if any(g.time_reversal for g in guides) else ("vae",)
+        parts = ("vae", "image_encoder") if any(g.method in ("time_reversal", "auto") for g in guides) else ("vae",)
         encoded, loop_latent, notes = encoded_guides(model.prepare(*parts), guides, frame_shape, first)
         for note in notes:
             logging.warning("LongVid: %s", note)

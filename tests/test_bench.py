@@ -95,20 +95,21 @@ def test_bench_guides_prints_every_row_and_the_guides_reach_their_keyframes(caps
             for line in lines[2:2 + len(bench.ROWS)]}
     assert list(rows) == [f"bundled: {row}" for row in bench.ROWS]
     # the guided latents are exact (tests/test_guides.py); decoded, the keyframes come closer to the truth
-    guided = rows["bundled: guides"]
+    guided = rows["bundled: guides held"]
     assert guided["psnr_keyframes"] > rows["bundled: no keyframes"]["psnr_keyframes"]
     assert guided["evals_per_frame"] == rows["bundled: no keyframes"]["evals_per_frame"] > 0
-    # progressive holds anchors only: time reversal changes nothing there
-    assert rows["bundled: guides + time reversal"]["evals_per_frame"] == guided["evals_per_frame"]
+    # progressive holds time-reversal anchors only: no extra call there; clean guides cost no call either
+    assert rows["bundled: guides time reversal"]["evals_per_frame"] == guided["evals_per_frame"]
+    assert rows["bundled: guides clean"]["evals_per_frame"] == guided["evals_per_frame"]
     # interpolation x4 of the true frames and loops: every row printed, numbers measured
     rest = lines[2 + len(bench.ROWS):]
     assert rest[0] == "# bundled: interpolation x4 of 5 true frames -> 17; loops of 17 frames"
-    assert [line[:bench.LABEL].strip() for line in rest[1:7]] == [
-        "bundled: guides x4", "bundled: guides + time reversal x4", "bundled: cross-fade x4",
-        "bundled: nearest frame x4", "bundled: loop", "bundled: no loop"]
+    assert [line[:bench.LABEL].strip() for line in rest[1:8]] == [
+        "bundled: guides hold x4", "bundled: guides clean x4", "bundled: guides time_reversal x4",
+        "bundled: cross-fade x4", "bundled: nearest frame x4", "bundled: loop", "bundled: no loop"]
     # refine: the degraded input, then three strengths in auto's mode and in replacement with noise
-    assert rest[7].startswith("# bundled: refine of 20 degraded true frames")
-    refine = {line[:bench.LABEL].strip(): line[bench.LABEL:] for line in rest[8:]}
+    assert rest[8].startswith("# bundled: refine of 20 degraded true frames")
+    refine = {line[:bench.LABEL].strip(): line[bench.LABEL:] for line in rest[9:]}
     assert list(refine) == ["bundled: degraded input (baseline)"] + [
         f"bundled: refine {s} ({mode})" for mode in ("progressive", "replacement_with_noise") for s in (0.3, 0.5, 0.7)]
     cost = [float(re.search(r"evals/frame +(\d+\.\d+)", refine[f"bundled: refine {s} (replacement_with_noise)"])[1])

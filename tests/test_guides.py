@@ -259,7 +259,7 @@ def test_bad_cascade_inputs(frames, factor, strength, message):
 
 def anchored(frame: int, tag: float) -> Guide:
     """A strength-1 guide that carries its picture's cond (an anchor)."""
-    return Guide(frame, guide_latent(tag), 1.0, cond=make_cond(tag))
+    return Guide(frame, guide_latent(tag), 1.0, cond=make_cond(tag), method="time_reversal")
 
 
 def test_time_reversal_runs_the_frames_before_an_anchor_backward_from_its_picture():
@@ -319,7 +319,7 @@ def test_the_pipeline_makes_anchors_conditioned_like_the_run(model):
     keyframes, _ = pipeline.condition_images(model, picture(0), 16, 16, fps=12, motion_bucket_id=90,
                                              noise_aug_strength=0.05, seed=7)
     guides, _ = pipeline.guides_from_images(model, torch.cat([picture(1), picture(2)]), [4, 9], [1.0, 0.5], 16, 16,
-                                            anchors_like=keyframes[0][1], seed=7)
+                                            method="time_reversal", anchors_like=keyframes[0][1], seed=7)
     anchor = guides[0].cond
     assert guides[1].cond is None  # only strength-1 guides are anchors
     assert torch.equal(anchor.added_time_ids, keyframes[0][1].added_time_ids)
@@ -335,3 +335,47 @@ def test_the_pipeline_makes_anchors_conditioned_like_the_run(model):
     latents = run.into(pipeline.LatentSink(), callback=calls.append)
     assert calls[-1].done == run.plan.denoiser_calls
     assert torch.equal(latents[:, 4], guides[0].latent)
+
+
+# ------------------------------------------------------------------------- the clean method
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_clean_guides_are_shown_to_the_model_clean_and_still_reached_exactly(mode):
+    _, _, frames, prefix_frames = MODES[mode]
+    at = frames - 2
+    guide = Guide(at, guide_latent(0.6), method="clean")
+    held_out, held_calls = run(mode, [Guide(at, guide_latent(0.6))])
+    out, recorder = run(mode, [guide])
+    assert torch.equal(out[:, at], guide.latent)
+    assert len(recorder.calls) == len(held_calls.calls)  # no call added
+    smallest = get_sigmas_karras(STEPS, dtype=F64).tolist()[-2]
+    seen = 0
+    for x, sigma, _ in recorder.calls:  # wherever the model sees the guide's frame, it is the clean latent
+        for position in range(x.shape[1]):
+            if sigma[0, position].item() == smallest and torch.equal(x[:, position], guide.latent):
+                seen += 1
+    assert seen >= 1
+    assert not torch.equal(out, held_out)
+
+
+def test_auto_is_clean_in_progressive_time_reversal_in_one_level_windows_and_hold_in_context_windows():
+    from longvid_core.sampling.guides import AUTO_METHOD, HeldFrames
+
+    guide = Guide(5, guide_latent(0.2), cond=make_cond(0.2), method="auto")
+    levels = get_sigmas_karras(STEPS, dtype=F64).tolist()
+    assert AUTO_METHOD == {"progressive": "clean", "one_level": "time_reversal", "context_windows": "hold"}
+    progressive = HeldFrames([guide], levels, 0, FRAME, "progressive")
+    one_level = HeldFrames([guide], levels, 0, FRAME, "one_level")
+    windows = HeldFrames([guide], levels, 0, FRAME, "context_windows")
+    assert set(progressive.clean) == {5} and not progressive.anchors
+    assert set(one_level.anchors) == {5} and not one_level.clean
+    assert not windows.clean and not windows.anchors
+    # below strength 1 every method only holds
+    weak = HeldFrames([Guide(5, guide_latent(0.2), 0.5, make_cond(0.2), "auto")], levels, 0, FRAME, "progressive")
+    assert not weak.clean and not weak.anchors and 5 in weak.hold
+
+
+def test_an_unknown_method_is_refused():
+    with pytest.raises(InputError, match="guide method: expected one of auto, hold, clean, time_reversal"):
+        run("progressive", [Guide(3, guide_latent(0.1), method="sideways")])

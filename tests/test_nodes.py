@@ -890,11 +890,11 @@ def test_guides_method_time_reversal_reaches_the_sampler_as_anchors(model):
     latents = {}
     for method in ("hold", "time_reversal"):
         guides = NODES["LongVidGuides"]().guides(picture, "4", 1.0, method=method)[0]
-        assert guides[0].time_reversal == (method == "time_reversal")
+        assert guides[0].method == method
         latents[method] = NODES["LongVidSample"]().sample(model, cond, 6, *options.values(), guides=guides)[0]["samples"]
     torch.testing.assert_close(latents["time_reversal"][4], latents["hold"][4], rtol=0, atol=1e-6)  # both pass through
     assert not torch.equal(latents["time_reversal"][1:4], latents["hold"][1:4])  # the frames before it run backward too
-    assert NODES["LongVidGuides"]().guides(picture, "4", 1.0)[0][0].time_reversal  # auto: time_reversal
+    assert NODES["LongVidGuides"]().guides(picture, "4", 1.0)[0][0].method == "auto"
     problem = NODES["LongVidGuides"].validate_inputs("4", 1.0, "sideways")
     assert problem is not True and "method" in problem, problem
 

@@ -60,13 +60,13 @@ def _one_note(notes: list[str], video: torch.Tensor, width: int, height: int) ->
 
 
 def interpolation_guides(model: SVDModel, video: torch.Tensor, factor: int, width: int, height: int,
-                         anchors_like: SVDCond | None = None) -> tuple[list[Guide], list[str]]:
+                         method: str = "hold", anchors_like: SVDCond | None = None) -> tuple[list[Guide], list[str]]:
     """Frames ``[N, H, W, 3]`` (0..1) -> strength-1 guides at 0, factor, 2 * factor, ... (fitted to
     ``width x height`` like conditioning images), and a note if they were cropped.
-    ``anchors_like``: the run's cond, for Time Reversal Fusion (:func:`~.pipeline.guides_from_images`)."""
+    ``method`` and ``anchors_like`` (the run's cond): as :func:`~.pipeline.guides_from_images`'s."""
     starts = [i * factor for i in range(video.shape[0])]
     guides, notes = guides_from_images(model, video, starts, [1.0] * len(starts), width, height,
-                                       anchors_like=anchors_like)
+                                       method=method, anchors_like=anchors_like)
     return guides, _one_note(notes, video, width, height)
 
 

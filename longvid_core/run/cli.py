@@ -172,13 +172,6 @@ def condition(model, image, settings, seed: int):
                                      noise_aug_strength=settings["noise_aug_strength"], seed=seed)
 
 
-def uses_time_reversal(args) -> bool:
-    """``--guide-method`` made concrete (:data:`~.modes.AUTO_GUIDE_METHOD` for auto)."""
-    from .modes import AUTO, AUTO_GUIDE_METHOD
-
-    return (AUTO_GUIDE_METHOD if args.guide_method == AUTO else args.guide_method) == "time_reversal"
-
-
 def say(notes) -> None:
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
@@ -210,10 +203,10 @@ def generate(args) -> int:
 
         Image.fromarray((fitted[0].numpy() * 255).round().astype("uint8")).save(args.save_first_frame)
     guides = []
-    anchors_like = keyframes[0][1] if uses_time_reversal(args) else None
     for frame, strength, picture in pictures:
         made, notes = pipeline.guides_from_images(model, picture, [frame], [strength], width, height,
-                                                  anchors_like=anchors_like, seed=args.seed + frame)
+                                                  method=args.guide_method, anchors_like=keyframes[0][1],
+                                                  seed=args.seed + frame)
         guides += made
         say(notes)
     loop_latent = None
@@ -245,8 +238,8 @@ def from_input_video(args, factor: int = 1, strength: float | None = None) -> in
     model = loaded_model(args, svd_path, device, dtype)
     keyframes, _ = condition(model, video[:1], settings, args.seed)
     if strength is None:
-        guides, notes = cascade.interpolation_guides(model, video, factor, width, height,
-                                                     keyframes[0][1] if uses_time_reversal(args) else None)
+        guides, notes = cascade.interpolation_guides(model, video, factor, width, height, args.guide_method,
+                                                     keyframes[0][1])
     else:
         guides, notes = cascade.refine_guides(model, video, strength, width, height)
     say(notes)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 
 from .cli_inputs import PROG, ArgumentParser, keyframe, number
-from .modes import (AUTO, AUTO_GUIDE_METHOD, DEFAULT_SAMPLER, DEFAULT_SCHEDULER, GUIDE_METHODS, MAX_FRAMES,
+from .modes import (AUTO, DEFAULT_SAMPLER, DEFAULT_SCHEDULER, GUIDE_METHODS, MAX_FRAMES,
                     MAX_SEED, MODES, SAMPLER_NAMES, SCHEDULER_NAMES)
 
 
@@ -68,15 +68,17 @@ def add_sampling_flags(p: argparse.ArgumentParser, frames: bool = True) -> None:
 # what generate has and the video-in commands do not: their first frame and guides come from the input
 NOT_FROM_AN_INPUT_VIDEO = dict(image=None, prompt=None, negative_prompt="", t2i_model=None, t2i_steps=25,
                                save_first_frame=None, keyframe=None, last_frame=None, loop=False, frames=None,
-                               guide_method="hold")
+                               guide_method=AUTO)
 
 
 def add_guide_method_flag(p) -> None:
     p.add_argument("--guide-method", choices=GUIDE_METHODS, default=AUTO,
-                   help="how keyframes steer the frames before them: hold (latent replacement, every mode), "
-                   "time_reversal (also denoise the frames before each keyframe backward from its picture: "
-                   "full_sequence and replacement modes, one more call per step in a window with a keyframe), "
-                   f"auto ({AUTO_GUIDE_METHOD}, measured in bench/bench_guides.py)")
+                   help="how a keyframe steers the frames around it: hold (the model sees it noised to each "
+                   "step's level), clean (the model sees it clean, as a context frame), time_reversal (held, and "
+                   "in full_sequence and replacement modes the frames before it are also denoised backward from "
+                   "its picture: one more call per step in its window); auto: clean in progressive mode, "
+                   "time_reversal in full_sequence and replacement, hold in context_windows (measured in "
+                   "bench/bench_guides.py)")
 
 
 def build_parser() -> argparse.ArgumentParser:

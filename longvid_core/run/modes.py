@@ -24,12 +24,9 @@ TRAINING_FREE_OPTIONS = {
 # ExVideo release): the best of TRAINING_FREE_OPTIONS for the one-level model in bench_quality.py.
 TRAINING_FREE = "replacement_with_noise"
 
-# How guide frames steer the frames before them (sampling/guides.py, sampling/time_reversal.py): `hold`
-# holds them (latent replacement) in every mode; `time_reversal` also runs the frames before a
-# strength-1 guide backward from its picture, in the modes whose calls hold one level (full
-# sequence, replacement). `auto`: AUTO_GUIDE_METHOD, what bench/bench_guides.py measured better.
-GUIDE_METHODS = (AUTO, "hold", "time_reversal")
-AUTO_GUIDE_METHOD = "time_reversal"
+# How a strength-1 guide steers the frames around it (sampling/guides.py says how each works):
+# hold, clean, time_reversal; auto picks per mode what bench/bench_guides.py measured better.
+GUIDE_METHODS = (AUTO, "hold", "clean", "time_reversal")
 
 # Samplers (step rules, sampling/step_rules.py) by ComfyUI's names; euler is LongVid's rule from
 # before they had names.
@@ -47,5 +44,5 @@ MAX_FRAMES = 1_000_000
 MAX_SEED = 2**64 - 1  # torch generators take 64-bit seeds (ComfyUI's seed widget has the same range)
 
 
-__all__ = ["AUTO", "AUTO_GUIDE_METHOD", "CONTEXT_WINDOWS", "DEFAULT_SAMPLER", "DEFAULT_SCHEDULER", "SAMPLER_NAMES", "GUIDE_METHODS", "SCHEDULER_NAMES", "FULL_SEQUENCE", "MAX_FRAMES", "MAX_SEED", "MODES", "PROGRESSIVE",
+__all__ = ["AUTO", "CONTEXT_WINDOWS", "DEFAULT_SAMPLER", "DEFAULT_SCHEDULER", "SAMPLER_NAMES", "GUIDE_METHODS", "SCHEDULER_NAMES", "FULL_SEQUENCE", "MAX_FRAMES", "MAX_SEED", "MODES", "PROGRESSIVE",
            "REPLACEMENT_WITHOUT_NOISE", "REPLACEMENT_WITH_NOISE", "TRAINING_FREE", "TRAINING_FREE_OPTIONS"]

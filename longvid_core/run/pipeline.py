@@ -222,15 +222,15 @@ def loop_problem(settings: SamplingSettings, loop_latent, frame_shape) -> Proble
 
 
 def guides_from_images(model: SVDModel, images: torch.Tensor, frames: Sequence[int], strengths: Sequence[float],
-                       width: int, height: int, *, anchors_like: SVDCond | None = None,
+                       width: int, height: int, *, method: str = "hold", anchors_like: SVDCond | None = None,
                        seed: int = 0) -> tuple[list[sampling.Guide], list[str]]:
-    """Pictures ``[K, H, W, 3]`` (0..1) -> guides at ``frames`` with ``strengths``, each picture
-    fitted to ``width x height`` as conditioning images are (:func:`cover_crop`) and encoded by the
-    VAE; and a note for every picture that had to be cropped to fit. With ``anchors_like`` (the
-    run's cond) each strength-1 guide also carries its picture's cond, made with the same fps,
-    motion bucket and noise augmentation (picture i noised with ``seed + i``): the frames before it
-    are then denoised backward from it too, where the mode can (Time Reversal Fusion,
-    :mod:`longvid_core.sampling.time_reversal`)."""
+    """Pictures ``[K, H, W, 3]`` (0..1) -> guides at ``frames`` with ``strengths`` and ``method``
+    (:class:`~longvid_core.sampling.Guide`), each picture fitted to ``width x height`` as
+    conditioning images are (:func:`cover_crop`) and encoded by the VAE; and a note for every
+    picture that had to be cropped to fit. With ``anchors_like`` (the run's cond) each strength-1
+    guide of method ``time_reversal`` or ``auto`` also carries its picture's cond, made with the
+    same fps, motion bucket and noise augmentation (picture i noised with ``seed + i``), for Time
+    Reversal Fusion (:mod:`longvid_core.sampling.time_reversal`)."""
     if not len(frames) == len(strengths) == images.shape[0]:
         raise_problem(Problem("guide frames", f"one frame index and one strength per picture ({images.shape[0]})",
                               f"{len(frames)} frame(s), {len(strengths)} strength(s)"))
@@ -246,12 +246,12 @@ def guides_from_images(model: SVDModel, images: torch.Tensor, frames: Sequence[i
     with torch.no_grad():
         vae_device = vae_device_dtype(model.vae)[0]  # inside ComfyUI the VAE may sit apart from the UNet
         latents = encode_frames(model.vae, fitted.to(vae_device))
-        if anchors_like is not None:
+        if anchors_like is not None and method in ("time_reversal", "auto"):
             fps, motion_bucket_id, noise_aug_strength = anchors_like.added_time_ids[0].tolist()
             conds = [model.encode_image(fitted[i:i + 1], fps=fps + 1, motion_bucket_id=motion_bucket_id,
                                         noise_aug_strength=noise_aug_strength, seed=seed + i)
                      if strength == 1 else None for i, strength in enumerate(strengths)]
-    return [sampling.Guide(int(frame), latents[:, i].float().cpu(), float(strength), conds[i])
+    return [sampling.Guide(int(frame), latents[:, i].float().cpu(), float(strength), conds[i], method)
             for i, (frame, strength) in enumerate(zip(frames, strengths))], notes
 
 

@@ -87,7 +87,7 @@ def iter_context_windows(
     ``guides``: :class:`~.guides.Guide` frames the video passes through (strength 1) or is pulled
     toward (below 1), held at every step (:mod:`.guides`)."""
     walk = Walk.start(denoise, cond, frame_shape, sigmas, seed, dtype, device, None, step_rule)
-    walk.hold_guides(guides, num_frames)
+    walk.hold_guides(guides, num_frames, walk_kind="context_windows")
     plan = plan_context_windows(num_frames, length=length, overlap=overlap, steps=walk.steps, guides=guides,
                                 step_rule=step_rule)
     walk.progress = CallProgress(callback, plan.denoiser_calls, plan.new_frames)

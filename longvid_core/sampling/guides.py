@@ -33,16 +33,33 @@ from ..problems import Problem
 from .noise import frame_noise
 
 
+HOLD, CLEAN, TIME_REVERSAL, AUTO = "hold", "clean", "time_reversal", "auto"
+GUIDE_METHODS = (AUTO, HOLD, CLEAN, TIME_REVERSAL)
+# What auto runs, by the kind of walk: progressive windows (many levels per call), full sequence and
+# replacement windows (one level per call), context windows (not measured: today's hold).
+AUTO_METHOD = {"progressive": CLEAN, "one_level": TIME_REVERSAL, "context_windows": HOLD}
+
+
 @dataclass(frozen=True)
 class Guide:
     """``latent`` (scaled, ``[B, 4, h, w]``) at video frame ``frame`` with ``strength`` in [0, 1].
-    ``cond``: the picture's own :class:`SVDCond` (batch B), or None; a strength-1 guide with one is
-    an anchor for Time Reversal Fusion where the mode runs it (:mod:`.time_reversal`)."""
+    ``method`` (how a strength-1 guide steers the frames around it, :data:`GUIDE_METHODS`):
+
+    - ``hold``: the model sees the frame at the step's level, ``guide + sigma * eps`` (RePaint);
+    - ``clean``: the model sees the frame's clean latent at the smallest sigma, as a context frame,
+      so the frames around it see the picture from the moment it enters their window;
+    - ``time_reversal``: held, and in the modes whose calls hold one level (full sequence,
+      replacement) the frames before it are also denoised backward from its picture, which needs
+      ``cond``, the picture's own :class:`SVDCond` (:mod:`.time_reversal`); held only elsewhere;
+    - ``auto``: per walk, :data:`AUTO_METHOD` (what ``bench/bench_guides.py`` measured better).
+
+    Below strength 1 every method holds the frame for its share of the steps (SDEdit)."""
 
     frame: int
     latent: torch.Tensor
     strength: float = 1.0
     cond: SVDCond | None = None
+    method: str = HOLD
 
 
 def guides_problem(guides: Sequence[Guide], num_frames: int, prefix_frames: int = 0,
@@ -78,6 +95,8 @@ def guides_problem(guides: Sequence[Guide], num_frames: int, prefix_frames: int 
                            f"{tuple(latent.shape)} at frame {frame}")
         if not bool(torch.isfinite(latent).all()):
             return Problem("guide latent", "finite values", f"NaN/Inf at frame {frame}")
+        if guide.method not in GUIDE_METHODS:
+            return Problem("guide method", f"one of {', '.join(GUIDE_METHODS)}", f"{guide.method!r} at frame {frame}")
         if guide.cond is not None and (not isinstance(guide.cond, SVDCond) or guide.cond.per_frame
                                        or guide.cond.batch_size != latent.shape[0]):
             return Problem("guide cond", f"one SVDCond of the picture, batch {latent.shape[0]}",
@@ -97,9 +116,16 @@ def all_held(hold: Mapping[int, int], frame_targets: Iterable[tuple[int, int]]) 
     return all(hold.get(frame, -1) >= target for frame, target in frame_targets)
 
 
-def anchors_of(guides: Sequence[Guide]) -> dict[int, SVDCond]:
-    """The guides Time Reversal Fusion can run backward from: strength 1, with their picture's cond."""
-    return {int(g.frame): g.cond for g in guides if g.strength == 1 and g.cond is not None}
+def resolved_method(guide: Guide, walk_kind: str) -> str:
+    """The method a strength-1 guide runs with in a walk of ``walk_kind`` (``auto`` made concrete)."""
+    return AUTO_METHOD[walk_kind] if guide.method == AUTO else guide.method
+
+
+def anchors_of(guides: Sequence[Guide], walk_kind: str = "one_level") -> dict[int, SVDCond]:
+    """The guides Time Reversal Fusion runs backward from: strength 1, time_reversal (or auto
+    resolved to it), with their picture's cond."""
+    return {int(g.frame): g.cond for g in guides if g.strength == 1 and g.cond is not None
+            and resolved_method(g, walk_kind) == TIME_REVERSAL}
 
 
 def held_steps(hold: Mapping[int, int], frames: Iterable[int]) -> int:
@@ -114,10 +140,13 @@ class HeldFrames:
     """The guides of one run, ready for the walk: per frame, the latent and the lowest sigma at
     which the frame is still held. Latents move to the walk's device only while a step uses them."""
 
-    def __init__(self, guides: Sequence[Guide], levels: Sequence[float], seed: int, frame_shape):
+    def __init__(self, guides: Sequence[Guide], levels: Sequence[float], seed: int, frame_shape,
+                 walk_kind: str = "one_level"):
         self.seed = seed
         self.frame_shape = tuple(frame_shape)
-        self.anchors = anchors_of(guides)  # frame -> the picture's cond (time_reversal.py)
+        self.anchors = anchors_of(guides, walk_kind)  # frame -> the picture's cond (time_reversal.py)
+        self.clean = {int(g.frame): g.latent for g in guides
+                      if g.strength == 1 and resolved_method(g, walk_kind) == CLEAN}  # shown clean
         latents = {int(g.frame): g.latent for g in guides}
         # frame -> (latent, lowest sigma at which it is held)
         self.hold = {frame: (latents[frame], levels[last]) for frame, last in hold_steps(guides, len(levels) - 1).items()}
@@ -133,6 +162,23 @@ class HeldFrames:
             if held is None or values[position] < held[1]:
                 return False
         return True
+
+    def shown(self, x: torch.Tensor, sigma: torch.Tensor, frames: list[int], clean_sigma: float):
+        """What the model is shown: ``x`` ``[B, n, ...]`` and ``sigma`` ``[B, n]`` (video frames
+        ``frames``, in the call's order) with every ``clean`` guide's frame replaced by its latent
+        at ``clean_sigma``. The inputs themselves are not changed."""
+        if not self.clean:
+            return x, sigma
+        out_x, out_sigma = x, sigma
+        for position, frame in enumerate(frames):
+            latent = self.clean.get(frame)
+            if latent is None:
+                continue
+            if out_x is x:
+                out_x, out_sigma = x.clone(), sigma.clone()
+            out_x[:, position] = latent.to(device=x.device, dtype=x.dtype)
+            out_sigma[:, position] = clean_sigma
+        return out_x, out_sigma
 
     def apply(self, x: torch.Tensor, first_frame: int, sigma) -> torch.Tensor:
         """``x`` (video frames ``first_frame ..``) with every held frame set to its guide at its own
@@ -159,4 +205,5 @@ def _per_frame(sigma, count: int) -> list[float]:
     return [float(sigma)] * count
 
 
-__all__ = ["Guide", "HeldFrames", "all_held", "anchors_of", "guides_problem", "held_steps", "hold_steps"]
+__all__ = ["AUTO_METHOD", "GUIDE_METHODS", "Guide", "HeldFrames", "all_held", "anchors_of", "guides_problem",
+           "held_steps", "hold_steps", "resolved_method"]

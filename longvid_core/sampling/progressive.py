@@ -104,7 +104,7 @@ def iter_progressive(
     validate_window(window, chunk, steps)
     prefix_tail, prefix_frames = walk.prefix_tail(prefix, chunk)
     new_frames = count_new_frames(num_frames, prefix_frames)
-    walk.hold_guides(guides, num_frames, prefix_frames)
+    walk.hold_guides(guides, num_frames, prefix_frames, "progressive")
     table = progressive_table(window, chunk, steps, new_frames, clean_start=prefix_frames > 0)
     _check_partitions(table, partitions)
     window_scales = linear_cfg_ramp(chunk + window, min_cfg, cfg).tolist()

@@ -179,11 +179,12 @@ class Walk:
             device = prefix.device if prefix is not None else torch.device("cpu")
         return cls(denoise, KeyframeConds(cond), sigmas, frame_shape, seed, dtype, torch.device(device), step_rule)
 
-    def hold_guides(self, guides: Sequence[Guide], num_frames: int, prefix_frames: int = 0) -> None:
+    def hold_guides(self, guides: Sequence[Guide], num_frames: int, prefix_frames: int = 0,
+                    walk_kind: str = "one_level") -> None:
         """Check ``guides`` for this video (before any call) and hold their frames from now on."""
         guides = list(guides or ())
         raise_problem(guides_problem(guides, num_frames, prefix_frames, self.frame_shape))
-        self.held = HeldFrames(guides, self.levels, self.seed, self.frame_shape)
+        self.held = HeldFrames(guides, self.levels, self.seed, self.frame_shape, walk_kind)
 
     def start_latents(self, frames: range) -> torch.Tensor:
         """The frames' start: ``sigmas[0] * frame_noise``, guide frames held, ``[B, n, 4, h, w]``."""
@@ -253,6 +254,8 @@ class Walk:
                 raise self.progress.cancelled()
         if hasattr(self.denoise, "window"):
             self.denoise.window(first_frame, x.shape[1], reversed_frames=reversed_frames)
+        frames = list(range(first_frame, first_frame + x.shape[1]))
+        x, sigma = self.held.shown(x, sigma, frames[::-1] if reversed_frames else frames, self.levels[-2])
         out = guided_denoise(self.denoise, x, sigma, cond, cfg_scales)
         self._unreported = True
         return out
