@@ -33,7 +33,7 @@ def reference(name: str, model, x: torch.Tensor, sigmas: list[float], frames: ra
     def to_d(x, sigma, denoised):
         return (x - denoised) / sigma
 
-    old_denoised = None
+    old_denoised, h_last, history, slopes = None, None, [], []
     for i in range(len(sigmas) - 1):
         s, s_next = sigmas[i], sigmas[i + 1]
         denoised = model(x, s)
@@ -70,12 +70,65 @@ def reference(name: str, model, x: torch.Tensor, sigmas: list[float], frames: ra
                 d = (1 + 1 / (2 * r)) * denoised - (1 / (2 * r)) * old_denoised
                 x = (s_next / s) * x - math.expm1(-h) * d
             old_denoised = denoised
+        elif name == "dpmpp_2m_sde":  # eta 1, midpoint
+            if s_next == 0:
+                x = denoised
+            else:
+                h = math.log(s) - math.log(s_next)
+                x = s_next / s * math.exp(-h) * x - math.expm1(-2 * h) * denoised
+                if old_denoised is not None:
+                    x = x + 0.5 * -math.expm1(-2 * h) * (h / h_last) * (denoised - old_denoised)
+                x = x + step_noise(frames, i) * s_next * math.sqrt(-math.expm1(-2 * h))
+                h_last = h
+        elif name == "dpmpp_3m_sde":  # eta 1
+            if s_next == 0:
+                x = denoised
+            else:
+                h = math.log(s) - math.log(s_next)
+                h_eta = 2 * h
+                x = math.exp(-h_eta) * x - math.expm1(-h_eta) * denoised
+                phi_2 = math.expm1(-h_eta) / h_eta + 1
+                if len(history) >= 2:
+                    (d_2, h_2), (d_1, h_1) = history[-2:]
+                    r0, r1 = h_1 / h, h_2 / h
+                    d1_0, d1_1 = (denoised - d_1) / r0, (d_1 - d_2) / r1
+                    x = x + phi_2 * (d1_0 + (d1_0 - d1_1) * r0 / (r0 + r1)) - (phi_2 / h_eta - 0.5) * (
+                        d1_0 - d1_1) / (r0 + r1)
+                elif history:
+                    d_1, h_1 = history[-1]
+                    x = x + phi_2 * (denoised - d_1) / (h_1 / h)
+                x = x + step_noise(frames, i) * s_next * math.sqrt(-math.expm1(-2 * h))
+                history.append((denoised, h))
+        elif name == "lms":  # order 4: the Lagrange basis integrated numerically (Simpson, 2000 panels)
+            slopes.append(to_d(x, s, denoised))
+            order = min(len(slopes), 4)
+            times = [sigmas[i - k] for k in range(order)]
+            coefficients = []
+            for j in range(order):
+                def basis(tau):
+                    return math.prod((tau - times[k]) / (times[j] - times[k]) for k in range(order) if k != j)
+                n, a, b = 2000, s, s_next
+                step = (b - a) / n
+                coefficients.append(step / 3 * sum((1 if q in (0, n) else 4 if q % 2 else 2) * basis(a + q * step)
+                                                   for q in range(n + 1)))
+            x = x + sum(c * d for c, d in zip(coefficients, slopes[::-1][:order]))
+        elif name == "ipndm":
+            d = to_d(x, s, denoised)
+            order = min(4, len(slopes) + 1)
+            coefficients = {1: [1], 2: [3, -1], 3: [23, -16, 5], 4: [55, -59, 37, -9]}[order]
+            divisor = {1: 1, 2: 2, 3: 12, 4: 24}[order]
+            if s_next == 0:
+                x = denoised
+            else:
+                x = x + (s_next - s) * sum(c * v for c, v in zip(coefficients, [d] + slopes[::-1])) / divisor
+            slopes = (slopes + [d])[-3:]
         elif name == "lcm":
             x = denoised
             if s_next > 0:
                 x = x + s_next * step_noise(frames, i)
         else:
             raise AssertionError(name)
+        old_denoised = denoised
     return x
 
 
@@ -96,7 +149,8 @@ SCHEDULE = SCHEDULERS["karras"](6).to(F64)
 
 
 def test_the_names_are_comfyuis():
-    assert list(STEP_RULES) == ["euler", "euler_ancestral", "heun", "dpm_2", "dpmpp_2m", "lcm", "ddim"]
+    assert list(STEP_RULES) == ["euler", "euler_ancestral", "heun", "dpm_2", "dpmpp_2m", "dpmpp_2m_sde", "dpmpp_3m_sde",
+                                "lms", "ipndm", "lcm", "ddim"]
 
 
 @pytest.mark.parametrize("name", list(STEP_RULES))

@@ -154,6 +154,110 @@ def _dpmpp_2m(model: ModelFn, x, sigma, sigma_next, frames: StepFrames):
     return _broadcast_frames(ratio, x) * x + _broadcast_frames(weight, x) * denoised
 
 
+def _dpmpp_2m_sde(model: ModelFn, x, sigma, sigma_next, frames: StepFrames, eta: float = 1.0):
+    # k-diffusion sample_dpmpp_2m_sde (midpoint), per frame: the previous prediction and step size
+    # h are the frame's own; the noise is the frame's own for this step
+    x0 = model(x, sigma)
+    previous_x0, previous_h = frames.recall("x0"), frames.recall("h")
+    alive = sigma_next > 0
+    safe_next = torch.where(alive, sigma_next, sigma)
+    h = torch.where(alive, sigma.log() - safe_next.log(), torch.zeros_like(sigma))
+    eta_h = eta * h
+    out = _broadcast_frames(safe_next / sigma * (-eta_h).exp(), x) * x + _broadcast_frames(
+        (-h - eta_h).expm1().neg(), x) * x0
+    has_history = torch.tensor([p is not None for p in previous_h], device=sigma.device) & alive
+    if bool(has_history.any()):
+        old = _stacked(previous_x0, x0)
+        h_last = torch.tensor([p if p is not None else 1.0 for p in previous_h], dtype=sigma.dtype, device=sigma.device)
+        scale = torch.where(has_history, 0.5 * (-h - eta_h).expm1().neg() * h / h_last, torch.zeros_like(h))
+        out = out + _broadcast_frames(scale, x) * (x0 - old)
+    if eta:
+        noise_scale = torch.where(alive, safe_next * (-2 * eta_h).expm1().neg().sqrt(), torch.zeros_like(h))
+        out = out + frames.noise() * _broadcast_frames(noise_scale, x)
+    frames.remember("x0", x0)
+    frames.remember("h", [hv if a else p for hv, a, p in zip(h.tolist(), alive.tolist(), previous_h)])
+    return torch.where(_broadcast_frames(alive, x), out, x0)
+
+
+def _dpmpp_3m_sde(model: ModelFn, x, sigma, sigma_next, frames: StepFrames, eta: float = 1.0):
+    # k-diffusion sample_dpmpp_3m_sde, per frame: the frame's last two predictions and step sizes
+    x0 = model(x, sigma)
+    x0_1, x0_2 = frames.recall("x0"), frames.recall("x0_1")
+    h_1, h_2 = frames.recall("h"), frames.recall("h_1")
+    alive = sigma_next > 0
+    safe_next = torch.where(alive, sigma_next, sigma)
+    h = torch.where(alive, sigma.log() - safe_next.log(), torch.ones_like(sigma))
+    h_eta = h * (eta + 1)
+    out = _broadcast_frames((-h_eta).exp(), x) * x + _broadcast_frames((-h_eta).expm1().neg(), x) * x0
+    phi_2 = (-h_eta).expm1() / h_eta + 1
+    phi_3 = phi_2 / h_eta - 0.5
+    two = torch.tensor([p is not None for p in h_2], device=sigma.device) & alive
+    one = torch.tensor([p is not None for p in h_1], device=sigma.device) & alive & ~two
+    if bool(two.any() or one.any()):
+        d_1, d_2 = _stacked(x0_1, x0), _stacked(x0_2, x0)
+        r0 = torch.tensor([p if p is not None else 1.0 for p in h_1], dtype=h.dtype, device=h.device) / h
+        r1 = torch.tensor([p if p is not None else 1.0 for p in h_2], dtype=h.dtype, device=h.device) / h
+        d1_0 = (x0 - d_1) / _broadcast_frames(r0, x)
+        d1_1 = (d_1 - d_2) / _broadcast_frames(r1, x)
+        d1 = d1_0 + (d1_0 - d1_1) * _broadcast_frames(r0 / (r0 + r1), x)
+        d2 = (d1_0 - d1_1) / _broadcast_frames(r0 + r1, x)
+        third = out + _broadcast_frames(phi_2, x) * d1 - _broadcast_frames(phi_3, x) * d2
+        second = out + _broadcast_frames(phi_2, x) * d1_0
+        out = torch.where(_broadcast_frames(two, x), third, torch.where(_broadcast_frames(one, x), second, out))
+    if eta:
+        noise_scale = torch.where(alive, safe_next * (-2 * h * eta).expm1().neg().sqrt(), torch.zeros_like(h))
+        out = out + frames.noise() * _broadcast_frames(noise_scale, x)
+    frames.remember("x0_1", [p.clone() if p is not None else None for p in x0_1])
+    frames.remember("x0", x0)
+    frames.remember("h_1", h_1)
+    frames.remember("h", h.tolist())
+    return torch.where(_broadcast_frames(alive, x), out, x0)
+
+
+def _lms(model: ModelFn, x, sigma, sigma_next, frames: StepFrames, order: int = 4):
+    # k-diffusion sample_lms: Adams-Bashforth in sigma with each frame's own earlier slopes and
+    # sigmas; the Lagrange basis integrated exactly (k-diffusion integrates it numerically)
+    x0 = model(x, sigma)
+    d = _slope(x, x0, sigma)
+    slopes, sigmas = frames.recall("slopes"), frames.recall("sigmas")
+    out = torch.empty_like(x)
+    kept_slopes, kept_sigmas = [], []
+    for i in range(x.shape[1]):
+        history = (slopes[i] or []) + [d[:, i]]
+        times = (sigmas[i] or []) + [float(sigma[i])]
+        history, times = history[-order:], times[-order:]
+        coefficients = [_lagrange_integral(times[::-1], j, float(sigma[i]), float(sigma_next[i]))
+                        for j in range(len(times))]
+        out[:, i] = x[:, i] + sum(c * slope for c, slope in zip(coefficients, history[::-1]))
+        kept_slopes.append([s.clone() for s in history[-(order - 1):]] if order > 1 else [])
+        kept_sigmas.append(times[-(order - 1):] if order > 1 else [])
+    frames.remember("slopes", kept_slopes)
+    frames.remember("sigmas", kept_sigmas)
+    return out
+
+
+def _ipndm(model: ModelFn, x, sigma, sigma_next, frames: StepFrames, max_order: int = 4):
+    # improved PNDM (Zhang & Chen 2023, DEIS Sec. 4; core's sample_ipndm): Adams-Bashforth on the
+    # slope with each frame's own earlier slopes, up to fourth order; the last step lands on x0
+    x0 = model(x, sigma)
+    d = _slope(x, x0, sigma)
+    previous = frames.recall("slopes")
+    out = torch.empty_like(x)
+    kept = []
+    weights = {1: (1,), 2: (3 / 2, -1 / 2), 3: (23 / 12, -16 / 12, 5 / 12), 4: (55 / 24, -59 / 24, 37 / 24, -9 / 24)}
+    for i in range(x.shape[1]):
+        history = previous[i] or []
+        if float(sigma_next[i]) == 0:
+            out[:, i] = x0[:, i]
+        else:
+            order = min(max_order, len(history) + 1)
+            slope = sum(w * s for w, s in zip(weights[order], [d[:, i]] + history[::-1][:order - 1]))
+            out[:, i] = x[:, i] + (float(sigma_next[i]) - float(sigma[i])) * slope
+        kept.append((history + [d[:, i].clone()])[-(max_order - 1):])
+    frames.remember("slopes", kept)
+    return out
+
+
 def _lcm(model: ModelFn, x, sigma, sigma_next, frames: StepFrames):
     # Latent Consistency Models (Luo et al. 2023), as core's sample_lcm: jump to the prediction, then
     # noise it to the next level (EDM's noise scaling: x0 + sigma * noise)
@@ -168,6 +272,10 @@ STEP_RULES = {
     "heun": StepRule("heun", _heun, model_calls=2, final_calls=1),
     "dpm_2": StepRule("dpm_2", _dpm_2, model_calls=2, final_calls=1),
     "dpmpp_2m": StepRule("dpmpp_2m", _dpmpp_2m),
+    "dpmpp_2m_sde": StepRule("dpmpp_2m_sde", _dpmpp_2m_sde),
+    "dpmpp_3m_sde": StepRule("dpmpp_3m_sde", _dpmpp_3m_sde),
+    "lms": StepRule("lms", _lms),
+    "ipndm": StepRule("ipndm", _ipndm),
     "lcm": StepRule("lcm", _lcm),
     "ddim": StepRule("ddim", _euler),  # core's ddim sampler is its Euler sampler
 }
@@ -183,6 +291,24 @@ def ancestral_step(sigma: torch.Tensor, sigma_next: torch.Tensor, eta: float = 1
         return sigma_next, torch.zeros_like(sigma_next)
     up = torch.minimum(sigma_next, eta * (sigma_next ** 2 * (sigma ** 2 - sigma_next ** 2) / sigma ** 2) ** 0.5)
     return (sigma_next ** 2 - up ** 2) ** 0.5, up
+
+
+def _stacked(values: list, like: torch.Tensor) -> torch.Tensor:
+    """Per-frame remembered tensors ``[B, ...]`` stacked on dim 1 (zeros where a frame has none)."""
+    return torch.stack([v if v is not None else torch.zeros_like(like[:, 0]) for v in values], dim=1)
+
+
+def _lagrange_integral(times: list[float], j: int, start: float, end: float) -> float:
+    """The integral from ``start`` to ``end`` of the Lagrange basis polynomial that is 1 at
+    ``times[j]`` and 0 at the other ``times`` (exact: the polynomial's coefficients integrated)."""
+    coefficients = [1.0]  # lowest power first
+    for k, t in enumerate(times):
+        if k == j:
+            continue
+        scale = 1.0 / (times[j] - t)
+        shifted = [0.0] + coefficients  # times tau
+        coefficients = [(a - t * b) * scale for a, b in zip(shifted, coefficients + [0.0])]
+    return sum(c / (p + 1) * (end ** (p + 1) - start ** (p + 1)) for p, c in enumerate(coefficients))
 
 
 def _slope(x: torch.Tensor, x0: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
