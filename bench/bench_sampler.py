@@ -184,7 +184,8 @@ def peak_memory() -> None:
         small, large = run_child(64, guides_kind=kind), run_child(1024, guides_kind=kind)
         ratio = large["above_baseline_mib"] / small["above_baseline_mib"]
         print(f"   with {label}, mmap threshold pinned: N = 64 {small['above_baseline_mib']:.1f} MiB, N = 1024 "
-              f"{large['above_baseline_mib']:.1f} MiB above the pre-sampling RSS (the guides' latents are in it); "
+              f"{large['above_baseline_mib']:.1f} MiB above the pre-sampling RSS (which holds the guides' latents, the "
+              f"run's input); "
               f"ratio {ratio:.3f}  (goal <= 1.1: {'met' if ratio <= 1.1 else 'NOT met'})")
     kept = run_child(1024, collect=True)
     print(f"   contrast, N = 1024 with the consumer keeping every frame ({1024 * frame_mib:.0f} MiB of output): "
