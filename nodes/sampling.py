@@ -172,6 +172,8 @@ def prepare_run(model, cond, frames, mode, window, chunk, steps, cfg, min_cfg, s
         for note in notes:
             logging.warning("LongVid: %s", note)
     run = pipeline.prepare_run(model.svd, cond, settings, prefix_latents, guides=encoded, loop_latent=loop_latent)
+    for note in run.notes:
+        logging.warning("LongVid: %s", note)
     runtime.throw_if_interrupted()
     return run
 

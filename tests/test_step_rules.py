@@ -258,3 +258,32 @@ def test_the_pipeline_runs_a_named_sampler_with_an_exact_plan(name):
                                                                              chunk=2, steps=4, cfg=1.0))
     assert (run.plan.denoiser_calls > euler.plan.denoiser_calls) == (name == "heun")
     assert not torch.equal(latents, euler.into(pipeline.LatentSink()))
+
+
+def test_auto_takes_the_sampler_and_scheduler_the_weights_recommend_and_lcm_warns_without_distillation():
+    from dataclasses import replace
+
+    from longvid_core import pipeline
+    from longvid_core.evaluation.tiny import tiny_svd
+    from longvid_core.weights.trained_for import TrainedFor
+
+    model = tiny_svd(seed=0)
+    model.trained_for = TrainedFor(progressive=False, clip_frames=8, sampler_name="dpmpp_2m", scheduler="exponential")
+    settings = pipeline.SamplingSettings(frames=8, window=4, chunk=2, steps=4)
+    chosen, why = pipeline.resolve_auto(model, settings)
+    assert (chosen.sampler_name, chosen.scheduler) == ("dpmpp_2m", "exponential")
+    assert why.endswith("; dpmpp_2m and exponential as the weights recommend")
+    mine, _ = pipeline.resolve_auto(model, replace(settings, sampler_name="heun"))  # a choice of the user's stays
+    assert (mine.sampler_name, mine.scheduler) == ("heun", "exponential")
+    explicit, _ = pipeline.resolve_auto(model, replace(settings, mode="progressive"))  # only auto follows the file
+    assert (explicit.sampler_name, explicit.scheduler) == ("euler", "karras")
+    # round trip through the metadata the trainer writes
+    record = TrainedFor(progressive=True, clip_frames=8, window=4, chunk=2, steps=4, sampler_name="lcm", cfg=1.0,
+                        distilled=True)
+    assert TrainedFor.from_metadata(record.to_metadata()) == record
+    # lcm with cfg > 1 on weights that record no distillation: a warning, not a refusal
+    lcm = replace(settings, mode="progressive", sampler_name="lcm", cfg=2.5)
+    assert pipeline.settings_notes(model, lcm)[0].startswith("sampler lcm with cfg 2.5: LCM is for consistency-distilled")
+    assert pipeline.settings_notes(model, replace(lcm, cfg=1.0)) == []
+    model.trained_for = record
+    assert pipeline.settings_notes(model, lcm) == []

@@ -143,6 +143,8 @@ def render(args, model, keyframes, settings, sampling, started, guides=(), loop_
     from . import pipeline
 
     run = pipeline.prepare_run(model, keyframes, sampling, guides=guides, loop_latent=loop_latent)
+    for note in run.notes:
+        print(f"warning: {note}", file=sys.stderr)
     if not args.quiet:
         print(run.chosen, file=sys.stderr)
     progress = None if args.quiet else Progress(run.plan.denoiser_calls)

@@ -36,7 +36,7 @@ from .settings import (AUTO, BUNDLED_MODEL, CONTEXT_WINDOWS, DEFAULTS_KEY, FULL_
                        MAX_SEED, MODES, PROGRESSIVE, REPLACEMENT_WITHOUT_NOISE, REPLACEMENT_WITH_NOISE,
                        SVD_DEFAULTS, SVD_SIZE_MULTIPLE, TRAINING_FREE, TRAINING_FREE_OPTIONS,
                        SamplingSettings, Schedule, check_settings, check_size, model_problem,
-                       recommended_settings, resolve_auto, settings_problem, sigmas_problem, size_problem,
+                       recommended_settings, resolve_auto, settings_notes, settings_problem, sigmas_problem, size_problem,
                        training_free, with_schedule)
 from .video_io import DEFAULT_CRF, output_problem, write_latent_video
 
@@ -106,6 +106,7 @@ class GenerationRun:
     cache: DeepCacheDenoiser | None = field(default=None, repr=False)  # with cache_interval: its counts
     guides: list[sampling.Guide] = field(default_factory=list, repr=False)  # frames the video passes through
     loop: bool = False  # one more frame is sampled, held to the first, and not handed out
+    notes: list[str] = field(default_factory=list)  # warnings about the settings (settings_notes)
 
     @property
     def sampled_frames(self) -> int:
@@ -206,7 +207,8 @@ def prepare_run(model: SVDModel, cond, settings: SamplingSettings, prefix: torch
             sampling.Guide(prefix_frames + settings.frames, closing)]
     raise_problem(sampling.guides_problem(guides, prefix_frames + sampled.frames, prefix_frames, frame_shape))
     plan = plan_sampling(sampled, prefix_frames, guides)
-    return GenerationRun(model, settings, keyframes, prefix, plan, frame_shape, chosen, guides=guides, loop=loop)
+    return GenerationRun(model, settings, keyframes, prefix, plan, frame_shape, chosen, guides=guides, loop=loop,
+                         notes=settings_notes(model, settings))
 
 
 def loop_problem(settings: SamplingSettings, loop_latent, frame_shape) -> Problem | None:
@@ -355,6 +357,6 @@ __all__ = [
     "LatentSink", "Mp4Sink", "SamplingSettings", "Schedule", "check_settings", "check_size", "condition_images",
     "decode_into", "generate", "guides_from_images", "latents_from_comfy", "loop_problem", "latents_to_comfy",
     "model_problem", "plan_sampling", "prepare_run", "recommended_settings", "resolve_auto", "settings_problem",
-    "sigmas_problem",
+    "settings_notes", "sigmas_problem",
     "size_problem", "training_free", "with_schedule",
 ]

@@ -146,16 +146,40 @@ def resolve_auto(model: SVDModel, settings: SamplingSettings) -> tuple[SamplingS
     if settings.mode != AUTO:
         return settings, settings.describe()
     trained = getattr(model, "trained_for", None)
+    settings, recommended = _as_recommended(settings, trained)
     if trained is not None and trained.progressive:
         chosen = replace(settings, mode=PROGRESSIVE, window=trained.window, chunk=trained.chunk, steps=trained.steps,
                          partitions=1, lookahead=False)
-        return chosen, f"auto -> {chosen.describe()} (the model was fine-tuned progressively)"
+        return chosen, f"auto -> {chosen.describe()} (the model was fine-tuned progressively){recommended}"
     # a grown layout comes from the one given: refuse a bad one as given
     if TRAINING_FREE_OPTIONS[TRAINING_FREE]["mode"] == PROGRESSIVE:
         raise_problem(settings_problem(PROGRESSIVE, window=settings.window, chunk=settings.chunk, steps=settings.steps))
     chosen = training_free(settings, TRAINING_FREE)
     why = "trained with one noise level per clip" if trained is not None else "no progressive fine-tuning recorded"
-    return chosen, f"auto -> {chosen.describe()} ({why})"
+    return chosen, f"auto -> {chosen.describe()} ({why}){recommended}"
+
+
+def _as_recommended(settings: SamplingSettings, trained) -> tuple[SamplingSettings, str]:
+    """In ``auto``: ``settings`` with the sampler and scheduler the weights record (trained_for)
+    where the settings keep LongVid's defaults, and words saying so."""
+    changes = {}
+    if trained is not None and trained.sampler_name and settings.sampler_name == DEFAULT_SAMPLER:
+        changes["sampler_name"] = trained.sampler_name
+    if trained is not None and trained.scheduler and settings.scheduler == DEFAULT_SCHEDULER and settings.sigmas is None:
+        changes["scheduler"] = trained.scheduler
+    if not changes:
+        return settings, ""
+    return replace(settings, **changes), f"; {' and '.join(changes.values())} as the weights recommend"
+
+
+def settings_notes(model: SVDModel, settings: SamplingSettings) -> list[str]:
+    """Warnings about settings that run but likely disappoint (nothing is refused here)."""
+    trained = getattr(model, "trained_for", None)
+    if settings.sampler_name == "lcm" and max(settings.cfg, settings.min_cfg) > 1 and not (trained and trained.distilled):
+        return [f"sampler lcm with cfg {max(settings.cfg, settings.min_cfg):g}: LCM is for consistency-distilled "
+                "weights (AnimateLCM-SVD-xt) at cfg 1, and these weights record no distillation; expect washed-out "
+                "frames (use cfg 1, or another sampler)"]
+    return []
 
 
 def training_free(settings: SamplingSettings, name: str) -> SamplingSettings:
@@ -349,6 +373,7 @@ __all__ = [
     "model_problem",
     "recommended_settings",
     "resolve_auto",
+    "settings_notes",
     "settings_problem",
     "sigmas_problem",
     "size_problem",

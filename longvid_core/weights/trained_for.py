@@ -18,7 +18,9 @@ META_TRAINED_FOR = "longvid.trained_for"
 class TrainedFor:
     """``progressive``: fine-tuned with per-frame (progressive) noise levels on the sampler table
     ``window``/``chunk``/``steps``; ``context_sigma``: the clean chunk's training noise (0: clean);
-    ``clip_frames``: frames per training clip."""
+    ``clip_frames``: frames per training clip. ``sampler_name``/``scheduler``/``cfg`` (or None): what
+    the weights are best sampled with, which ``auto`` uses; ``distilled``: consistency-distilled
+    weights (AnimateLCM-SVD-xt and the like), sampled with ``lcm`` at cfg 1."""
 
     progressive: bool
     clip_frames: int | None = None
@@ -26,6 +28,10 @@ class TrainedFor:
     chunk: int | None = None
     steps: int | None = None
     context_sigma: float = 0.0
+    sampler_name: str | None = None
+    scheduler: str | None = None
+    cfg: float | None = None
+    distilled: bool = False
 
     def to_metadata(self) -> dict[str, str]:
         return {META_TRAINED_FOR: json.dumps(asdict(self), sort_keys=True)}
