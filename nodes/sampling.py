@@ -6,6 +6,7 @@ import logging
 from dataclasses import replace
 
 from longvid_core import SVDCond, pipeline, sampling
+from longvid_core.problems import Problem
 from longvid_core.progress import SAMPLING
 from longvid_core.run.pipeline import AUTO
 from longvid_core.sampling.schedules import DEFAULT_CHUNK, DEFAULT_STEPS, DEFAULT_WINDOW
@@ -85,7 +86,11 @@ SIGMAS_INPUT = Socket("sigmas", "SIGMAS", optional=True, tooltip=(
     "A custom schedule from core's scheduler nodes (BasicScheduler, KarrasScheduler, AlignYourStepsScheduler with "
     "model_type SVD, ...): replaces steps and scheduler, in every mode. It must be a whole schedule ending in 0; "
     "in progressive mode its step count must suit the window (a multiple of window / chunk)."))
-NAMED_INPUTS = (*(replaced_by_schedule(w) for w in (SAMPLER_INPUT, SCHEDULER_INPUT)), SIGMAS_INPUT)
+CORE_SAMPLER_INPUT = Socket("sampler", "SAMPLER", optional=True, tooltip=(
+    "A sampler from core's KSamplerSelect: replaces sampler_name. LongVid runs it with its own per-frame version "
+    "of core's formulas (tested to agree in one-level modes), so it works in every mode; a sampler it has no "
+    "version of, or one with options, is refused before sampling with the list of those it runs."))
+NAMED_INPUTS = (*(replaced_by_schedule(w) for w in (SAMPLER_INPUT, SCHEDULER_INPUT)), SIGMAS_INPUT, CORE_SAMPLER_INPUT)
 SCHEDULE_INPUT = Socket("schedule", "LONGVID_SCHEDULE", optional=True, tooltip=(
     "Sampler settings from LongVid Settings (share one with LongVid Schedule View, so it draws what runs). When "
     "connected it replaces this node's mode, window, chunk, steps, context_sigma, partitions, lookahead, "
@@ -130,6 +135,20 @@ def widget_schedule(mode, window, chunk, steps, context_sigma=0.0, partitions=1,
                              _overlap(context_overlap), int(cache_interval or 0), scheduler, sampler_name)
 
 
+def core_sampler_name(sampler) -> str:
+    """The LongVid step rule that runs core's ``sampler`` (a KSAMPLER from KSamplerSelect, whose
+    ``sampler_function`` is k-diffusion's ``sample_<name>``), or a ValueError saying which work."""
+    function = getattr(sampler, "sampler_function", None)
+    name = getattr(function, "__name__", "").removeprefix("sample_")
+    options = dict(getattr(sampler, "extra_options", None) or {})
+    if name in pipeline.SAMPLER_NAMES and not options:
+        return name
+    found = f"{name or type(sampler).__name__}" + (f" with options {sorted(options)}" if options else "")
+    raise ValueError(Problem("sampler", f"a sampler LongVid runs per frame, in every mode: "
+                             f"{', '.join(pipeline.SAMPLER_NAMES)} (from KSamplerSelect, no options)", found,
+                             "pick one of those in KSamplerSelect, or use sampler_name"))
+
+
 def custom_sigmas(sigmas) -> tuple[float, ...]:
     if not hasattr(sigmas, "tolist") or getattr(sigmas, "ndim", 1) != 1:
         raise ValueError(f"sigmas: expected core's SIGMAS (a 1-D tensor); found {type(sigmas).__name__}")
@@ -145,7 +164,7 @@ def checked_schedule(schedule) -> pipeline.Schedule:
 def prepare_run(model, cond, frames, mode, window, chunk, steps, cfg, min_cfg, seed, prefix=None,
                 node_cls=None, context_sigma=0.0, partitions=1, lookahead=False,
                 context_overlap=-1, schedule=None, guides=None, sampler_name=pipeline.DEFAULT_SAMPLER,
-                scheduler=pipeline.DEFAULT_SCHEDULER, sigmas=None) -> pipeline.GenerationRun:
+                scheduler=pipeline.DEFAULT_SCHEDULER, sigmas=None, sampler=None) -> pipeline.GenerationRun:
     """Everything checked before any work: the widgets (a linked input reached validate_inputs as
     None), then the pipeline's checks of the settings and the model (where ``auto`` is resolved).
     A connected ``schedule`` replaces the widgets it holds, which are then neither checked nor used.
@@ -159,6 +178,8 @@ def prepare_run(model, cond, frames, mode, window, chunk, steps, cfg, min_cfg, s
     raise_if(check_widgets(node_cls or LongVidSample, frames=frames, cfg=cfg, min_cfg=min_cfg, seed=seed))
     settings = pipeline.with_schedule(pipeline.SamplingSettings(frames, cfg=cfg, min_cfg=min_cfg, seed=seed),
                                       checked_schedule(schedule))
+    if sampler is not None:  # core's SAMPLER (KSamplerSelect): run by LongVid's step rule of that name
+        settings = replace(settings, sampler_name=core_sampler_name(sampler))
     if sigmas is not None:  # core's SIGMAS: a 1-D tensor
         raise_if(pipeline.sigmas_problem(custom_sigmas(sigmas)))
         settings = replace(settings, sigmas=custom_sigmas(sigmas))
@@ -201,10 +222,11 @@ class LongVidSample:
 
     def sample(self, model, cond, frames, mode, window, chunk, steps, cfg, min_cfg, seed, prefix=None,
                context_sigma=0.0, partitions=1, lookahead=False, context_overlap=-1, schedule=None, guides=None,
-               sampler_name=pipeline.DEFAULT_SAMPLER, scheduler=pipeline.DEFAULT_SCHEDULER, sigmas=None):
+               sampler_name=pipeline.DEFAULT_SAMPLER, scheduler=pipeline.DEFAULT_SCHEDULER, sigmas=None,
+               sampler=None):
         run = prepare_run(model, cond, frames, mode, window, chunk, steps, cfg, min_cfg, seed, prefix,
                           type(self), context_sigma, partitions, lookahead, context_overlap, schedule, guides,
-                          sampler_name, scheduler, sigmas)
+                          sampler_name, scheduler, sigmas, sampler)
         model.prepare("unet")
         latents = run.into(pipeline.LatentSink(), runtime.progress_callback(SAMPLING, run.plan.denoiser_calls))
         return (pipeline.latents_to_comfy(latents), run.chosen)

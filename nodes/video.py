@@ -192,12 +192,13 @@ class LongVidSampleToVideo:
     def sample_to_video(self, model, cond, frames, mode, window, chunk, steps, cfg, min_cfg, seed, filename_prefix,
                         frame_rate, crf, decode_window, overlap, prefix=None, output_path="", context_sigma=0.0,
                         partitions=1, lookahead=False, context_overlap=-1, schedule=None, guides=None,
-                        sampler_name=pipeline.DEFAULT_SAMPLER, scheduler=pipeline.DEFAULT_SCHEDULER, sigmas=None):
+                        sampler_name=pipeline.DEFAULT_SAMPLER, scheduler=pipeline.DEFAULT_SCHEDULER, sigmas=None,
+                        sampler=None):
         # the sampling inputs are checked by prepare_run
         raise_if(video_problem(type(self), frame_rate, crf, decode_window, overlap, output_path))
         run = prepare_run(model, cond, frames, mode, window, chunk, steps, cfg, min_cfg, seed, prefix,
                           type(self), context_sigma, partitions, lookahead, context_overlap, schedule, guides,
-                          sampler_name, scheduler, sigmas)
+                          sampler_name, scheduler, sigmas, sampler)
         path, ui_entry = _target(filename_prefix, output_path)
         model.prepare("unet", "vae")
         # The bar counts denoiser calls; decoding only checks cancel, window by window.

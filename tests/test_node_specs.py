@@ -47,8 +47,8 @@ def test_what_was_added_since_the_v1_release():
              for node_id, plain in NODES.items() if node_id in V1_SCHEMAS}
     assert {k: v for k, v in added.items() if v != ([], [])} == {
         "LongVidDecode": (["frame_rate"], ["video"]), "LongVidLoadModel": (["lora", "lora_strength", "compile"], []),
-        "LongVidSample": (["schedule", "guides", "sampler_name", "scheduler", "sigmas"], []),
-        "LongVidSampleToVideo": (["schedule", "guides", "sampler_name", "scheduler", "sigmas"], []),
+        "LongVidSample": (["schedule", "guides", "sampler_name", "scheduler", "sigmas", "sampler"], []),
+        "LongVidSampleToVideo": (["schedule", "guides", "sampler_name", "scheduler", "sigmas", "sampler"], []),
         "LongVidScheduleView": (["schedule"], [])}
 
 

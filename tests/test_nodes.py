@@ -931,3 +931,27 @@ def test_core_sigmas_replace_steps_and_scheduler_in_every_mode(model):
                          (torch.tensor([700.0, 5.0]), "ending in 5")):
         with pytest.raises(ValueError, match=f"sigmas: expected .*{message}"):
             NODES["LongVidSample"]().sample(model, cond, 6, *SMALL.values(), sigmas=bad)
+
+
+class CoreSampler:
+    """What core's KSamplerSelect gives: a KSAMPLER holding k-diffusion's sample_<name> and options."""
+
+    def __init__(self, name, **options):
+        def function(*args, **kwargs):
+            raise AssertionError("LongVid runs its own per-frame version")
+
+        function.__name__ = f"sample_{name}"
+        self.sampler_function, self.extra_options = function, options
+
+
+def test_a_core_sampler_from_ksamplerselect_runs_as_longvids_sampler_of_that_name(model):
+    cond = condition(model)[0]
+    named = NODES["LongVidSample"]().sample(model, cond, 6, *SMALL.values(), sampler_name="dpmpp_2m")[0]
+    core = NODES["LongVidSample"]().sample(model, cond, 6, *SMALL.values(), sampler=CoreSampler("dpmpp_2m"))
+    assert "dpmpp_2m sampler" in core[1]
+    torch.testing.assert_close(core[0]["samples"], named["samples"], rtol=0, atol=0)
+    for sampler, found in ((CoreSampler("dpm_fast"), "found dpm_fast"),
+                           (CoreSampler("euler", s_noise=1.1), "found euler with options ['s_noise']")):
+        with pytest.raises(ValueError, match=r"sampler: expected a sampler LongVid runs per frame, in every mode: "
+                                             r"euler, euler_ancestral.*" + re.escape(found)):
+            NODES["LongVidSample"]().sample(model, cond, 6, *SMALL.values(), sampler=sampler)
