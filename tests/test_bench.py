@@ -116,3 +116,19 @@ def test_bench_guides_prints_every_row_and_the_guides_reach_their_keyframes(caps
             for s in (0.3, 0.5, 0.7)]
     assert cost[0] > cost[1] > cost[2] > 0  # held steps cost no call
     assert all(not math.isnan(float(v)) for line in rest for v in re.findall(r"-?\d+\.\d+", line))
+
+
+def test_bench_samplers_prints_every_row_and_the_matching_summary(capsys):
+    bench = _load("bench_samplers")
+    assert bench.main(["--models", "bundled", "--seeds", "0", "1", "--frames", "12", "--samplers", "euler",
+                       "dpmpp_2m", "--schedulers", "karras", "--steps", "4", "6"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].startswith("# bundled: auto -> progressive")
+    labels = [line[:bench.LABEL].strip() for line in lines[2:7]]
+    assert labels == ["bundled: euler + karras, 24 steps", "bundled: euler + karras, 4 steps",
+                      "bundled: euler + karras, 6 steps", "bundled: dpmpp_2m + karras, 4 steps",
+                      "bundled: dpmpp_2m + karras, 6 steps"]
+    assert "skipped: steps" in lines[4] and "skipped: steps" in lines[6]  # 6 is no multiple of window / chunk
+    assert lines[7].startswith("# bundled: fewest evaluations per frame matching euler + karras, 24 steps")
+    assert lines[8].startswith("bundled: euler ") and lines[9].startswith("bundled: dpmpp_2m ")
+    assert lines[8].endswith("x the reference")  # euler matches itself at 24 steps at the latest
