@@ -203,8 +203,9 @@ def prepare_run(model: SVDModel, cond, settings: SamplingSettings, prefix: torch
     if loop:
         raise_problem(loop_problem(settings, loop_latent, frame_shape))
         closing = prefix[:, 0] if prefix is not None else loop_latent
-        guides += ([] if prefix is not None else [sampling.Guide(0, loop_latent)]) + [
-            sampling.Guide(prefix_frames + settings.frames, closing)]
+        # held like any guide of method auto (progressive: shown clean, so the window sees where it must arrive)
+        guides += ([] if prefix is not None else [sampling.Guide(0, loop_latent, method="auto")]) + [
+            sampling.Guide(prefix_frames + settings.frames, closing, method="auto")]
     raise_problem(sampling.guides_problem(guides, prefix_frames + sampled.frames, prefix_frames, frame_shape))
     plan = plan_sampling(sampled, prefix_frames, guides)
     return GenerationRun(model, settings, keyframes, prefix, plan, frame_shape, chosen, guides=guides, loop=loop,
