@@ -135,18 +135,22 @@ def widget_schedule(mode, window, chunk, steps, context_sigma=0.0, partitions=1,
                              _overlap(context_overlap), int(cache_interval or 0), scheduler, sampler_name)
 
 
-def core_sampler_name(sampler) -> str:
-    """The LongVid step rule that runs core's ``sampler`` (a KSAMPLER from KSamplerSelect, whose
-    ``sampler_function`` is k-diffusion's ``sample_<name>``), or a ValueError saying which work."""
+def with_core_sampler(settings, sampler):
+    """``settings`` running core's ``sampler`` (a KSAMPLER, whose ``sampler_function`` is k-diffusion's
+    ``sample_<name>``): LongVid's per-frame rule of that name when it has one and no options are
+    set (every mode), else core's own function over each window's schedule (one-level modes only;
+    progressive is refused by the settings check, with the names that work there)."""
+    from longvid_core.sampling.schedule_samplers import ScheduleSampler
+
     function = getattr(sampler, "sampler_function", None)
-    name = getattr(function, "__name__", "").removeprefix("sample_")
+    if not callable(function):
+        raise ValueError(Problem("sampler", "core's SAMPLER (from KSamplerSelect or a sampler node)",
+                                 type(sampler).__name__))
+    name = getattr(function, "__name__", "custom").removeprefix("sample_")
     options = dict(getattr(sampler, "extra_options", None) or {})
     if name in pipeline.SAMPLER_NAMES and not options:
-        return name
-    found = f"{name or type(sampler).__name__}" + (f" with options {sorted(options)}" if options else "")
-    raise ValueError(Problem("sampler", f"a sampler LongVid runs per frame, in every mode: "
-                             f"{', '.join(pipeline.SAMPLER_NAMES)} (from KSamplerSelect, no options)", found,
-                             "pick one of those in KSamplerSelect, or use sampler_name"))
+        return replace(settings, sampler_name=name)
+    return replace(settings, schedule_sampler=ScheduleSampler(name, function, options))
 
 
 def custom_sigmas(sigmas) -> tuple[float, ...]:
@@ -178,8 +182,8 @@ def prepare_run(model, cond, frames, mode, window, chunk, steps, cfg, min_cfg, s
     raise_if(check_widgets(node_cls or LongVidSample, frames=frames, cfg=cfg, min_cfg=min_cfg, seed=seed))
     settings = pipeline.with_schedule(pipeline.SamplingSettings(frames, cfg=cfg, min_cfg=min_cfg, seed=seed),
                                       checked_schedule(schedule))
-    if sampler is not None:  # core's SAMPLER (KSamplerSelect): run by LongVid's step rule of that name
-        settings = replace(settings, sampler_name=core_sampler_name(sampler))
+    if sampler is not None:  # core's SAMPLER: LongVid's rule of that name, or core's function where it can run
+        settings = with_core_sampler(settings, sampler)
     if sigmas is not None:  # core's SIGMAS: a 1-D tensor
         raise_if(pipeline.sigmas_problem(custom_sigmas(sigmas)))
         settings = replace(settings, sigmas=custom_sigmas(sigmas))

@@ -950,8 +950,22 @@ def test_a_core_sampler_from_ksamplerselect_runs_as_longvids_sampler_of_that_nam
     core = NODES["LongVidSample"]().sample(model, cond, 6, *SMALL.values(), sampler=CoreSampler("dpmpp_2m"))
     assert "dpmpp_2m sampler" in core[1]
     torch.testing.assert_close(core[0]["samples"], named["samples"], rtol=0, atol=0)
-    for sampler, found in ((CoreSampler("dpm_fast"), "found dpm_fast"),
-                           (CoreSampler("euler", s_noise=1.1), "found euler with options ['s_noise']")):
-        with pytest.raises(ValueError, match=r"sampler: expected a sampler LongVid runs per frame, in every mode: "
-                                             r"euler, euler_ancestral.*" + re.escape(found)):
-            NODES["LongVidSample"]().sample(model, cond, 6, *SMALL.values(), sampler=sampler)
+
+
+def test_a_core_sampler_longvid_has_no_rule_for_runs_core_function_in_one_level_modes_only(model):
+    from tests.test_step_rules import k_sample_euler
+
+    cond = condition(model)[0]
+    options = dict(SMALL, mode="full_sequence")
+    euler = NODES["LongVidSample"]().sample(model, cond, 6, *options.values())[0]
+    def sample_uni_pc(*args, **kwargs):  # stands in for core's function: the same loop as Euler
+        return k_sample_euler(*args, **kwargs)
+
+    core = CoreSampler("uni_pc")
+    core.sampler_function = sample_uni_pc
+    latent, settings = NODES["LongVidSample"]().sample(model, cond, 6, *options.values(), sampler=core)
+    assert "core's uni_pc sampler" in settings
+    torch.testing.assert_close(latent["samples"], euler["samples"], rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match=r"sampler: expected a sampler LongVid runs per frame in progressive mode: "
+                                         r"euler, euler_ancestral.*found core's uni_pc"):
+        NODES["LongVidSample"]().sample(model, cond, 6, *SMALL.values(), sampler=core)

@@ -287,3 +287,68 @@ def test_auto_takes_the_sampler_and_scheduler_the_weights_recommend_and_lcm_warn
     assert pipeline.settings_notes(model, replace(lcm, cfg=1.0)) == []
     model.trained_for = record
     assert pipeline.settings_notes(model, lcm) == []
+
+
+# ------------------------------------------------- core's own sampler functions (whole schedule)
+
+
+def k_sample_euler(model, x, sigmas, extra_args=None, callback=None, disable=None):
+    """k-diffusion's sample_euler signature and loop (no churn), as core's KSAMPLER holds it."""
+    s_in = x.new_ones([x.shape[0]])
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i] * s_in, **(extra_args or {}))
+        x = x + (x - denoised) / sigmas[i] * (sigmas[i + 1] - sigmas[i])
+    return x
+
+
+def k_sample_dpmpp_2m(model, x, sigmas, extra_args=None, callback=None, disable=None):
+    s_in = x.new_ones([x.shape[0]])
+    old = None
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i] * s_in)
+        t, t_next = -sigmas[i].log(), -sigmas[i + 1].log()
+        h = t_next - t
+        if old is None or sigmas[i + 1] == 0:
+            x = (sigmas[i + 1] / sigmas[i]) * x - (-h).expm1() * denoised
+        else:
+            r = (t - (-sigmas[i - 1].log())) / h
+            x = (sigmas[i + 1] / sigmas[i]) * x - (-h).expm1() * ((1 + 1 / (2 * r)) * denoised - (1 / (2 * r)) * old)
+        old = denoised
+    return x
+
+
+CORE_MODES = {
+    "full_sequence": (sampling.iter_full_sequence, {}, 7),
+    "replacement_without_noise": (sampling.iter_replacement, dict(window=5, condition_frames=2), 11),
+    "replacement_with_noise": (sampling.iter_replacement, dict(window=5, condition_frames=2,
+                                                                renoise_condition=True), 11),
+    "context_windows": (sampling.iter_context_windows, dict(length=5, overlap=2), 12),
+}
+
+
+@pytest.mark.parametrize("mode", list(CORE_MODES))
+@pytest.mark.parametrize("name, function", [("euler", k_sample_euler), ("dpmpp_2m", k_sample_dpmpp_2m)])
+def test_cores_own_sampler_function_runs_in_one_level_modes_as_longvids_rule_does(mode, name, function):
+    from longvid_core.sampling.schedule_samplers import ScheduleSampler
+
+    iterate, options, frames = CORE_MODES[mode]
+    guides = [sampling.Guide(frames - 2, torch.full(FRAME, 0.3, dtype=F64))]
+    results = {}
+    for label, rule in (("ours", STEP_RULES[name]), ("core", ScheduleSampler(name, function))):
+        recorder, progress = Recorder(mixing_predict), []
+        out = sampling.collect_frames(iterate(recorder, make_cond(0.5), frames, FRAME, SCHEDULE, seed=SEED, dtype=F64,
+                                              step_rule=rule, guides=guides, callback=progress.append, **options,
+                                              **NO_CFG), frames)
+        results[label] = out
+        assert torch.equal(out[:, frames - 2], guides[0].latent)  # the guide is reached exactly
+        if label == "core":
+            assert len(recorder.calls) == progress[-1].done == progress[-1].total  # planned: one call a step
+    torch.testing.assert_close(results["core"], results["ours"], rtol=0, atol=1e-10)
+
+
+def test_a_whole_schedule_function_is_refused_in_progressive_mode():
+    from longvid_core.sampling.schedule_samplers import ScheduleSampler
+
+    with pytest.raises(ValueError, match="sampler: a progressive window holds many noise levels per call"):
+        sampling.sample_progressive(Recorder(), make_cond(0.5), 8, FRAME, SCHEDULE, window=4, chunk=2,
+                                    step_rule=ScheduleSampler("uni_pc", k_sample_euler))

@@ -138,7 +138,7 @@ class GenerationRun:
     def _sampler(self, callback):
         s, model = self.settings, self.model
         common = dict(seed=s.seed, cfg=s.cfg, min_cfg=s.min_cfg, callback=callback, dtype=torch.float32,
-                      device=model.device, guides=self.guides, step_rule=STEP_RULES[s.sampler_name])
+                      device=model.device, guides=self.guides, step_rule=step_rule_of(s))
         sigmas = (scheduled_sigmas(s.scheduler, s.steps, device=model.device) if s.sigmas is None
                   else torch.tensor(s.sigmas, dtype=torch.float32, device=model.device))
         keyframes = [(start, cond.to(model.device)) for start, cond in self.keyframes]  # where the UNet is now
@@ -161,12 +161,17 @@ class GenerationRun:
                                          **common)
 
 
+def step_rule_of(settings: SamplingSettings):
+    """LongVid's step rule of ``sampler_name``, or core's own sampler function where one is given."""
+    return settings.schedule_sampler if settings.schedule_sampler is not None else STEP_RULES[settings.sampler_name]
+
+
 def plan_sampling(settings: SamplingSettings, prefix_frames: int = 0,
                   guides: Sequence[sampling.Guide] = ()) -> sampling.SamplingPlan:
     """The exact cost of sampling with checked ``settings`` (and ``guides``: calls whose frames they
     all hold are skipped)."""
     s, total = settings, prefix_frames + settings.frames
-    common = dict(steps=s.steps, guides=guides, step_rule=STEP_RULES[s.sampler_name])
+    common = dict(steps=s.steps, guides=guides, step_rule=step_rule_of(s))
     if s.mode == PROGRESSIVE:
         return sampling.plan_progressive(total, window=s.window, chunk=s.chunk, prefix_frames=prefix_frames,
                                          partitions=s.partitions, lookahead=s.lookahead, **common)

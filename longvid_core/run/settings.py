@@ -12,7 +12,7 @@ sampler's frames per call so the comparison is fair); ``context_windows`` (Comfy
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
@@ -66,6 +66,8 @@ class SamplingSettings:
     scheduler: str = DEFAULT_SCHEDULER
     sampler_name: str = DEFAULT_SAMPLER
     sigmas: tuple[float, ...] | None = None  # a custom schedule (core's SIGMAS): replaces steps and scheduler
+    # core's own sampler function (sampling.schedule_samplers.ScheduleSampler) in place of sampler_name
+    schedule_sampler: object | None = field(default=None, compare=False)
 
     def __post_init__(self):
         if self.sigmas is not None:  # the custom schedule's steps, whatever steps said
@@ -91,6 +93,8 @@ class SamplingSettings:
     def describe(self) -> str:
         cache = f", deep cache {self.cache_interval}" if self.cache_interval else ""
         named = [f"{self.sampler_name} sampler"] if self.sampler_name != DEFAULT_SAMPLER else []
+        if self.schedule_sampler is not None:
+            named = [f"core's {self.schedule_sampler.name} sampler"]
         if self.sigmas is not None:
             named.append("custom sigmas")
         elif self.scheduler != DEFAULT_SCHEDULER:
@@ -333,6 +337,11 @@ def check_settings(settings: SamplingSettings) -> None:
     raise_problem(settings_problem(s.mode, s.frames, s.window, s.chunk, s.steps, s.cfg, s.min_cfg, s.context_sigma,
                             s.partitions, s.lookahead, s.context_overlap, s.cache_interval, s.seed, s.scheduler,
                             s.sampler_name, s.sigmas))
+    if s.schedule_sampler is not None and s.mode == PROGRESSIVE:
+        raise_problem(Problem("sampler", f"a sampler LongVid runs per frame in progressive mode: "
+                              f"{', '.join(SAMPLER_NAMES)}", f"core's {s.schedule_sampler.name} (it runs one noise "
+                              "level per call)", "pick one of those, or a full_sequence, replacement or "
+                              "context_windows mode"))
 
 # ---------------------------------------------------------------------------------------------
 # A model file's recommended settings

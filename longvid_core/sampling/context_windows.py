@@ -12,6 +12,7 @@ from .guidance import DEFAULT_CFG, DEFAULT_MIN_CFG, Denoiser, linear_cfg_ramp
 from .guides import Guide, held_steps, hold_steps
 from .keyframes import CondOverTime
 from .noise import frame_noise
+from .schedule_samplers import ScheduleSampler, run_schedule
 from .schedules import DEFAULT_STEPS
 from .step_rules import EULER, StepRule
 from .walk import CallProgress, PlanCount, SamplingPlan, Walk, collect_frames, count_new_frames
@@ -49,7 +50,7 @@ def plan_context_windows(num_frames: int, *, length: int, overlap: int, steps: i
     the guides hold every frame of the window."""
     new_frames = count_new_frames(num_frames, 0)
     hold = hold_steps(guides, steps)
-    count = PlanCount(step_rule)
+    count = PlanCount(step_rule, steps)
     for window in context_windows(num_frames, length, overlap):
         count.window(len(window), steps - held_steps(hold, window))
     return count.plan(new_frames, steps)
@@ -138,6 +139,11 @@ def _context_window_frames(walk: "Walk", store: _VideoAtOneSigma):
         # frames of skipped windows only have weight 0: they are held, so any finite value will do
         return x0 / total.clamp_min(1.0)[None, :, None, None, None]
 
+    if isinstance(walk.step_rule, ScheduleSampler):  # a function that walks the schedule itself
+        store.frames = run_schedule(walk, walk.step_rule, store.frames, 0, fused,
+                                    walk.sigmas.to(store.device))
+        yield from walk.hand_out((0, store.frames.clone()))
+        return
     for i in range(walk.steps):
         store.active = [not walk.held.holds_all(w.start, len(w), walk.levels[i + 1]) for w in store.windows]
         # no local name for the stepped video: the store holds the only reference

@@ -26,7 +26,7 @@ def plan_full_sequence(num_frames: int, *, steps: int = DEFAULT_STEPS, guides: S
     Reversal Fusion anchor (:mod:`.time_reversal`)."""
     new_frames = count_new_frames(num_frames, 0)
     anchor = anchor_in(anchors_of(guides), 0, num_frames)
-    count = PlanCount(step_rule)
+    count = PlanCount(step_rule, steps)
     count.window(new_frames, steps - held_steps(hold_steps(guides, steps), range(num_frames)),
                  0 if anchor is None else anchor + 1)
     return count.plan(new_frames, steps)

@@ -180,6 +180,19 @@ class HeldFrames:
             out_sigma[:, position] = clean_sigma
         return out_x, out_sigma
 
+    def targets(self, x0: torch.Tensor, first_frame: int, sigma: float) -> torch.Tensor:
+        """``x0`` (predictions for frames ``first_frame ..`` at one ``sigma``) with every frame held
+        at ``sigma`` predicting its guide: from ``guide + sigma * eps`` that x0 keeps it on its path."""
+        out = x0
+        for position in range(x0.shape[1]):
+            held = self.hold.get(first_frame + position)
+            if held is None or sigma < held[1]:
+                continue
+            if out is x0:
+                out = x0.clone()
+            out[:, position] = held[0].to(device=x0.device, dtype=x0.dtype)
+        return out
+
     def apply(self, x: torch.Tensor, first_frame: int, sigma) -> torch.Tensor:
         """``x`` (video frames ``first_frame ..``) with every held frame set to its guide at its own
         sigma; ``sigma`` is one value or one per frame of ``x``. ``x`` itself is not changed."""

@@ -44,7 +44,7 @@ def plan_progressive(
     _check_partitions(table, partitions)
     hold = hold_steps(guides, steps)
     front = min(chunk, prefix_frames)  # the clean chunk in front before the first one is emitted
-    count = PlanCount(step_rule)
+    count = PlanCount(step_rule, steps)
     for row in table:
         clean = front if row.clean_chunk and row.first_chunk == 0 else chunk if row.clean_chunk else 0
         target = dict(zip(row.chunks, row.levels))
@@ -99,6 +99,9 @@ def iter_progressive(
     ``guides``: :class:`~.guides.Guide` frames the video passes through (strength 1) or is pulled
     toward (below 1), held at every step (:mod:`.guides`).
     """
+    if getattr(step_rule, "whole_schedule", False):
+        raise ValueError(f"sampler: a progressive window holds many noise levels per call, which the function of "
+                         f"{step_rule.name} cannot take; use a sampler LongVid runs per frame (sampler_name)")
     walk = Walk.start(denoise, cond, frame_shape, sigmas, seed, dtype, device, prefix, step_rule)
     steps = walk.steps
     validate_window(window, chunk, steps)

@@ -14,6 +14,7 @@ import torch
 from ..progress import ProgressCallback
 from .guidance import DEFAULT_CFG, DEFAULT_MIN_CFG, Denoiser, linear_cfg_ramp
 from .guides import Guide, anchors_of, held_steps, hold_steps
+from .schedule_samplers import ScheduleSampler, run_schedule
 from .keyframes import CondOverTime
 from .schedules import DEFAULT_CHUNK, DEFAULT_STEPS, DEFAULT_WINDOW
 from .step_rules import EULER, StepRule
@@ -47,7 +48,7 @@ def plan_replacement(
     new_frames = count_new_frames(num_frames, prefix_frames)
     _check_replacement_window(window, condition_frames)
     hold, anchors = hold_steps(guides, steps), anchors_of(guides)
-    count = PlanCount(step_rule)
+    count = PlanCount(step_rule, steps)
     condition_count, next_frame = min(condition_frames, prefix_frames), prefix_frames
     while next_frame < num_frames:
         new_count = min(window - condition_count, num_frames - next_frame)
@@ -124,7 +125,22 @@ def window_frames(walk: "Walk", num_frames, condition, next_frame, *, window, co
         x = walk.start_latents(range(next_frame, next_frame + new_count))
         scales = linear_cfg_ramp(condition_count + new_count, min_cfg, cfg).tolist()
         use_cfg = any(s != 1.0 for s in scales[condition_count:])
-        for i in range(walk.steps):
+        if isinstance(walk.step_rule, ScheduleSampler):  # a function that walks the schedule itself
+            def model(x_in, x_sigma, condition=condition, first_frame=first_frame, next_frame=next_frame,
+                      new_count=new_count, condition_count=condition_count, window_index=window_index,
+                      scales=scales, use_cfg=use_cfg):
+                sigma = float(x_sigma[0])
+                context, context_sigma = condition, [clean_sigma] * condition_count
+                if condition is not None and renoise_condition:
+                    eps = walk.noise(range(first_frame, next_frame),
+                                     stream=1 + window_index * walk.steps + walk.step_index(sigma))
+                    context, context_sigma = condition + sigma * eps, [sigma] * condition_count
+                return walk.window_model(new_count, first_frame, context, context_sigma,
+                                         scales if use_cfg else None)(x_in, x_sigma)
+
+            x = run_schedule(walk, walk.step_rule, x, next_frame, model)
+            yield from walk.hand_out((next_frame, x.clone()))
+        for i in range(walk.steps if not isinstance(walk.step_rule, ScheduleSampler) else 0):
             sigma, sigma_next = walk.levels[i], walk.levels[i + 1]
             context, context_sigma = condition, [clean_sigma] * condition_count
             if condition is not None and renoise_condition:

@@ -74,8 +74,9 @@ class PlanCount:
     step is ``rule.calls(to_zero)`` calls on its frames (and as many on ``backward_frames`` for Time
     Reversal Fusion)."""
 
-    def __init__(self, rule: StepRule):
+    def __init__(self, rule: StepRule, steps: int):
         self.rule = rule
+        self.schedule_steps = steps
         self.calls = 0
         self.evaluations = 0
 
@@ -85,7 +86,10 @@ class PlanCount:
         self.evaluations += calls * (frames + backward_frames)
 
     def window(self, frames: int, called: int, backward_frames: int = 0) -> None:
-        """``called`` steps of one window at one level, the last of them to sigma 0."""
+        """``called`` steps of one window at one level, the last of them to sigma 0 (every step for a
+        sampler function that runs the whole schedule itself)."""
+        if getattr(self.rule, "whole_schedule", False):
+            called = self.schedule_steps
         if called:
             self.steps(frames, called - 1, backward_frames=backward_frames)
             self.steps(frames, 1, to_zero=True, backward_frames=backward_frames)
@@ -207,12 +211,23 @@ class Walk:
         count = 0 if context is None else context.shape[1]
         if self.held.holds_all(first_frame + count, noisy.shape[1], sigma_next):
             return self.held.apply(noisy, first_frame + count, sigma_next)  # the guides overwrite any step
-        cond = self.conds.for_frames(first_frame, count + noisy.shape[1])
+        model = self.window_model(noisy.shape[1], first_frame, context, context_sigma, scales)
+        stepped = self.step_rule.step(model, noisy, self._values(sigma), self._values(sigma_next),
+                                      self.step_frames(first_frame + count, sigma))
+        return self.held.apply(stepped, first_frame + count, sigma_next)
+
+    def window_model(self, noisy_count: int, first_frame: int, context=None, context_sigma: Sequence[float] = (),
+                     scales: list[float] | None = None):
+        """``model(x, x_sigma) -> x0`` for ``noisy_count`` noisy frames at per-frame ``x_sigma``, the
+        model also seeing ``context`` in front (video frames from ``first_frame``), with guidance
+        ``scales`` per window frame and Time Reversal Fusion at an anchor among the noisy frames."""
+        count = 0 if context is None else context.shape[1]
+        cond = self.conds.for_frames(first_frame, count + noisy_count)
         cfg_scales = None if scales is None else torch.tensor(scales, dtype=torch.float64)
         front = self._values(context_sigma)
-        batch = noisy.shape[0]
+        batch = self.frame_shape[0]
 
-        anchor = (time_reversal.anchor_in(self.held.anchors, first_frame + count, noisy.shape[1])
+        anchor = (time_reversal.anchor_in(self.held.anchors, first_frame + count, noisy_count)
                   if self.reverse_from_anchors else None)
 
         def model(x: torch.Tensor, x_sigma: torch.Tensor) -> torch.Tensor:
@@ -227,9 +242,15 @@ class Walk:
                 x0 = time_reversal.fuse(x0, backward.flip(1))
             return x0[:, count:]
 
-        stepped = self.step_rule.step(model, noisy, self._values(sigma), self._values(sigma_next),
-                                      self.step_frames(first_frame + count, sigma))
-        return self.held.apply(stepped, first_frame + count, sigma_next)
+        return model
+
+    def step_index(self, sigma: float) -> int:
+        """The schedule step a sigma belongs to: its index, or for a sigma between two levels (a
+        two-stage sampler's midpoint) the step that starts above it."""
+        index = self.level_index.get(float(sigma))
+        if index is not None:
+            return index
+        return max(i for i, level in enumerate(self.levels[:-1]) if level >= sigma)
 
     def step_frames(self, first_frame: int, sigma: Sequence[float], device=None) -> StepFrames:
         """What the step rule may know of frames ``first_frame ..`` at ``sigma`` (one per frame):
