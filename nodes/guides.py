@@ -86,8 +86,7 @@ class LongVidGuides:
                 "each step's level. clean: the model sees the picture clean, as a context frame, from the moment it "
                 "enters the window. time_reversal: held, and in full_sequence and replacement modes the frames "
                 "before it are also denoised backward from the picture, the two predictions fused (one more call "
-                "per step in its window). auto: clean in progressive, time_reversal in full_sequence and "
-                "replacement, hold in context_windows (measured).")),
+                "per step in its window). auto: clean, but hold in context_windows (measured).")),
         ),
         outputs=(Output("guides", GUIDES_TYPE, "The previous guides and these: for LongVid Sample's guides."),),
     )

@@ -359,17 +359,20 @@ def test_clean_guides_are_shown_to_the_model_clean_and_still_reached_exactly(mod
     assert not torch.equal(out, held_out)
 
 
-def test_auto_is_clean_in_progressive_time_reversal_in_one_level_windows_and_hold_in_context_windows():
+def test_auto_is_clean_in_progressive_and_one_level_windows_and_hold_in_context_windows():
     from longvid_core.sampling.guides import AUTO_METHOD, HeldFrames
 
     guide = Guide(5, guide_latent(0.2), cond=make_cond(0.2), method="auto")
     levels = get_sigmas_karras(STEPS, dtype=F64).tolist()
-    assert AUTO_METHOD == {"progressive": "clean", "one_level": "time_reversal", "context_windows": "hold"}
+    assert AUTO_METHOD == {"progressive": "clean", "one_level": "clean", "context_windows": "hold"}
     progressive = HeldFrames([guide], levels, 0, FRAME, "progressive")
     one_level = HeldFrames([guide], levels, 0, FRAME, "one_level")
     windows = HeldFrames([guide], levels, 0, FRAME, "context_windows")
     assert set(progressive.clean) == {5} and not progressive.anchors
-    assert set(one_level.anchors) == {5} and not one_level.clean
+    assert set(one_level.clean) == {5} and not one_level.anchors
+    explicit = HeldFrames([Guide(5, guide_latent(0.2), cond=make_cond(0.2), method="time_reversal")], levels, 0,
+                          FRAME, "one_level")
+    assert set(explicit.anchors) == {5} and not explicit.clean
     assert not windows.clean and not windows.anchors
     # below strength 1 every method only holds
     weak = HeldFrames([Guide(5, guide_latent(0.2), 0.5, make_cond(0.2), "auto")], levels, 0, FRAME, "progressive")

@@ -76,9 +76,8 @@ def add_guide_method_flag(p) -> None:
                    help="how a keyframe steers the frames around it: hold (the model sees it noised to each "
                    "step's level), clean (the model sees it clean, as a context frame), time_reversal (held, and "
                    "in full_sequence and replacement modes the frames before it are also denoised backward from "
-                   "its picture: one more call per step in its window); auto: clean in progressive mode, "
-                   "time_reversal in full_sequence and replacement, hold in context_windows (measured in "
-                   "bench/bench_guides.py)")
+                   "its picture: one more call per step in its window); auto: clean, but hold in "
+                   "context_windows (measured in bench/bench_guides.py)")
 
 
 def build_parser() -> argparse.ArgumentParser:
