@@ -9,8 +9,6 @@ the rescaling loses digits to cancellation when one step spans a large sigma rat
 
 from __future__ import annotations
 
-import sys
-
 import pytest
 import torch
 
@@ -464,27 +462,22 @@ def test_callback_cancels_within_one_call(name, how):
 # Memory: nothing grows with N
 
 
-def generator_frame(generator):
-    """The generator's frame: a running one's found on the call stack, whose frames are complete
-    (reading locals through ``gi_frame`` of a running generator crashed the interpreter once)."""
-    if not generator.gi_running:
-        return generator.gi_frame
-    frame = sys._getframe(1)
-    while frame is not None and frame.f_code is not generator.gi_code:
-        frame = frame.f_back
-    return frame
-
-
 def reachable_state(generator, skip: tuple[type, ...] = ()) -> tuple[int, int]:
-    """(tensor bytes, total container length) reachable from a suspended (or running) generator's
-    frame, following generator delegation, containers and plain objects (not functions, modules or
+    """(tensor bytes, total container length) reachable from a suspended generator's frame,
+    following generator delegation, containers and plain objects (not functions, modules or
     objects of the ``skip`` types)."""
+    roots = []
+    while generator is not None:
+        roots.append(generator.gi_frame.f_locals)
+        generator = generator.gi_yieldfrom
+    return reachable_from(roots, skip)
+
+
+def reachable_from(roots: list, skip: tuple[type, ...] = ()) -> tuple[int, int]:
+    """(tensor bytes, total container length) reachable from ``roots``."""
     seen, storages = set(), set()
     tensor_bytes = container_length = 0
-    stack = []
-    while generator is not None:
-        stack.append(generator_frame(generator).f_locals)
-        generator = generator.gi_yieldfrom
+    stack = list(roots)
     while stack:
         obj = stack.pop()
         if id(obj) in seen or callable(obj) or isinstance(obj, skip):  # the denoiser, callbacks, classes
@@ -816,21 +809,30 @@ def test_context_windows_are_comfyuis_static_standard_windows_with_pyramid_weigh
         context_windows(10, 4, 4)
 
 
-def test_context_windows_hold_the_video_in_host_memory_and_one_window_on_the_device():
+def test_context_windows_hold_the_video_in_host_memory_and_one_window_on_the_device(monkeypatch):
     from longvid_core.sampling.context_windows import _VideoAtOneSigma
 
     frame = (1, 4, 8, 8)
     frame_bytes = 4 * 8 * 8 * 4
     cond = SVDCond(torch.ones(1, 1, 8), torch.ones(1, 4, 8, 8), torch.zeros(1, 3))
     outside, stores = {}, {}
+    # the running generator's own frame is not read (that crashed the interpreter in a full run): the
+    # walk and the store are caught as they are used, and what the walk holds is measured from it
+    made, original_init = {}, _VideoAtOneSigma.__init__
+
+    def catching_init(self, walk, *args, **kwargs):
+        made["store"], made["walk"] = self, walk
+        original_init(self, walk, *args, **kwargs)
+
+    monkeypatch.setattr(_VideoAtOneSigma, "__init__", catching_init)
     for frames in (64, 1024):
         seen = []
 
         def denoise(x, sigma, c):
             seen.append(x.shape[1])
             if len(seen) == 3 * len(context_windows(frames, 16, 4)) + 2:  # mid-step, mid-video
-                outside[frames] = reachable_state(generator, skip=(_VideoAtOneSigma,))
-                stores[frames] = generator_frame(generator).f_locals["store"]
+                outside[frames] = reachable_from([vars(made["walk"])], skip=(_VideoAtOneSigma,))
+                stores[frames] = made["store"]
             return torch.zeros_like(x)
 
         generator = iter_context_windows(denoise, cond, frames, frame, length=16, overlap=4)
