@@ -160,12 +160,7 @@ class HeldFrames:
         (one value or one per frame): a step to there needs no model call."""
         if not self.hold or count == 0:
             return False
-        values = _per_frame(sigma_next, count)
-        for position in range(count):
-            held = self.hold.get(first_frame + position)
-            if held is None or values[position] < held[1]:
-                return False
-        return True
+        return sum(1 for _ in self._held(first_frame, _per_frame(sigma_next, count))) == count
 
     def shown(self, x: torch.Tensor, sigma: torch.Tensor, frames: list[int], clean_sigma: float):
         """What the model is shown: ``x`` ``[B, n, ...]`` and ``sigma`` ``[B, n]`` (video frames
@@ -188,13 +183,10 @@ class HeldFrames:
         """``x0`` (predictions for frames ``first_frame ..`` at one ``sigma``) with every frame held
         at ``sigma`` predicting its guide: from ``guide + sigma * eps`` that x0 keeps it on its path."""
         out = x0
-        for position in range(x0.shape[1]):
-            held = self.hold.get(first_frame + position)
-            if held is None or sigma < held[1]:
-                continue
+        for position, latent in self._held(first_frame, _per_frame(sigma, x0.shape[1])):
             if out is x0:
                 out = x0.clone()
-            out[:, position] = held[0].to(device=x0.device, dtype=x0.dtype)
+            out[:, position] = latent.to(device=x0.device, dtype=x0.dtype)
         return out
 
     def apply(self, x: torch.Tensor, first_frame: int, sigma) -> torch.Tensor:
@@ -204,16 +196,19 @@ class HeldFrames:
             return x
         sigmas = _per_frame(sigma, x.shape[1])
         out = x
-        for position in range(x.shape[1]):
-            held = self.hold.get(first_frame + position)
-            if held is None or sigmas[position] < held[1]:
-                continue
-            latent, _ = held
+        for position, latent in self._held(first_frame, sigmas):
             if out is x:
                 out = x.clone()
             eps = frame_noise(self.seed, first_frame + position, self.frame_shape, dtype=x.dtype, device=x.device)
             out[:, position] = latent.to(device=x.device, dtype=x.dtype) + sigmas[position] * eps
         return out
+
+    def _held(self, first_frame: int, sigmas: list[float]):
+        """``(position, guide latent)`` of every frame from ``first_frame`` held at its sigma."""
+        for position, sigma in enumerate(sigmas):
+            held = self.hold.get(first_frame + position)
+            if held is not None and sigma >= held[1]:
+                yield position, held[0]
 
 
 def _per_frame(sigma, count: int) -> list[float]:
