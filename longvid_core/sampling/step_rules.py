@@ -142,7 +142,7 @@ def _dpmpp_2m(model: ModelFn, x, sigma, sigma_next, frames: StepFrames):
     has_history = torch.tensor([p is not None for p in previous_sigma], device=sigma.device) & alive
     denoised = x0
     if bool(has_history.any()):
-        old = torch.stack([p if p is not None else torch.zeros_like(x0[:, 0]) for p in previous_x0], dim=1)
+        old = _stacked(previous_x0, x0)
         t_prev = -torch.tensor([p if p is not None else 1.0 for p in previous_sigma], dtype=sigma.dtype,
                                device=sigma.device).log()
         r = torch.where(has_history, (t - t_prev) / h, torch.ones_like(h))
