@@ -47,8 +47,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from longvid_core import load_svd, pipeline  # noqa: E402
-from longvid_core.evaluation.synthetic import random_scene, render  # noqa: E402
-from longvid_core.evaluation.video_metrics import drift, seam_score  # noqa: E402
+from longvid_core.evaluation.synthetic import random_scene, render, shape_areas  # noqa: E402
+from longvid_core.evaluation.video_metrics import drift, seam_score, shape_persistence, ssim  # noqa: E402
 from longvid_core.run.frames import encode_frames  # noqa: E402
 
 ONE_LEVEL_MODEL = Path(__file__).resolve().parent / "assets" / "longvid_small_one_level.safetensors"
@@ -56,8 +56,10 @@ MODELS = {"bundled": pipeline.BUNDLED_MODEL, "one-level": ONE_LEVEL_MODEL}
 HELD_OUT = 7_000_000  # scene seeds from here on: the small models trained on 100,003..102,002
 ROWS = ("no keyframes", "conditioning switch", "guides held", "guides held + switch", "guides clean",
         "guides time reversal", "cross-fade", "VAE round trip")
-COLUMNS = ("psnr_keyframes", "psnr_between", "seam_keyframes", "colour_drift", "evals_per_frame", "seconds")
-HEADER = ("PSNR at keys", "PSNR between", "seam at keys", "colour drift", "evals/frame", "s/video")
+COLUMNS = ("psnr_keyframes", "ssim_keyframes", "psnr_between", "ssim_between", "seam_keyframes", "colour_drift",
+           "persistence", "evals_per_frame", "seconds")
+HEADER = ("PSNR at keys", "SSIM at keys", "PSNR between", "SSIM between", "seam at keys", "colour drift",
+          "persistence", "evals/frame", "s/video")
 LABEL = 44
 
 
@@ -71,10 +73,12 @@ def keyframe_positions(frames: int, every: int) -> list[int]:
     return sorted(set(range(every, frames, every)) | {frames - 1})
 
 
-def measure(video: torch.Tensor, truth: torch.Tensor, keys: list[int]) -> dict[str, float]:
+def measure(video: torch.Tensor, truth: torch.Tensor, keys: list[int], scene) -> dict[str, float]:
     between = [k for k in range(1, truth.shape[0]) if k not in keys]
-    return {"psnr_keyframes": psnr(video[keys], truth[keys]), "psnr_between": psnr(video[between], truth[between]),
-            "seam_keyframes": seam_score(video, keys), "colour_drift": drift(video)["colour_drift"]}
+    return {"psnr_keyframes": psnr(video[keys], truth[keys]), "ssim_keyframes": ssim(video[keys], truth[keys]),
+            "psnr_between": psnr(video[between], truth[between]), "ssim_between": ssim(video[between], truth[between]),
+            "seam_keyframes": seam_score(video, keys), "colour_drift": drift(video)["colour_drift"],
+            "persistence": shape_persistence(video, [s.color for s in scene.shapes], shape_areas(scene))}
 
 
 def cross_fade(pictures: torch.Tensor, keys: list[int], frames: int) -> torch.Tensor:
@@ -100,12 +104,13 @@ def bench_model(name: str, path: Path, frames: int, every: int, seeds: list[int]
     seconds = {row: 0.0 for row in ROWS}
     chosen = ""
     for seed in seeds:
-        truth = render(random_scene(HELD_OUT + seed, size, size), frames)
+        scene = random_scene(HELD_OUT + seed, size, size)
+        truth = render(scene, frames)
         with torch.no_grad():
             round_trip = pipeline.decode_into(model, encode_frames(model.vae, truth), pipeline.ImageSink(**decode))[0]
-        results["VAE round trip"].append(measure(round_trip, truth, keys) | {"evals_per_frame": 0.0})
+        results["VAE round trip"].append(measure(round_trip, truth, keys, scene) | {"evals_per_frame": 0.0})
         started = time.perf_counter()
-        results["cross-fade"].append(measure(cross_fade(round_trip[[0, *keys]], keys, frames), truth, keys)
+        results["cross-fade"].append(measure(cross_fade(round_trip[[0, *keys]], keys, frames), truth, keys, scene)
                                      | {"evals_per_frame": 0.0})
         seconds["cross-fade"] += time.perf_counter() - started
         first, _ = pipeline.condition_images(model, truth[:1], size, size, fps=defaults["fps"],
@@ -128,7 +133,7 @@ def bench_model(name: str, path: Path, frames: int, every: int, seeds: list[int]
             chosen = run.settings.describe()
             video = run.into(pipeline.ImageSink(**decode))[0]
             seconds[row] += time.perf_counter() - started
-            results[row].append(measure(video, truth, keys) | {"evals_per_frame": run.plan.evaluations_per_frame})
+            results[row].append(measure(video, truth, keys, scene) | {"evals_per_frame": run.plan.evaluations_per_frame})
     print(f"# {name}: {chosen}; {len(seeds)} scenes x {frames} frames, keyframes at {keys}", flush=True)
     means = {}
     for row in ROWS:
@@ -148,6 +153,11 @@ def bench_interpolation_and_loop(name: str, path: Path, frames: int, factor: int
     from longvid_core.evaluation.video_metrics import frame_differences
     from longvid_core.run import cascade
 
+    def timed(*args, **kwargs):
+        started = time.perf_counter()
+        video, run = decoded(*args, **kwargs)
+        return video, run.plan.evaluations_per_frame, time.perf_counter() - started
+
     model = load_svd(path)
     defaults = pipeline.recommended_settings(path)
     size = defaults["width"]
@@ -160,6 +170,7 @@ def bench_interpolation_and_loop(name: str, path: Path, frames: int, factor: int
     rows = {**{f"guides {method} x{factor}": [] for method in methods}, f"cross-fade x{factor}": [],
             f"nearest frame x{factor}": []}
     loops = {"loop": [], "no loop": []}
+    cost = {}  # row -> (evals per frame, seconds summed over scenes)
     for seed in seeds:
         truth = render(random_scene(HELD_OUT + seed, size, size), out)
         cond, _ = pipeline.condition_images(model, truth[:1], size, size, fps=defaults["fps"],
@@ -167,8 +178,12 @@ def bench_interpolation_and_loop(name: str, path: Path, frames: int, factor: int
                                             noise_aug_strength=defaults["noise_aug_strength"], seed=seed)
         settings = pipeline.SamplingSettings(out, "auto", defaults["window"], defaults["chunk"], defaults["steps"],
                                              defaults["cfg"], defaults["min_cfg"], seed=seed)
-        made = {method: decoded(model, defaults, cond, settings, cascade.interpolation_guides(
-            model, truth[::factor], factor, size, size, method, cond[0][1])[0])[0] for method in methods}
+        made = {}
+        for method in methods:
+            made[method], evals, seconds = timed(model, defaults, cond, settings, cascade.interpolation_guides(
+                model, truth[::factor], factor, size, size, method, cond[0][1])[0])
+            row = f"guides {method} x{factor}"
+            cost[row] = (evals, cost.get(row, (0, 0.0))[1] + seconds)
         with torch.no_grad():
             trip = pipeline.decode_into(model, encode_frames(model.vae, truth[::factor]),
                                         pipeline.ImageSink(**decode))[0]
@@ -177,10 +192,12 @@ def bench_interpolation_and_loop(name: str, path: Path, frames: int, factor: int
                   f"cross-fade x{factor}": cross_fade(trip, kept, out), f"nearest frame x{factor}": nearest}
         for row, video in videos.items():
             rows[row].append({"psnr_between": psnr(video[left_out], truth[left_out]),
+                              "ssim_between": ssim(video[left_out], truth[left_out]),
                               "seam_keyframes": seam_score(video, kept)})
         first, _ = pipeline.guides_from_images(model, truth[:1], [0], [1.0], size, size)
         for row, loop_latent in (("loop", first[0].latent), ("no loop", None)):
-            video, _ = decoded(model, defaults, cond, settings, loop_latent=loop_latent)
+            video, evals, seconds = timed(model, defaults, cond, settings, loop_latent=loop_latent)
+            cost[row] = (evals, cost.get(row, (0, 0.0))[1] + seconds)
             diffs = frame_differences(video)
             median = diffs.median().clamp_min(1e-8)
             wrap = (video[-1].double() - video[0].double()).abs().mean()
@@ -189,11 +206,17 @@ def bench_interpolation_and_loop(name: str, path: Path, frames: int, factor: int
     for row, measured in rows.items():
         mean = {k: statistics.mean(m[k] for m in measured) for k in measured[0]}
         print(f"{name + ': ' + row:<{LABEL}}  PSNR left out {mean['psnr_between']:6.2f}  "
-              f"seam at inputs {mean['seam_keyframes']:5.2f}", flush=True)
+              f"SSIM left out {mean['ssim_between']:5.3f}  seam at inputs {mean['seam_keyframes']:5.2f}"
+              f"{cost_cells(cost.get(row), len(seeds))}", flush=True)
     for row, measured in loops.items():
         mean = {k: statistics.mean(m[k] for m in measured) for k in measured[0]}
         print(f"{name + ': ' + row:<{LABEL}}  jump last -> first {mean['wrap']:5.2f}  "
-              f"largest jump inside {mean['inside']:5.2f}", flush=True)
+              f"largest jump inside {mean['inside']:5.2f}{cost_cells(cost.get(row), len(seeds))}", flush=True)
+
+
+def cost_cells(cost, scenes: int) -> str:
+    """``(evals per frame, seconds over all scenes)`` as the table's two cost cells; none for baselines."""
+    return "" if cost is None else f"  evals/frame {cost[0]:6.2f}  s/video {cost[1] / scenes:6.1f}"
 
 
 def degrade(truth: torch.Tensor, seed: int) -> torch.Tensor:
@@ -209,7 +232,7 @@ def degrade(truth: torch.Tensor, seed: int) -> torch.Tensor:
 
 
 def bench_refine(name: str, path: Path, frames: int, seeds: list[int], strengths=(0.3, 0.5, 0.7)) -> None:
-    from longvid_core.evaluation.video_metrics import flicker, ssim
+    from longvid_core.evaluation.video_metrics import flicker
     from longvid_core.run import cascade
 
     model = load_svd(path)

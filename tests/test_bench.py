@@ -88,8 +88,8 @@ def test_bench_guides_prints_every_row_and_the_guides_reach_their_keyframes(caps
     bench = _load("bench_guides")
     assert bench.main(["--frames", "20", "--every", "8", "--seeds", "0", "--models", "bundled"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["PSNR", "at", "keys", "PSNR", "between", "seam", "at", "keys", "colour", "drift",
-                                "evals/frame", "s/video"]
+    assert lines[0].split() == ["PSNR", "at", "keys", "SSIM", "at", "keys", "PSNR", "between", "SSIM", "between",
+                                "seam", "at", "keys", "colour", "drift", "persistence", "evals/frame", "s/video"]
     assert lines[1].startswith("# bundled: progressive") and "keyframes at [8, 16, 19]" in lines[1]
     rows = {line[:bench.LABEL].strip(): dict(zip(bench.COLUMNS, map(float, line[bench.LABEL:].split())))
             for line in lines[2:2 + len(bench.ROWS)]}
@@ -98,6 +98,7 @@ def test_bench_guides_prints_every_row_and_the_guides_reach_their_keyframes(caps
     guided = rows["bundled: guides held"]
     assert guided["psnr_keyframes"] > rows["bundled: no keyframes"]["psnr_keyframes"]
     assert guided["evals_per_frame"] == rows["bundled: no keyframes"]["evals_per_frame"] > 0
+    assert rows["bundled: VAE round trip"]["ssim_keyframes"] > 0.5 and 0 < guided["persistence"] <= 1
     # progressive holds time-reversal anchors only: no extra call there; clean guides cost no call either
     assert rows["bundled: guides time reversal"]["evals_per_frame"] == guided["evals_per_frame"]
     assert rows["bundled: guides clean"]["evals_per_frame"] == guided["evals_per_frame"]
@@ -107,6 +108,9 @@ def test_bench_guides_prints_every_row_and_the_guides_reach_their_keyframes(caps
     assert [line[:bench.LABEL].strip() for line in rest[1:8]] == [
         "bundled: guides hold x4", "bundled: guides clean x4", "bundled: guides time_reversal x4",
         "bundled: cross-fade x4", "bundled: nearest frame x4", "bundled: loop", "bundled: no loop"]
+    # the model's rows carry their cost, the baselines none
+    assert ["evals/frame" in line for line in rest[1:8]] == [True, True, True, False, False, True, True]
+    assert all("SSIM left out" in line for line in rest[1:6])
     # refine: the degraded input, then three strengths in auto's mode and in replacement with noise
     assert rest[8].startswith("# bundled: refine of 20 degraded true frames")
     refine = {line[:bench.LABEL].strip(): line[bench.LABEL:] for line in rest[9:]}
