@@ -135,6 +135,10 @@ def widget_schedule(mode, window, chunk, steps, context_sigma=0.0, partitions=1,
                              _overlap(context_overlap), int(cache_interval or 0), scheduler, sampler_name)
 
 
+# core's sampler functions whose name is not "sample_" + the sampler's name (comfy/extra_samplers/uni_pc.py)
+CORE_FUNCTION_NAMES = {"unipc": "uni_pc", "unipc_bh2": "uni_pc_bh2"}
+
+
 def with_core_sampler(settings, sampler):
     """``settings`` running core's ``sampler`` (a KSAMPLER, whose ``sampler_function`` is k-diffusion's
     ``sample_<name>``): LongVid's per-frame rule of that name when it has one and no options are
@@ -147,6 +151,7 @@ def with_core_sampler(settings, sampler):
         raise ValueError(Problem("sampler", "core's SAMPLER (from KSamplerSelect or a sampler node)",
                                  type(sampler).__name__))
     name = getattr(function, "__name__", "custom").removeprefix("sample_")
+    name = CORE_FUNCTION_NAMES.get(name, name)
     options = dict(getattr(sampler, "extra_options", None) or {})
     if name in pipeline.SAMPLER_NAMES and not options:
         return replace(settings, sampler_name=name)

@@ -952,20 +952,30 @@ def test_a_core_sampler_from_ksamplerselect_runs_as_longvids_sampler_of_that_nam
     torch.testing.assert_close(core[0]["samples"], named["samples"], rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("function, name", [("unipc", "uni_pc"), ("unipc_bh2", "uni_pc_bh2"), ("deis", "deis")])
+def test_cores_uni_pc_and_deis_run_as_longvids_per_frame_rules_in_progressive_mode(model, function, name):
+    # core's KSamplerSelect holds uni_pc.sample_unipc / sample_unipc_bh2 under those names
+    cond = condition(model)[0]
+    named = NODES["LongVidSample"]().sample(model, cond, 6, *SMALL.values(), sampler_name=name)[0]
+    core = NODES["LongVidSample"]().sample(model, cond, 6, *SMALL.values(), sampler=CoreSampler(function))
+    assert f"{name} sampler" in core[1]
+    torch.testing.assert_close(core[0]["samples"], named["samples"], rtol=0, atol=0)
+
+
 def test_a_core_sampler_longvid_has_no_rule_for_runs_core_function_in_one_level_modes_only(model):
     from tests.test_step_rules import k_sample_euler
 
     cond = condition(model)[0]
     options = dict(SMALL, mode="full_sequence")
     euler = NODES["LongVidSample"]().sample(model, cond, 6, *options.values())[0]
-    def sample_uni_pc(*args, **kwargs):  # stands in for core's function: the same loop as Euler
+    def sample_res_multistep(*args, **kwargs):  # stands in for core's function: the same loop as Euler
         return k_sample_euler(*args, **kwargs)
 
-    core = CoreSampler("uni_pc")
-    core.sampler_function = sample_uni_pc
+    core = CoreSampler("res_multistep")
+    core.sampler_function = sample_res_multistep
     latent, settings = NODES["LongVidSample"]().sample(model, cond, 6, *options.values(), sampler=core)
-    assert "core's uni_pc sampler" in settings
+    assert "core's res_multistep sampler" in settings
     torch.testing.assert_close(latent["samples"], euler["samples"], rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match=r"sampler: expected a sampler LongVid runs per frame in progressive mode: "
-                                         r"euler, euler_ancestral.*found core's uni_pc"):
+                                         r"euler, euler_ancestral.*found core's res_multistep"):
         NODES["LongVidSample"]().sample(model, cond, 6, *SMALL.values(), sampler=core)

@@ -33,6 +33,10 @@ def reference(name: str, model, x: torch.Tensor, sigmas: list[float], frames: ra
     def to_d(x, sigma, denoised):
         return (x - denoised) / sigma
 
+    if name.startswith("uni_pc"):
+        return reference_uni_pc(model, x, sigmas, "bh2" if name == "uni_pc_bh2" else "bh1")
+    if name == "deis":
+        deis_weights = deis_coefficient_list(sigmas)
     old_denoised, h_last, history, slopes = None, None, [], []
     for i in range(len(sigmas) - 1):
         s, s_next = sigmas[i], sigmas[i + 1]
@@ -122,6 +126,14 @@ def reference(name: str, model, x: torch.Tensor, sigmas: list[float], frames: ra
             else:
                 x = x + (s_next - s) * sum(c * v for c, v in zip(coefficients, [d] + slopes[::-1])) / divisor
             slopes = (slopes + [d])[-3:]
+        elif name == "deis":  # core's sample_deis, max order 3, "tab" coefficients
+            d = to_d(x, s, denoised)
+            order = 1 if s_next <= 0 else min(3, i + 1)
+            if order == 1:
+                x = x + (s_next - s) * d
+            else:
+                x = x + sum(c * v for c, v in zip(deis_weights[i], [d] + slopes[::-1]))
+            slopes = (slopes + [d])[-2:]
         elif name == "lcm":
             x = denoised
             if s_next > 0:
@@ -130,6 +142,115 @@ def reference(name: str, model, x: torch.Tensor, sigmas: list[float], frames: ra
             raise AssertionError(name)
         old_denoised = denoised
     return x
+
+
+def deis_coefficient_list(sigmas: list[float], points: int = 10_000) -> list[list[float]]:
+    """Core's deis.get_deis_coeff_list ("tab", max order 3) for the whole schedule, from its steps:
+    sigmas to variance-preserving time (EDM's sigma 0.002 .. 80 at t = 1e-3 .. 1), then per step the
+    slopes' Lagrange polynomials in t times dsigma/dt (d log alpha / dt by autograd, as core takes it)
+    summed at ``points`` points of the step, each weighted by the step over ``points``."""
+    eps, low, high = 1e-3, torch.tensor(0.002, dtype=F64), torch.tensor(80.0, dtype=F64)
+    beta_d = 2 * (torch.log(low ** 2 + 1) / eps - torch.log(high ** 2 + 1)) / (eps - 1)
+    beta_min = torch.log(high ** 2 + 1) - 0.5 * beta_d
+    sig = torch.tensor(sigmas, dtype=F64)
+    t = ((beta_min ** 2 + 2 * beta_d * (sig ** 2 + 1).log()).sqrt() - beta_min) / beta_d
+    beta_0, beta_1 = beta_min, beta_d + beta_min
+    weights = []
+    for i in range(len(sigmas) - 1):
+        order = min(i + 1, 3)
+        if order == 1 or sigmas[i + 1] == 0:
+            weights.append([])
+            continue
+        taus = torch.linspace(float(t[i]), float(t[i + 1]), points, dtype=F64).requires_grad_(True)
+        alpha = torch.exp(-0.5 * taus ** 2 * (beta_1 - beta_0) - taus * beta_0)
+        alpha.log().sum().backward()
+        integrand = (-0.5 * taus.grad / torch.sqrt(alpha * (1 - alpha))).detach()
+        taus = taus.detach()
+        prev = [t[i - k] for k in range(order)]
+        row = []
+        for j in range(order):
+            poly = torch.ones_like(taus)
+            for k in range(order):
+                if k != j:
+                    poly = poly * (taus - prev[k]) / (prev[j] - prev[k])
+            row.append(float((integrand * poly).sum() * (t[i + 1] - t[i]) / points))
+        weights.append(row)
+    return weights
+
+
+def reference_uni_pc(model, x: torch.Tensor, sigmas: list[float], variant: str) -> torch.Tensor:
+    """Core's sample_unipc (UniPC's multistep loop, data prediction, order min(3, steps - 1),
+    lower_order_final) with its variance-preserving bookkeeping: x scaled by 1/sqrt(1 + sigma^2),
+    lambda = log(alpha/std), the last sigma 0 replaced by 0.001, the result scaled back."""
+    times = list(sigmas)
+    if times[-1] == 0:
+        times[-1] = 0.001
+    steps = len(times) - 1
+
+    def alpha(s):
+        return 1 / math.sqrt(1 + s * s)
+
+    def std(s):
+        return s / math.sqrt(1 + s * s)
+
+    def lam(s):
+        return math.log(alpha(s) / std(s))
+
+    def data(x_vp, s):  # core's predict_eps_sigma, then UniPC's data_prediction_fn
+        x_sigma = x_vp * math.sqrt(s * s + 1)
+        eps = (x_sigma - model(x_sigma, s)) / s
+        return (x_vp - std(s) * eps) / alpha(s)
+
+    def update(x, models, prev_times, t, order, use_corrector):
+        s0, m0 = prev_times[-1], models[-1]
+        h = lam(t) - lam(s0)
+        rks, d1s = [], []
+        for i in range(1, order):
+            rk = (lam(prev_times[-(i + 1)]) - lam(s0)) / h
+            rks.append(rk)
+            d1s.append((models[-(i + 1)] - m0) / rk)
+        rks.append(1.0)
+        hh = -h
+        h_phi_1 = math.expm1(hh)
+        h_phi_k = h_phi_1 / hh - 1
+        factorial_i = 1
+        b_h = hh if variant == "bh1" else math.expm1(hh)
+        rows, b = [], []
+        for i in range(1, order + 1):
+            rows.append([r ** (i - 1) for r in rks])
+            b.append(h_phi_k * factorial_i / b_h)
+            factorial_i *= i + 1
+            h_phi_k = h_phi_k / hh - 1 / factorial_i
+        big_r, b = torch.tensor(rows, dtype=F64), torch.tensor(b, dtype=F64)
+        if d1s:
+            rhos_p = [0.5] if order == 2 else torch.linalg.solve(big_r[:-1, :-1], b[:-1]).tolist()
+        if use_corrector:
+            rhos_c = [0.5] if order == 1 else torch.linalg.solve(big_r, b).tolist()
+        x_t_ = std(t) / std(s0) * x - alpha(t) * h_phi_1 * m0
+        pred_res = sum(r * d for r, d in zip(rhos_p, d1s)) if d1s else 0
+        x_t = x_t_ - alpha(t) * b_h * pred_res
+        model_t = None
+        if use_corrector:
+            model_t = data(x_t, t)
+            corr_res = sum(r * d for r, d in zip(rhos_c[:-1], d1s)) if d1s else 0
+            x_t = x_t_ - alpha(t) * b_h * (corr_res + rhos_c[-1] * (model_t - m0))
+        return x_t, model_t
+
+    order = min(3, steps - 1)
+    x = x / math.sqrt(1 + times[0] ** 2)
+    prev_times, models = [times[0]], [data(x, times[0])]
+    for step in range(1, order):
+        x, model_x = update(x, models, prev_times, times[step], step, True)
+        prev_times.append(times[step])
+        models.append(model_x if model_x is not None else data(x, times[step]))
+    for step in range(order, steps + 1):
+        step_order = min(order, steps + 1 - step)
+        x, model_x = update(x, models, prev_times, times[step], step_order, step != steps)
+        if step < steps:
+            if model_x is None:
+                model_x = data(x, times[step])
+            prev_times, models = (prev_times + [times[step]])[-order:], (models + [model_x])[-order:]
+    return x / alpha(times[-1])
 
 
 def one_level(predict):
@@ -150,7 +271,7 @@ SCHEDULE = SCHEDULERS["karras"](6).to(F64)
 
 def test_the_names_are_comfyuis():
     assert list(STEP_RULES) == ["euler", "euler_ancestral", "heun", "dpm_2", "dpmpp_2m", "dpmpp_2m_sde", "dpmpp_3m_sde",
-                                "lms", "ipndm", "lcm", "ddim"]
+                                "lms", "ipndm", "lcm", "ddim", "deis", "uni_pc", "uni_pc_bh2"]
 
 
 @pytest.mark.parametrize("name", list(STEP_RULES))
@@ -352,3 +473,31 @@ def test_a_whole_schedule_function_is_refused_in_progressive_mode():
     with pytest.raises(ValueError, match="sampler: a progressive window holds many noise levels per call"):
         sampling.sample_progressive(Recorder(), make_cond(0.5), 8, FRAME, SCHEDULE, window=4, chunk=2,
                                     step_rule=ScheduleSampler("uni_pc", k_sample_euler))
+
+
+# ------------------------------------------------- the whole matrix: sampler x scheduler x mode
+
+
+@pytest.mark.parametrize("mode", ["progressive", "partitioned_lookahead", "full_sequence", "replacement",
+                                  "context_windows"])
+@pytest.mark.parametrize("scheduler", list(SCHEDULERS))
+def test_every_sampler_and_scheduler_runs_in_every_mode_with_exact_plans_and_cancel(mode, scheduler):
+    from longvid_core.progress import Cancelled
+    from tests.test_samplers import SAMPLERS
+
+    iterate, options, plan_fn = SAMPLERS[mode]
+    sigmas = SCHEDULERS[scheduler](6).to(F64)
+    for name, rule in STEP_RULES.items():
+        recorder, progress = Recorder(mixing_predict), []
+        frames = list(iterate(recorder, make_cond(0.5), 7, FRAME, sigmas, seed=SEED, dtype=F64, step_rule=rule,
+                              callback=progress.append, **options, **NO_CFG))
+        plan = plan_fn(7, steps=6, step_rule=rule, **options)
+        assert [k for k, _ in frames] == list(range(7)), name
+        assert all(bool(torch.isfinite(x).all()) for _, x in frames), name
+        assert len(recorder.calls) == plan.denoiser_calls == progress[-1].done == progress[-1].total, name
+        # a cancel asked for at the third call: no call after it
+        stopped = Recorder(mixing_predict)
+        with pytest.raises(Cancelled):
+            list(iterate(stopped, make_cond(0.5), 7, FRAME, sigmas, seed=SEED, dtype=F64, step_rule=rule,
+                         callback=lambda p: False if p.done == 3 else None, **options, **NO_CFG))
+        assert len(stopped.calls) == 3, name

@@ -31,7 +31,7 @@ GUIDE_METHODS = (AUTO, "hold", "clean", "time_reversal")
 # Samplers (step rules, sampling/step_rules.py) by ComfyUI's names; euler is LongVid's rule from
 # before they had names.
 SAMPLER_NAMES = ("euler", "euler_ancestral", "heun", "dpm_2", "dpmpp_2m", "dpmpp_2m_sde", "dpmpp_3m_sde", "lms", "ipndm",
-                 "lcm", "ddim")
+                 "lcm", "ddim", "deis", "uni_pc", "uni_pc_bh2")
 DEFAULT_SAMPLER = "euler"
 # Sigma schedulers by ComfyUI's names (core's order), then Align Your Steps' SVD list
 # (sampling/schedulers.py holds the formulas); karras is LongVid's schedule from before they had names.

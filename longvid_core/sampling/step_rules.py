@@ -13,9 +13,12 @@ sigma made a per-frame vector; a new rule is one function and one :class:`StepRu
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable
 
 import torch
+
+from .step_coefficients import UNI_PC_LAST_SIGMA, deis_coefficients, lagrange_integral, uni_pc_coefficients
 
 
 def euler_step(x: torch.Tensor, x0: torch.Tensor, sigma, sigma_next) -> torch.Tensor:
@@ -38,14 +41,17 @@ ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 class StepFrames:
     """The frames of one step beyond their values: ``memory`` (frame index -> a dict a rule keeps
     between that frame's steps; the walk drops it when the frame is finished), ``first_frame`` and
-    ``count`` (video frames ``first_frame ..``), and ``noise()``, standard normal noise ``[B, n, ...]``
-    for these frames at their own schedule index."""
+    ``count`` (video frames ``first_frame ..``), ``noise()``, standard normal noise ``[B, n, ...]``
+    for these frames at their own schedule index, and ``steps_left`` (per frame, the steps from its
+    sigma to the end of the schedule, this one included; None where unknown)."""
 
-    def __init__(self, first_frame: int, count: int, memory: dict, noise: Callable[[], torch.Tensor]):
+    def __init__(self, first_frame: int, count: int, memory: dict, noise: Callable[[], torch.Tensor],
+                 steps_left: list[int] | None = None):
         self.first_frame = first_frame
         self.count = count
         self.memory = memory
         self._noise = noise
+        self.steps_left = steps_left if steps_left is not None else [None] * count
 
     def noise(self) -> torch.Tensor:
         return self._noise()
@@ -226,7 +232,7 @@ def _lms(model: ModelFn, x, sigma, sigma_next, frames: StepFrames, order: int = 
         history = (slopes[i] or []) + [d[:, i]]
         times = (sigmas[i] or []) + [float(sigma[i])]
         history, times = history[-order:], times[-order:]
-        coefficients = [_lagrange_integral(times[::-1], j, float(sigma[i]), float(sigma_next[i]))
+        coefficients = [lagrange_integral(times[::-1], j, float(sigma[i]), float(sigma_next[i]))
                         for j in range(len(times))]
         out[:, i] = x[:, i] + sum(c * slope for c, slope in zip(coefficients, history[::-1]))
         kept_slopes.append([s.clone() for s in history[-(order - 1):]] if order > 1 else [])
@@ -258,6 +264,69 @@ def _ipndm(model: ModelFn, x, sigma, sigma_next, frames: StepFrames, max_order: 
     return out
 
 
+def _deis(model: ModelFn, x, sigma, sigma_next, frames: StepFrames, max_order: int = 3):
+    # DEIS (Zhang & Chen 2023, "tab" variant; core's sample_deis, max order 3): the slope is
+    # extrapolated by a polynomial in variance-preserving time t over the frame's own earlier
+    # slopes, and integrated against dsigma/dt; a frame's first step and a step to sigma 0 are Euler
+    x0 = model(x, sigma)
+    d = _slope(x, x0, sigma)
+    previous, previous_sigma = frames.recall("slopes"), frames.recall("sigmas")
+    out = torch.empty_like(x)
+    kept, kept_sigma = [], []
+    for i in range(x.shape[1]):
+        history, times = previous[i] or [], previous_sigma[i] or []
+        s, s_next = float(sigma[i]), float(sigma_next[i])
+        order = 1 if s_next <= 0 else min(max_order, len(history) + 1)
+        if order == 1:
+            out[:, i] = x[:, i] + (s_next - s) * d[:, i]
+        else:
+            known = (s, *times[::-1][:order - 1])  # newest first, as the slopes below
+            coefficients = deis_coefficients(known, s_next)
+            out[:, i] = x[:, i] + sum(c * slope for c, slope in zip(coefficients, [d[:, i]] + history[::-1]))
+        kept.append((history + [d[:, i].clone()])[-(max_order - 1):])
+        kept_sigma.append((times + [s])[-(max_order - 1):])
+    frames.remember("slopes", kept)
+    frames.remember("sigmas", kept_sigma)
+    return out
+
+
+def _uni_pc(model: ModelFn, x, sigma, sigma_next, frames: StepFrames, variant: str = "bh1", max_order: int = 3):
+    # UniPC (Zhao et al., NeurIPS 2023; core's uni_pc = variant bh1, uni_pc_bh2 = bh2): data
+    # prediction, multistep, order up to 3, lower orders on a frame's first and last two steps. A
+    # step's corrector needs the model at the step's end, so it is applied here, at the call that
+    # makes that prediction, before this step's predictor: still one call per step. Written in
+    # sigma-space x (core runs it in variance-preserving x; the same numbers). A step to sigma 0
+    # ends at sigma 0.001, as core's does.
+    x0 = model(x, sigma)
+    models, sigmas = frames.recall("x0"), frames.recall("sigmas")
+    out = torch.empty_like(x)
+    kept, kept_sigma = [], []
+    for i in range(x.shape[1]):
+        past, times = (models[i] or [])[::-1], (sigmas[i] or [])[::-1]  # newest first
+        s, s_next, left = float(sigma[i]), float(sigma_next[i]), frames.steps_left[i]
+        x_i = x[:, i]
+        if past:  # correct the step that brought the frame here, from past[0]'s sigma to s
+            order = min(len(past), max_order, left + 1 if left is not None else max_order)
+            rks, rho_p, rho_c, b_h = uni_pc_coefficients(tuple(times[:order]), s, variant)
+            d1 = [(m - past[0]) / rk for m, rk in zip(past[1:order], rks)]
+            predicted = sum(r * d for r, d in zip(rho_p, d1))
+            corrected = sum(r * d for r, d in zip(rho_c[:-1], d1))
+            x_i = x_i + b_h * (predicted - corrected - rho_c[-1] * (x0[:, i] - past[0]))
+        order = 1 if s_next <= 0 else min(len(past) + 1, max_order, left if left is not None else max_order)
+        target = s_next if s_next > 0 else UNI_PC_LAST_SIGMA
+        ratio = target / s
+        step = ratio * x_i + (1 - ratio) * x0[:, i]
+        if order > 1:
+            rks, rho_p, _, b_h = uni_pc_coefficients((s, *times[:order - 1]), target, variant)
+            step = step - b_h * sum(r * (m - x0[:, i]) / rk for r, rk, m in zip(rho_p, rks, past))
+        out[:, i] = step
+        kept.append((past[:max_order - 1][::-1]) + [x0[:, i].clone()])
+        kept_sigma.append(times[:max_order - 1][::-1] + [s])
+    frames.remember("x0", kept)
+    frames.remember("sigmas", kept_sigma)
+    return out
+
+
 def _lcm(model: ModelFn, x, sigma, sigma_next, frames: StepFrames):
     # Latent Consistency Models (Luo et al. 2023), as core's sample_lcm: jump to the prediction, then
     # noise it to the next level (EDM's noise scaling: x0 + sigma * noise)
@@ -278,6 +347,9 @@ STEP_RULES = {
     "ipndm": StepRule("ipndm", _ipndm),
     "lcm": StepRule("lcm", _lcm),
     "ddim": StepRule("ddim", _euler),  # core's ddim sampler is its Euler sampler
+    "deis": StepRule("deis", _deis),
+    "uni_pc": StepRule("uni_pc", _uni_pc),
+    "uni_pc_bh2": StepRule("uni_pc_bh2", partial(_uni_pc, variant="bh2")),
 }
 
 
@@ -296,19 +368,6 @@ def ancestral_step(sigma: torch.Tensor, sigma_next: torch.Tensor, eta: float = 1
 def _stacked(values: list, like: torch.Tensor) -> torch.Tensor:
     """Per-frame remembered tensors ``[B, ...]`` stacked on dim 1 (zeros where a frame has none)."""
     return torch.stack([v if v is not None else torch.zeros_like(like[:, 0]) for v in values], dim=1)
-
-
-def _lagrange_integral(times: list[float], j: int, start: float, end: float) -> float:
-    """The integral from ``start`` to ``end`` of the Lagrange basis polynomial that is 1 at
-    ``times[j]`` and 0 at the other ``times`` (exact: the polynomial's coefficients integrated)."""
-    coefficients = [1.0]  # lowest power first
-    for k, t in enumerate(times):
-        if k == j:
-            continue
-        scale = 1.0 / (times[j] - t)
-        shifted = [0.0] + coefficients  # times tau
-        coefficients = [(a - t * b) * scale for a, b in zip(shifted, coefficients + [0.0])]
-    return sum(c / (p + 1) * (end ** (p + 1) - start ** (p + 1)) for p, c in enumerate(coefficients))
 
 
 def _slope(x: torch.Tensor, x0: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:

@@ -254,14 +254,16 @@ class Walk:
 
     def step_frames(self, first_frame: int, sigma: Sequence[float], device=None) -> StepFrames:
         """What the step rule may know of frames ``first_frame ..`` at ``sigma`` (one per frame):
-        their memory, and their noise for this step, a function of (seed, frame, schedule index)."""
+        their memory, their noise for this step, a function of (seed, frame, schedule index), and the
+        steps each has left."""
         def noise() -> torch.Tensor:
             return torch.stack([frame_noise(self.seed, first_frame + i, self.frame_shape,
                                             stream=STEP_NOISE_STREAM - self.level_index[float(value)],
                                             dtype=self.dtype, device=device or self.device)
                                 for i, value in enumerate(sigma)], dim=1)
 
-        return StepFrames(first_frame, len(sigma), self.memory, noise)
+        steps_left = [self.steps - self.level_index[float(value)] for value in sigma]
+        return StepFrames(first_frame, len(sigma), self.memory, noise, steps_left)
 
     def call(self, x, sigma, cond, cfg_scales, first_frame: int, reversed_frames: bool = False):
         """One (guided) denoiser call on the video frames from ``first_frame``. The call before it
