@@ -379,6 +379,23 @@ def test_auto_is_clean_in_progressive_and_one_level_windows_and_hold_in_context_
     assert not weak.clean and not weak.anchors and 5 in weak.hold
 
 
+def test_weights_trained_with_guide_frames_have_auto_guides_shown_clean_in_every_mode():
+    from longvid_core.weights.trained_for import TrainedFor
+
+    model = tiny_svd(seed=0)
+    cond, _ = pipeline.condition_images(model, torch.rand(1, 16, 16, 3, generator=torch.Generator().manual_seed(0)),
+                                        16, 16)
+    guides, _ = pipeline.guides_from_images(model, torch.rand(2, 16, 16, 3, generator=torch.Generator().manual_seed(1)),
+                                            [3, 7], [1.0, 1.0], 16, 16, method="auto")
+    settings = pipeline.SamplingSettings(frames=8, mode="context_windows", window=4, chunk=2, steps=4, cfg=1.0)
+    assert {g.method for g in pipeline.prepare_run(model, cond, settings, guides=guides).guides} == {"auto"}
+    model.trained_for = TrainedFor(progressive=False, clip_frames=8, guide_frames=0.25)
+    run_ = pipeline.prepare_run(model, cond, settings, guides=guides + [replace(guides[0], frame=5, method="hold")])
+    assert [g.method for g in run_.guides] == ["clean", "clean", "hold"]  # a method asked for stays
+    latents = run_.into(pipeline.LatentSink())
+    assert torch.equal(latents[:, 3], guides[0].latent) and torch.equal(latents[:, 7], guides[1].latent)
+
+
 def test_an_unknown_method_is_refused():
     with pytest.raises(InputError, match="guide method: expected one of auto, hold, clean, time_reversal"):
         run("progressive", [Guide(3, guide_latent(0.1), method="sideways")])

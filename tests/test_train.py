@@ -294,10 +294,11 @@ def test_rollout_batches_train_through_the_wrapped_model(dataset):
 
 def test_full_mode_saves_a_whole_model(dataset):
     output = dataset[0] / "full"
-    args = run_args(dataset, output, "--mode", "full", "--frames", "2", "--max-steps", "1", "--ema-decay", "0")
+    args = run_args(dataset, output, "--mode", "full", "--frames", "2", "--max-steps", "1", "--ema-decay", "0",
+                    "--guide-frame-fraction", "0.5")
     assert train.main(args) == 0
     model = load_svd(output / CHECKPOINTS / "step-00000001" / "model.safetensors")
-    assert model.trained_for == TrainedFor(progressive=False, clip_frames=2)
+    assert model.trained_for == TrainedFor(progressive=False, clip_frames=2, guide_frames=0.5)
     one_level = SamplingSettings(24)  # trained with one level per clip: the training-free setting
     assert resolve_auto(model, one_level)[0] == training_free(one_level, TRAINING_FREE)
     trained = sgm_state_dict(model)

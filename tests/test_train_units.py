@@ -219,6 +219,42 @@ def test_batch_loss_gives_the_clean_chunk_clean_or_with_context_noise(context_si
         assert torch.equal(clean_x, latents[:, :1])
 
 
+def test_guide_frames_are_one_or_two_noisy_frames_given_clean_and_left_out_of_the_loss():
+    from training.batches import Batch, batch_loss, with_guide_frames
+    from training.config import TrainConfig
+
+    sigma = torch.full((64, 5), 3.0)
+    chunk = torch.zeros(64, 5, dtype=torch.bool)
+    chunk[:, 0] = True  # a clean chunk in front stays as it is
+    out, mask = with_guide_frames(sigma, chunk, 0.5, 0.002, torch.Generator().manual_seed(0))
+    guided = mask & ~chunk
+    per_clip = guided.sum(1)
+    assert set(per_clip.tolist()) == {0, 1, 2} and 15 < int((per_clip > 0).sum()) < 49  # about half the clips
+    assert mask[:, 0].all() and torch.equal(out[guided], torch.full((int(guided.sum()),), 0.002))
+    assert torch.equal(out[~mask], sigma[~mask]) and torch.equal(sigma, torch.full((64, 5), 3.0))  # a copy
+    # never the last counted frame: a two-frame clip with one clean frame keeps the other
+    _, two = with_guide_frames(torch.ones(32, 2), None, 1.0, 0.002, torch.Generator().manual_seed(1))
+    assert (two.sum(1) == 1).all()
+    # in batch_loss (one level per clip): the guide frames go in exactly clean at sigma_min
+    gen = torch.Generator().manual_seed(0)
+    latents = torch.randn(3, 4, 4, 2, 2, generator=gen)
+    cond = SVDCond(torch.zeros(3, 1, 8), torch.zeros(3, 4, 2, 2), torch.zeros(3, 3))
+    config = TrainConfig(base="b", output_dir="o", data_dir="d", mode="full", frames=4, height=16, width=16,
+                         guide_frame_fraction=1.0)
+    seen = {}
+
+    def denoiser(x, sigma, image_embeds, concat_latent, added_time_ids):
+        seen["x"], seen["sigma"] = x, sigma
+        return torch.zeros_like(x)
+
+    loss = batch_loss(denoiser, Batch(latents, cond, "video"), config, None, torch.Generator().manual_seed(3))
+    clean = seen["sigma"] == config.sigma_min
+    assert (clean.sum(1) >= 1).all() and loss.frames == 12 - int(clean.sum())
+    assert torch.equal(seen["x"][clean], latents[clean])
+    with pytest.raises(ValueError, match=r"--guide-frame-fraction must be in \[0, 1\]; found 1.5"):
+        TrainConfig(base="b", output_dir="o", data_dir="d", guide_frame_fraction=1.5).check()
+
+
 # ---------------------------------------------------------------------------------------------
 # Data
 

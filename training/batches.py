@@ -151,6 +151,10 @@ def batch_loss(denoiser, batch: Batch, config: TrainConfig, progressive, generat
     else:
         sigma = sample_sigmas(count, generator, config.sigma_sampling, config.p_mean, config.p_std,
                               config.sigma_min, config.sigma_max)[:, None].expand(count, frames)
+    if config.guide_frame_fraction > 0 and batch.kind == "video":  # drawn only when on: old runs replay
+        clean_sigma = progressive.clean_sigma if progressive is not None else config.sigma_min
+        sigma, conditioning_frames = with_guide_frames(sigma, conditioning_frames, config.guide_frame_fraction,
+                                                       clean_sigma, generator)
     noise = torch.randn(latents.shape, generator=generator, dtype=torch.float32)
     device = latents.device
     if config.conditioning_dropout > 0:
@@ -160,6 +164,30 @@ def batch_loss(denoiser, batch: Batch, config: TrainConfig, progressive, generat
         conditioning_frames=None if conditioning_frames is None else conditioning_frames.to(device),
         noise_conditioning=noise_conditioning, weighting=config.loss_weighting,
     )
+
+
+def with_guide_frames(sigma, conditioning_frames, fraction: float, clean_sigma: float, generator):
+    """``(sigma, mask)`` with, in a ``fraction`` of the clips, one or two of the noisy frames made
+    clean guide frames: given at ``clean_sigma`` and masked (given exactly, left out of the loss), as
+    the sampler shows a ``clean`` guide. Diffusion Forcing (Chen et al., NeurIPS 2024) trains with
+    independent per-frame levels so that any frame may be known; this is the part LongVid's guides
+    need. ``sigma [B, F]``; ``conditioning_frames [B, F]`` bool or None (no clean chunk)."""
+    import torch
+
+    count, frames = sigma.shape
+    mask = (torch.zeros(count, frames, dtype=torch.bool) if conditioning_frames is None
+            else conditioning_frames.clone().cpu())
+    sigma = sigma.clone()
+    for b in range(count):
+        chosen = bool(torch.rand((), generator=generator, dtype=torch.float64) < fraction)
+        noisy = (~mask[b]).nonzero().flatten()
+        if not chosen or len(noisy) < 2:  # keep at least one frame in the loss
+            continue
+        many = 1 + int(torch.randint(0, 2, (), generator=generator))
+        picked = noisy[torch.randperm(len(noisy), generator=generator)[:min(many, len(noisy) - 1)]]
+        mask[b, picked] = True
+        sigma[b, picked] = clean_sigma
+    return sigma, mask
 
 
 def rollout_batch_loss(denoiser, batch: Batch, config: TrainConfig, progressive, generator):

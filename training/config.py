@@ -78,6 +78,11 @@ class TrainConfig:
     image_batch_fraction: float = _f(0.0, "fraction of batches that are still images (LaVie Sec. 3.1 joint "
                                      "training): F copies of one image, motion bucket from its (zero) motion",
                                      "data")
+    guide_frame_fraction: float = _f(0.0, "fraction of video clips with clean frames at random positions (1 or 2 "
+                                     "noisy frames given clean at the smallest sigma and left out of the loss; "
+                                     "Diffusion Forcing's independent per-frame levels): teaches the model the "
+                                     "clean guide frames LongVid's keyframes, loops and interpolation show it "
+                                     "(0: never)", "loss")
     # -- noise and loss
     sigma_sampling: str = _f("lognormal", "sigma per video: EDM log-normal or ExVideo's 1000-step Karras grid",
                              "loss", choices=("lognormal", "karras1000"))
@@ -187,11 +192,12 @@ class TrainConfig:
         """What this run trains the model for (recorded in every file it writes)."""
         from longvid_core.weights.trained_for import TrainedFor
 
+        guides = float(self.guide_frame_fraction)
         if not self.progressive:
-            return TrainedFor(progressive=False, clip_frames=self.clip_frames())
+            return TrainedFor(progressive=False, clip_frames=self.clip_frames(), guide_frames=guides)
         return TrainedFor(progressive=True, clip_frames=self.clip_frames(), window=self.progressive_window,
                           chunk=self.progressive_chunk, steps=self.progressive_steps,
-                          context_sigma=float(self.progressive_context_sigma))
+                          context_sigma=float(self.progressive_context_sigma), guide_frames=guides)
 
     def check(self) -> None:
         """Raise ValueError naming the setting to change."""
@@ -246,6 +252,8 @@ class TrainConfig:
             raise ValueError(f"--height/--width must be multiples of 8 (SVD's VAE); found {self.height}x{self.width}")
         if not 0.0 <= self.conditioning_dropout < 1.0:
             raise ValueError(f"--conditioning-dropout must be in [0, 1); found {self.conditioning_dropout}")
+        if not 0.0 <= self.guide_frame_fraction <= 1.0:
+            raise ValueError(f"--guide-frame-fraction must be in [0, 1]; found {self.guide_frame_fraction}")
         if not 0.0 <= self.progressive_rollout_fraction <= 1.0:
             raise ValueError(f"--progressive-rollout-fraction must be in [0, 1]; found "
                              f"{self.progressive_rollout_fraction}")

@@ -211,6 +211,9 @@ def prepare_run(model: SVDModel, cond, settings: SamplingSettings, prefix: torch
         # held like any guide of method auto (progressive: shown clean, so the window sees where it must arrive)
         guides += ([] if prefix is not None else [sampling.Guide(0, loop_latent, method="auto")]) + [
             sampling.Guide(prefix_frames + settings.frames, closing, method="auto")]
+    trained = getattr(model, "trained_for", None)
+    if trained is not None and trained.guide_frames > 0:  # trained to see clean frames anywhere: auto shows them so
+        guides = [replace(g, method=sampling.guides.CLEAN) if g.method == sampling.guides.AUTO else g for g in guides]
     raise_problem(sampling.guides_problem(guides, prefix_frames + sampled.frames, prefix_frames, frame_shape))
     plan = plan_sampling(sampled, prefix_frames, guides)
     return GenerationRun(model, settings, keyframes, prefix, plan, frame_shape, chosen, guides=guides, loop=loop,

@@ -20,7 +20,9 @@ class TrainedFor:
     ``window``/``chunk``/``steps``; ``context_sigma``: the clean chunk's training noise (0: clean);
     ``clip_frames``: frames per training clip. ``sampler_name``/``scheduler``/``cfg`` (or None): what
     the weights are best sampled with, which ``auto`` uses; ``distilled``: consistency-distilled
-    weights (AnimateLCM-SVD-xt and the like), sampled with ``lcm`` at cfg 1."""
+    weights (AnimateLCM-SVD-xt and the like), sampled with ``lcm`` at cfg 1; ``guide_frames``: the
+    fraction of training clips that had clean frames at random positions (the trainer's
+    ``--guide-frame-fraction``), so ``auto`` shows guides clean in every mode."""
 
     progressive: bool
     clip_frames: int | None = None
@@ -32,6 +34,7 @@ class TrainedFor:
     scheduler: str | None = None
     cfg: float | None = None
     distilled: bool = False
+    guide_frames: float = 0.0
 
     def to_metadata(self) -> dict[str, str]:
         return {META_TRAINED_FOR: json.dumps(asdict(self), sort_keys=True)}
