@@ -501,3 +501,29 @@ def test_every_sampler_and_scheduler_runs_in_every_mode_with_exact_plans_and_can
             list(iterate(stopped, make_cond(0.5), 7, FRAME, sigmas, seed=SEED, dtype=F64, step_rule=rule,
                          callback=lambda p: False if p.done == 3 else None, **options, **NO_CFG))
         assert len(stopped.calls) == 3, name
+
+
+@pytest.mark.parametrize("name", ["dpmpp_2m", "lms", "ipndm", "deis", "uni_pc", "uni_pc_bh2"])
+@pytest.mark.parametrize("mode", ["progressive", "full_sequence"])
+def test_a_frame_a_guide_lets_go_starts_its_multistep_history_afresh(name, mode):
+    # a refine guide (strength 0.5) on frame 2 holds it for the first half of the schedule while the
+    # other frames step; let go, it is a one-frame run of core's sampler from that level, its start
+    # the guide noised there (history from the held steps would be of a path it never took)
+    from longvid_core.sampling import Guide
+    from longvid_core.sampling.guides import hold_steps
+
+    steps = 8
+    sigmas = SCHEDULERS["karras"](steps).to(F64)
+    levels = sigmas.tolist()
+    latent = torch.full(FRAME, 0.3, dtype=F64)
+    guide = Guide(2, latent, 0.5)
+    last = hold_steps([guide], steps)[2]
+    options = dict(window=4, chunk=1) if mode == "progressive" else {}
+    sample = sampling.sample_progressive if mode == "progressive" else sampling.sample_full_sequence
+    out = sample(Recorder(framewise_predict), make_cond(0.5), 5, FRAME, sigmas, seed=SEED, dtype=F64,
+                 step_rule=STEP_RULES[name], guides=[guide], **options, **NO_CFG)
+    start_x = (latent + levels[last] * frame_noise(SEED, 2, FRAME, dtype=F64))[:, None]
+    alone = reference(name, one_level(framewise_predict), start_x, levels[last:], range(2, 3))
+    torch.testing.assert_close(out[:, 2:3], alone, rtol=0, atol=1e-10)
+    free = reference(name, one_level(framewise_predict), start(range(4, 5), levels), levels, range(4, 5))
+    torch.testing.assert_close(out[:, 4:5], free, rtol=0, atol=1e-10)  # the others as without the guide

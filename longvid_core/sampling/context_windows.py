@@ -151,7 +151,7 @@ def _context_window_frames(walk: "Walk", store: _VideoAtOneSigma):
             store.frames = walk.step_rule.step(fused, store.frames, store.sigma(walk.levels[i]),
                                                store.sigma(walk.levels[i + 1]),
                                                walk.step_frames(0, [walk.levels[i]] * store.num_frames, store.device))
-        store.frames = walk.held.apply(store.frames, 0, walk.levels[i + 1])
+        store.frames = walk.hold(store.frames, 0, walk.levels[i + 1])
         yield from walk.hand_out((0, store.frames.clone()) if i == walk.steps - 1 else None)
 
 

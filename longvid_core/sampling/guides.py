@@ -203,6 +203,13 @@ class HeldFrames:
             out[:, position] = latent.to(device=x.device, dtype=x.dtype) + sigmas[position] * eps
         return out
 
+    def held_frames(self, first_frame: int, count: int, sigma) -> list[int]:
+        """The video frames among ``first_frame ..`` (``count`` of them) held at ``sigma`` (one value
+        or one per frame)."""
+        if not self.hold:
+            return []
+        return [first_frame + position for position, _ in self._held(first_frame, _per_frame(sigma, count))]
+
     def _held(self, first_frame: int, sigmas: list[float]):
         """``(position, guide latent)`` of every frame from ``first_frame`` held at its sigma."""
         for position, sigma in enumerate(sigmas):

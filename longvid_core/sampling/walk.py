@@ -210,11 +210,20 @@ class Walk:
         guidance per window frame. No call when every frame is held at ``sigma_next``."""
         count = 0 if context is None else context.shape[1]
         if self.held.holds_all(first_frame + count, noisy.shape[1], sigma_next):
-            return self.held.apply(noisy, first_frame + count, sigma_next)  # the guides overwrite any step
+            return self.hold(noisy, first_frame + count, sigma_next)  # the guides overwrite any step
         model = self.window_model(noisy.shape[1], first_frame, context, context_sigma, scales)
         stepped = self.step_rule.step(model, noisy, self._values(sigma), self._values(sigma_next),
                                       self.step_frames(first_frame + count, sigma))
-        return self.held.apply(stepped, first_frame + count, sigma_next)
+        return self.hold(stepped, first_frame + count, sigma_next)
+
+    def hold(self, x: torch.Tensor, first_frame: int, sigma) -> torch.Tensor:
+        """``x`` (video frames from ``first_frame`` at ``sigma``) with the guides' held frames set, and
+        the step rule's memory of those frames dropped: a frame the guide put somewhere is not where a
+        multistep rule's history (or UniPC's pending correction) left it, so when its guide lets it go
+        (strength below 1) it starts afresh there, as core's sampler started at that sigma would."""
+        for frame in self.held.held_frames(first_frame, x.shape[1], sigma):
+            self.memory.pop(frame, None)
+        return self.held.apply(x, first_frame, sigma)
 
     def window_model(self, noisy_count: int, first_frame: int, context=None, context_sigma: Sequence[float] = (),
                      scales: list[float] | None = None):
