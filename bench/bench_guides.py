@@ -26,9 +26,9 @@ Then, per model: **interpolation** — the true video at 1/``--factor`` of its f
 frame: PSNR of the frames left out, seam at the input frames; and **loop** — the jump from the
 last frame back to the first (over the median frame difference) with and without ``loop``,
 next to the largest jump inside the video; and **refine** — the true video degraded (half size and
-back, noise, flicker) refined at strengths 0.3 / 0.5 / 0.7 (``auto``'s mode, and for the bundled
-model also ``replacement_with_noise``, where held steps cost no call) against the truth (PSNR, SSIM,
-flicker against the truth's), next to the degraded input itself.
+back, noise, flicker) refined at strengths 0.3 / 0.5 / 0.7 (``auto``'s mode; for the bundled,
+progressive model both progressive and ``replacement_with_noise``, where held steps cost no call)
+against the truth (PSNR, SSIM, flicker against the truth's), next to the degraded input itself.
 
     python bench/bench_guides.py [--frames 240] [--every 48] [--factor 4] [--seeds 0 1 2 3 4 5 6 7]
 """
@@ -238,7 +238,8 @@ def bench_refine(name: str, path: Path, frames: int, seeds: list[int], strengths
     model = load_svd(path)
     defaults = pipeline.recommended_settings(path)
     size = defaults["width"]
-    modes = ["auto"] + (["replacement_with_noise"] if name == "bundled" else [])  # auto there: progressive
+    # progressive weights: both ways (auto refines them one level per call, as measured here)
+    modes = ["progressive", "replacement_with_noise"] if name == "bundled" else ["auto"]
     rows: dict[str, list] = {"degraded input (baseline)": []}
     seconds: dict[str, float] = {}
     evals: dict[str, float] = {}

@@ -214,6 +214,31 @@ def test_a_loop_shorter_than_a_window_is_refused_before_sampling(model):
 # ----------------------------------------------------------------------------------- interpolate and refine
 
 
+def test_auto_refines_progressive_weights_one_level_per_call_at_a_fraction_of_the_calls(model):
+    from longvid_core.run import cascade
+    from longvid_core.weights.trained_for import TrainedFor
+
+    video = torch.rand(8, 16, 16, 3, generator=torch.Generator().manual_seed(8))
+    keyframes, _ = pipeline.condition_images(model, video[:1], 16, 16)
+    pulled, _ = cascade.refine_guides(model, video, 0.75, 16, 16)
+    progressive = TrainedFor(progressive=True, clip_frames=6, window=4, chunk=2, steps=4)
+    tiny = tiny_svd(seed=0)
+    tiny.trained_for = progressive
+    settings = pipeline.SamplingSettings(frames=8, window=12, chunk=4, steps=8, cfg=1.0)  # auto
+    run_ = pipeline.prepare_run(tiny, keyframes, settings, guides=pulled)
+    assert (run_.settings.mode, run_.settings.window, run_.settings.chunk, run_.settings.steps) == (
+        "replacement_with_noise", 4, 2, 4)
+    assert "a refine: every frame starts from its guide" in run_.chosen
+    generating = pipeline.prepare_run(tiny, keyframes, settings)
+    assert generating.settings.mode == "progressive"  # without guides: as trained
+    assert run_.plan.denoiser_calls < generating.plan.denoiser_calls / 2
+    # a frame left free, or a guide at strength 1, is not a refine
+    assert pipeline.prepare_run(tiny, keyframes, settings, guides=pulled[:-1]).settings.mode == "progressive"
+    assert not pipeline.is_refine([replace(g, strength=1.0) for g in pulled], 0, 8)
+    assert pipeline.is_refine(pulled, 0, 8) and not pipeline.is_refine(pulled, 0, 9)
+    assert torch.isfinite(run_.into(pipeline.LatentSink())).all()
+
+
 def test_interpolation_keeps_every_input_frame_and_refine_at_one_changes_nothing(model):
     from longvid_core.run import cascade
 

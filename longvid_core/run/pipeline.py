@@ -192,7 +192,8 @@ def prepare_run(model: SVDModel, cond, settings: SamplingSettings, prefix: torch
     frame (without a prefix) and one frame past its end are held to it, and that extra frame is
     sampled but not handed out, so the last frame leads into the first without a seam."""
     check_settings(settings)  # the settings alone, before anything touches the model
-    settings, chosen = resolve_auto(model, settings)
+    prefix_count = int(prefix.shape[1]) if isinstance(prefix, torch.Tensor) and prefix.dim() > 1 else 0
+    settings, chosen = resolve_auto(model, settings, refine=is_refine(guides, prefix_count, settings.frames))
     check_settings(settings)  # auto made concrete
     keyframes = [(0, cond)] if isinstance(cond, SVDCond) else [(int(start), c) for start, c in cond]
     if not keyframes:
@@ -218,6 +219,14 @@ def prepare_run(model: SVDModel, cond, settings: SamplingSettings, prefix: torch
     plan = plan_sampling(sampled, prefix_frames, guides)
     return GenerationRun(model, settings, keyframes, prefix, plan, frame_shape, chosen, guides=guides, loop=loop,
                          notes=settings_notes(model, settings))
+
+
+def is_refine(guides: Sequence[sampling.Guide], first_frame: int, frames: int) -> bool:
+    """Every sampled frame (``first_frame ..``, ``frames`` of them) starts from a guide below
+    strength 1: a refine pass (``run/cascade.py``), which ``auto`` runs one level per call."""
+    weak = {g.frame for g in guides if isinstance(g, sampling.Guide) and isinstance(g.strength, (int, float))
+            and 0 < g.strength < 1}  # anything else is refused, with its reason, by guides_problem below
+    return frames > 0 and all(frame in weak for frame in range(first_frame, first_frame + frames))
 
 
 def loop_problem(settings: SamplingSettings, loop_latent, frame_shape) -> Problem | None:
@@ -364,7 +373,8 @@ __all__ = [
     "REPLACEMENT_WITH_NOISE", "SAMPLER_NAMES", "SCHEDULER_NAMES", "SVD_DEFAULTS",
     "SVD_SIZE_MULTIPLE", "TRAINING_FREE", "TRAINING_FREE_OPTIONS", "GenerationRun", "ImageSink", "Keyframes",
     "LatentSink", "Mp4Sink", "SamplingSettings", "Schedule", "check_settings", "check_size", "condition_images",
-    "decode_into", "generate", "guides_from_images", "latents_from_comfy", "loop_problem", "latents_to_comfy",
+    "decode_into", "generate", "guides_from_images", "is_refine", "latents_from_comfy", "loop_problem",
+    "latents_to_comfy",
     "model_problem", "plan_sampling", "prepare_run", "recommended_settings", "resolve_auto", "settings_problem",
     "settings_notes", "sigmas_problem",
     "size_problem", "training_free", "with_schedule",
