@@ -37,9 +37,9 @@ HOLD, CLEAN, TIME_REVERSAL, AUTO = "hold", "clean", "time_reversal", "auto"
 GUIDE_METHODS = (AUTO, HOLD, CLEAN, TIME_REVERSAL)
 # What auto runs, by the kind of walk: progressive windows (many levels per call), full sequence and
 # replacement windows (one level per call), context windows (not measured: hold). bench_guides.py,
-# 2 held-out scenes x 240 frames, keys every 48: clean beat hold and time reversal on both small
-# models (decoded keys 34.8 / 32.1 dB against 23.1 / 25.7 held and 27.0 time reversal; seams 1.7 /
-# 2.0 against 6.0 / 3.4 and 3.0), and interpolation x4 (28.9 / 23.2 dB against 12.8 / 17.4 held).
+# 8 held-out scenes x 240 frames, keys every 48: clean beat hold and time reversal on both small
+# models (decoded keys 35.3 / 31.3 dB against 25.1 / 27.2 held and 28.2 time reversal; seams 1.5 /
+# 2.3 against 6.5 / 3.8 and 3.3), and interpolation x4 (29.6 / 23.6 dB against 14.2 / 18.6 held).
 AUTO_METHOD = {"progressive": CLEAN, "one_level": CLEAN, "context_windows": HOLD}
 
 
