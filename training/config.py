@@ -78,11 +78,6 @@ class TrainConfig:
     image_batch_fraction: float = _f(0.0, "fraction of batches that are still images (LaVie Sec. 3.1 joint "
                                      "training): F copies of one image, motion bucket from its (zero) motion",
                                      "data")
-    guide_frame_fraction: float = _f(0.0, "fraction of video clips with clean frames at random positions (1 or 2 "
-                                     "noisy frames given clean at the smallest sigma and left out of the loss; "
-                                     "Diffusion Forcing's independent per-frame levels): teaches the model the "
-                                     "clean guide frames LongVid's keyframes, loops and interpolation show it "
-                                     "(0: never)", "loss")
     # -- noise and loss
     sigma_sampling: str = _f("lognormal", "sigma per video: EDM log-normal or ExVideo's 1000-step Karras grid",
                              "loss", choices=("lognormal", "karras1000"))
@@ -92,6 +87,11 @@ class TrainConfig:
     sigma_max: float = _f(700.0, "largest sigma of the Karras schedules (SVD's)", "loss")
     loss_weighting: str = _f("edm", "edm: (s^2+1)/s^2 on the x0 error (SVD/EDM); exvideo: sqrt(1+s^2)/s", "loss",
                              choices=("edm", "exvideo", "unit"))
+    guide_frame_fraction: float = _f(0.0, "fraction of video clips with clean frames at random positions (1 or 2 "
+                                     "noisy frames given clean at the smallest sigma and left out of the loss; "
+                                     "Diffusion Forcing's independent per-frame levels): teaches the model the "
+                                     "clean guide frames LongVid's keyframes, loops and interpolation show it "
+                                     "(0: never)", "loss")
     progressive_window: int = _f(24, "progressive: noisy latent frames F in the window (the sampler's window)",
                                  "progressive")
     progressive_chunk: int = _f(2, "progressive: frames per chunk C (the sampler's chunk)", "progressive")
