@@ -20,6 +20,7 @@ said so. Every row is printed as it is measured.
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 import time
@@ -50,9 +51,16 @@ def measure(model, defaults, settings, scenes, size, reference_stats) -> dict:
         metrics["evals_per_frame"] = plan.evaluations_per_frame
         rows.append(metrics)
     mean = {k: bench_quality.mean_of_measured([m[k] for m in rows]) for k in QUALITY + ("evals_per_frame",)}
-    spread = {k: statistics.pstdev([m[k] for m in rows]) if len(rows) > 1 else 0.0 for k in QUALITY}
+    spread = {k: spread_of_measured([m[k] for m in rows]) for k in QUALITY}
     mean["seconds"] = (time.perf_counter() - started) / len(scenes)
     return {"mean": mean, "spread": spread}
+
+
+def spread_of_measured(values: list[float]) -> float:
+    """Seed-to-seed spread (population standard deviation) leaving out NaN (a video in which no shape
+    was found has no form), as bench_quality.mean_of_measured leaves it out of the mean; 0 below two."""
+    measured = [v for v in values if not math.isnan(v)]
+    return statistics.pstdev(measured) if len(measured) > 1 else 0.0
 
 
 def matches(row: dict, reference: dict) -> bool:

@@ -122,6 +122,12 @@ def test_bench_guides_prints_every_row_and_the_guides_reach_their_keyframes(caps
     assert all(not math.isnan(float(v)) for line in rest for v in re.findall(r"-?\d+\.\d+", line))
 
 
+def test_bench_samplers_spread_leaves_out_what_was_not_measured():
+    bench = _load("bench_samplers")
+    assert bench.spread_of_measured([float("nan"), 1.0, 3.0]) == 1.0
+    assert bench.spread_of_measured([float("nan"), 2.0]) == 0.0 == bench.spread_of_measured([])
+
+
 def test_bench_samplers_prints_every_row_and_the_matching_summary(capsys):
     bench = _load("bench_samplers")
     assert bench.main(["--models", "bundled", "--seeds", "0", "1", "--frames", "12", "--samplers", "euler",
