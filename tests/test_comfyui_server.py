@@ -259,6 +259,28 @@ def test_missing_files_unknown_modes_and_nan_are_refused_under_their_input(serve
         assert input_name == name and words in details, errors
 
 
+def test_core_sampler_and_sigmas_sockets_drive_longvid_sample(server):
+    """Core's KSamplerSelect (SAMPLER) and KarrasScheduler (SIGMAS) wired into LongVid Sample: a
+    sampler LongVid has a per-frame rule for runs in the progressive mode auto picks; one it has not
+    stops before sampling with the names that work there (in-process: tests/test_nodes.py)."""
+    base = without_view(shrink(json.loads((WORKFLOWS / "image_to_long_video.json").read_text())))
+    sampler_id = next(k for k, n in base.items() if n["class_type"] == "LongVidSample")
+    base["9001"] = {"class_type": "KarrasScheduler",
+                    "inputs": {"steps": 2, "sigma_max": 700.0, "sigma_min": 0.002, "rho": 7.0}}
+    base[sampler_id]["inputs"]["sigmas"] = ["9001", 0]
+    for name, works in (("dpmpp_2m", True), ("uni_pc", True), ("res_multistep", False)):
+        prompt = json.loads(json.dumps(base))
+        prompt["9000"] = {"class_type": "KSamplerSelect", "inputs": {"sampler_name": name}}
+        prompt[sampler_id]["inputs"]["sampler"] = ["9000", 0]
+        result = run_prompt(server, prompt)
+        status = json.dumps(result["status"], indent=1)
+        if works:
+            assert result["status"]["status_str"] == "success", status[-3000:]
+        else:
+            assert result["status"]["status_str"] == "error", status[-3000:]
+            assert "expected a sampler LongVid runs per frame in progressive mode" in status, status[-3000:]
+
+
 def test_free_memory_then_run_again(server):
     """POST /free unloads our weights through ComfyUI's memory manager; the next run loads them again."""
     request(server["url"], "/free", {"unload_models": True, "free_memory": True})
