@@ -153,10 +153,13 @@ def bench_interpolation_and_loop(name: str, path: Path, frames: int, factor: int
     from longvid_core.evaluation.video_metrics import frame_differences
     from longvid_core.run import cascade
 
-    def timed(*args, **kwargs):
+    cost = {}  # row -> (evals per frame, seconds summed over scenes)
+
+    def timed(row, *args, **kwargs):
         started = time.perf_counter()
         video, run = decoded(*args, **kwargs)
-        return video, run.plan.evaluations_per_frame, time.perf_counter() - started
+        cost[row] = (run.plan.evaluations_per_frame, cost.get(row, (0, 0.0))[1] + time.perf_counter() - started)
+        return video
 
     model = load_svd(path)
     defaults = pipeline.recommended_settings(path)
@@ -170,7 +173,6 @@ def bench_interpolation_and_loop(name: str, path: Path, frames: int, factor: int
     rows = {**{f"guides {method} x{factor}": [] for method in methods}, f"cross-fade x{factor}": [],
             f"nearest frame x{factor}": []}
     loops = {"loop": [], "no loop": []}
-    cost = {}  # row -> (evals per frame, seconds summed over scenes)
     for seed in seeds:
         truth = render(random_scene(HELD_OUT + seed, size, size), out)
         cond, _ = pipeline.condition_images(model, truth[:1], size, size, fps=defaults["fps"],
@@ -178,12 +180,9 @@ def bench_interpolation_and_loop(name: str, path: Path, frames: int, factor: int
                                             noise_aug_strength=defaults["noise_aug_strength"], seed=seed)
         settings = pipeline.SamplingSettings(out, "auto", defaults["window"], defaults["chunk"], defaults["steps"],
                                              defaults["cfg"], defaults["min_cfg"], seed=seed)
-        made = {}
-        for method in methods:
-            made[method], evals, seconds = timed(model, defaults, cond, settings, cascade.interpolation_guides(
-                model, truth[::factor], factor, size, size, method, cond[0][1])[0])
-            row = f"guides {method} x{factor}"
-            cost[row] = (evals, cost.get(row, (0, 0.0))[1] + seconds)
+        made = {method: timed(f"guides {method} x{factor}", model, defaults, cond, settings,
+                              cascade.interpolation_guides(model, truth[::factor], factor, size, size, method,
+                                                           cond[0][1])[0]) for method in methods}
         with torch.no_grad():
             trip = pipeline.decode_into(model, encode_frames(model.vae, truth[::factor]),
                                         pipeline.ImageSink(**decode))[0]
@@ -196,8 +195,7 @@ def bench_interpolation_and_loop(name: str, path: Path, frames: int, factor: int
                               "seam_keyframes": seam_score(video, kept)})
         first, _ = pipeline.guides_from_images(model, truth[:1], [0], [1.0], size, size)
         for row, loop_latent in (("loop", first[0].latent), ("no loop", None)):
-            video, evals, seconds = timed(model, defaults, cond, settings, loop_latent=loop_latent)
-            cost[row] = (evals, cost.get(row, (0, 0.0))[1] + seconds)
+            video = timed(row, model, defaults, cond, settings, loop_latent=loop_latent)
             diffs = frame_differences(video)
             median = diffs.median().clamp_min(1e-8)
             wrap = (video[-1].double() - video[0].double()).abs().mean()

@@ -192,9 +192,6 @@ def prepare_run(model: SVDModel, cond, settings: SamplingSettings, prefix: torch
     frame (without a prefix) and one frame past its end are held to it, and that extra frame is
     sampled but not handed out, so the last frame leads into the first without a seam."""
     check_settings(settings)  # the settings alone, before anything touches the model
-    prefix_count = int(prefix.shape[1]) if isinstance(prefix, torch.Tensor) and prefix.dim() > 1 else 0
-    settings, chosen = resolve_auto(model, settings, refine=is_refine(guides, prefix_count, settings.frames))
-    check_settings(settings)  # auto made concrete
     keyframes = [(0, cond)] if isinstance(cond, SVDCond) else [(int(start), c) for start, c in cond]
     if not keyframes:
         raise ValueError("cond: expected one SVDCond or at least one (start_frame, SVDCond) keyframe; got none")
@@ -202,6 +199,8 @@ def prepare_run(model: SVDModel, cond, settings: SamplingSettings, prefix: torch
     frame_shape = (first.batch_size, model.vae.config.latent_channels, *first.concat_latent.shape[-2:])
     prefix = _checked_prefix(prefix, frame_shape)
     prefix_frames = 0 if prefix is None else prefix.shape[1]
+    settings, chosen = resolve_auto(model, settings, refine=is_refine(guides, prefix_frames, settings.frames))
+    check_settings(settings)  # auto made concrete
     loop = loop_latent is not None
     sampled = replace(settings, frames=settings.frames + 1) if loop else settings
     raise_problem(model_problem(model, sampled, prefix_frames, [start for start, _ in keyframes]))

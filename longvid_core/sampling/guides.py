@@ -158,9 +158,7 @@ class HeldFrames:
     def holds_all(self, first_frame: int, count: int, sigma_next) -> bool:
         """True when frames ``first_frame ..`` (``count`` of them) are all held at ``sigma_next``
         (one value or one per frame): a step to there needs no model call."""
-        if not self.hold or count == 0:
-            return False
-        return sum(1 for _ in self._held(first_frame, _per_frame(sigma_next, count))) == count
+        return count > 0 and len(self.held_frames(first_frame, count, sigma_next)) == count
 
     def shown(self, x: torch.Tensor, sigma: torch.Tensor, frames: list[int], clean_sigma: float):
         """What the model is shown: ``x`` ``[B, n, ...]`` and ``sigma`` ``[B, n]`` (video frames
