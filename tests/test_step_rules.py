@@ -527,3 +527,46 @@ def test_a_frame_a_guide_lets_go_starts_its_multistep_history_afresh(name, mode)
     torch.testing.assert_close(out[:, 2:3], alone, rtol=0, atol=1e-10)
     free = reference(name, one_level(framewise_predict), start(range(4, 5), levels), levels, range(4, 5))
     torch.testing.assert_close(out[:, 4:5], free, rtol=0, atol=1e-10)  # the others as without the guide
+
+
+@pytest.fixture(scope="module")
+def tiny_run_inputs():
+    from longvid_core import pipeline
+    from longvid_core.evaluation.tiny import tiny_svd
+
+    model = tiny_svd(seed=0)
+    picture = torch.rand(1, 16, 16, 3, generator=torch.Generator().manual_seed(0))
+    return model, pipeline.condition_images(model, picture, 16, 16)[0]
+
+
+@pytest.mark.parametrize("name", list(STEP_RULES))
+def test_every_sampler_and_scheduler_runs_on_the_tiny_model_with_exact_plans_and_cancel(name, tiny_run_inputs):
+    # the tiny SVD through the pipeline: every scheduler in progressive mode (each frame at its own
+    # level), every other mode with karras; calls made = the plan's, and a cancel stops at its call
+    from dataclasses import replace
+
+    from longvid_core import pipeline
+    from longvid_core.progress import Cancelled
+
+    model, keyframes = tiny_run_inputs
+    runs = [("progressive", scheduler) for scheduler in SCHEDULERS] + [
+        (mode, "karras") for mode in pipeline.MODES if mode not in (pipeline.AUTO, pipeline.PROGRESSIVE)]
+    for mode, scheduler in runs:
+        settings = pipeline.SamplingSettings(frames=6, mode=mode, window=4, chunk=2, steps=4, cfg=1.0,
+                                             sampler_name=name, scheduler=scheduler)
+        progress = []
+        run = pipeline.prepare_run(model, keyframes, settings)
+        latents = run.into(pipeline.LatentSink(), callback=progress.append)
+        calls = [p for p in progress if p.stage == "sampling"]
+        assert calls[-1].done == calls[-1].total == run.plan.denoiser_calls, (mode, scheduler)
+        assert latents.shape[1] == 6 and torch.isfinite(latents).all(), (mode, scheduler)
+    seen = []
+
+    def stop_at_third(p):
+        seen.append(p.done)
+        return False if p.stage == "sampling" and p.done == 3 else None
+
+    with pytest.raises(Cancelled):
+        pipeline.prepare_run(model, keyframes, replace(settings, mode="progressive")).into(
+            pipeline.LatentSink(), callback=stop_at_third)
+    assert max(seen) == 3
